@@ -1,0 +1,42 @@
+"""Test-wide environment: Triton interpreter on CPU, private caches, the ``realdata`` marker."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_TMP = Path(tempfile.mkdtemp(prefix="rwkvfusion-tests-"))
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+for _var, _sub in (("HF_HOME", "hf"), ("TORCHINDUCTOR_CACHE_DIR", "inductor"), ("MPLCONFIGDIR", "mpl"),
+                   ("TRITON_CACHE_DIR", "triton")):
+    os.environ.setdefault(_var, str(_TMP / _sub))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import torch  # noqa: E402  (after the environment is set)
+
+if not torch.cuda.is_available():
+    # Must happen before any @triton.jit decorator runs (i.e. before kernels.* is imported).
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("RWKVFUSION_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def pytest_collection_modifyitems(config, items):
+    if SHARED_DATA.is_dir():
+        return
+    skip = pytest.mark.skip(reason=f"real data folder {SHARED_DATA} is absent (set RWKVFUSION_SHARED_DATA)")
+    for item in items:
+        if "realdata" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Root of ../shared/data; tests using it must carry ``@pytest.mark.realdata``."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent")
+    return SHARED_DATA

@@ -16,6 +16,8 @@ B ?=
 METHOD ?= model
 NPROC ?= 1
 export OMP_NUM_THREADS ?= 2
+# one process by default; NPROC>1 launches torchrun (DDP for training, one shard per rank for annotation)
+LAUNCH = $(if $(filter 1,$(NPROC)),$(PY),$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC))
 
 .PHONY: help install test test-fast lint demo-data demo annotate annotate-smoke train evaluate fuse bench bench-kernels clean
 
@@ -57,13 +59,13 @@ demo: train
 
 annotate:
 	@test -n "$(DATA)" || { echo "make annotate needs DATA=<dataset dir> (and TASK=, OUT=)"; exit 2; }
-	$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m annotate run --task $(TASK) --data $(DATA) --out $(or $(OUT),manifests_out/$(TASK))
+	$(LAUNCH) -m annotate run --task $(TASK) --data $(DATA) --out $(or $(OUT),manifests_out/$(TASK))
 
 annotate-smoke:
 	$(PY) -m annotate smoke --out $(or $(OUT),out/annotate-smoke)
 
 train:
-	$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m fusion train --task $(TASK) \
+	$(LAUNCH) -m fusion train --task $(TASK) \
 		$(if $(DATA),--data $(DATA),--demo-dir $(DEMO_DIR)) $(if $(MANIFEST),--manifest $(MANIFEST)) --out runs/$(TASK)
 
 evaluate:

@@ -1,0 +1,140 @@
+"""Training objectives: the fusion loss of Eq. 20 and the pansharpening/HMIF loss of Eq. 19 (SPEC section 4).
+
+Both modules are called as ``loss(out, a, b, mask=None, gt=None) -> (total, parts)`` with the model's tensor
+conventions (float images in [0, 1], [B, C, H, W]); ``parts`` maps each weighted term to a float for logging.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from kornia.filters import gaussian_blur2d, spatial_gradient
+from torch import nn
+
+
+def ssim_map(x: torch.Tensor, y: torch.Tensor, window: int = 5, sigma: float = 1.5, data_range: float = 1.0
+             ) -> torch.Tensor:
+    """Differentiable SSIM map [B, C, H, W] with a normalised Gaussian window (kornia ``gaussian_blur2d``,
+    reflected borders), C1 = (0.01 L)^2, C2 = (0.03 L)^2. Equals ``kornia.metrics.ssim(.., eps=0)`` for
+    sigma 1.5; ``sigma`` is free here because the task config carries it."""
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    blur = lambda z: gaussian_blur2d(z, (window, window), (sigma, sigma), border_type="reflect")  # noqa: E731
+    mx, my = blur(x), blur(y)
+    sxx = blur(x * x) - mx * mx
+    syy = blur(y * y) - my * my
+    sxy = blur(x * y) - mx * my
+    return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+
+
+def sobel_abs(x: torch.Tensor) -> torch.Tensor:
+    """S(x) = |Sobel_x| + |Sobel_y| per channel (kornia ``spatial_gradient``, unnormalised, replicate borders)."""
+    g = spatial_gradient(x, mode="sobel", normalized=False)  # [B, C, 2, H, W]
+    return g.abs().sum(dim=2)
+
+
+def _binary_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Foreground mask [B, 1, H, W] in {0, 1} from a float mask [B, K, H, W] (max over K) or a class map [B, H, W]."""
+    if mask.dim() == 3:
+        m = (mask > 0).to(like.dtype)[:, None]
+    elif mask.dim() == 4:
+        m = (mask.to(like.dtype).amax(dim=1, keepdim=True) > 0.5).to(like.dtype)
+    else:
+        raise ValueError(f"mask: expected [B, H, W] or [B, K, H, W], got shape {tuple(mask.shape)}")
+    if m.shape[-2:] != like.shape[-2:]:
+        raise ValueError(f"mask size {tuple(m.shape[-2:])} differs from image size {tuple(like.shape[-2:])}")
+    return m
+
+
+class FusionLoss(nn.Module):
+    """Eq. 20 (seed 000), fusion tasks; F = fused Y, A = ir/MRI/under/far, B = vis/SPECT/over/near:
+
+    * intensity ``eta1 (L1(F, A) + L1(F, B))``; for VIF with a mask m, ``eta1 (L1(m F, m A) + L1((1-m) F, (1-m) B))``;
+    * SSIM ``eta2 (wA (1 - SSIM(F, A)) + wB (1 - SSIM(F, B)))``, Gaussian window ``ssim_window`` (5), sigma
+      ``ssim_sigma`` (1.5), wA = (g_A + e) / (g_A + g_B + 2e), wB = 1 - wA, with g_X the mean of S(X) per image
+      (``weighting="image"``, default) or per pixel with SSIM maps (``weighting="pixel"``); e = 1e-4 keeps
+      flat sources at 1/2 each instead of letting float round-off in S decide;
+    * gradient ``eta3 L1(S(F), max(S(A), S(B)))``, S = |Sobel_x| + |Sobel_y|;
+    * ``+ gt_weight L1(F, GT)`` when a ground truth is given.
+    Defaults (eta1, eta2, eta3) = (10, 2, 20), gt_weight = 5 (SPEC section 4).
+    """
+
+    def __init__(self, task: str = "vif", eta: tuple[float, float, float] = (10.0, 2.0, 20.0), gt_weight: float = 5.0,
+                 ssim_window: int = 5, ssim_sigma: float = 1.5, weighting: str = "image", eps: float = 1e-4):
+        super().__init__()
+        if weighting not in ("image", "pixel"):
+            raise ValueError(f"weighting must be 'image' or 'pixel', got {weighting!r}")
+        self.task, self.eta, self.gt_weight = task, tuple(float(e) for e in eta), float(gt_weight)
+        self.ssim_window, self.ssim_sigma, self.weighting, self.eps = ssim_window, ssim_sigma, weighting, eps
+
+    def forward(self, out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None,
+                gt: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        if out.shape != a.shape or out.shape != b.shape:
+            raise ValueError(f"FusionLoss: out {tuple(out.shape)}, a {tuple(a.shape)}, b {tuple(b.shape)} must match")
+        e1, e2, e3 = self.eta
+        if mask is not None and self.task == "vif":
+            m = _binary_mask(mask, out)
+            intensity = F.l1_loss(m * out, m * a) + F.l1_loss((1 - m) * out, (1 - m) * b)
+        else:
+            intensity = F.l1_loss(out, a) + F.l1_loss(out, b)
+        sa, sb, sf = sobel_abs(a), sobel_abs(b), sobel_abs(out)
+        ssim_fa = ssim_map(out, a, self.ssim_window, self.ssim_sigma)
+        ssim_fb = ssim_map(out, b, self.ssim_window, self.ssim_sigma)
+        if self.weighting == "image":
+            ga, gb = sa.mean(dim=(1, 2, 3)), sb.mean(dim=(1, 2, 3))
+            wa = (ga + self.eps) / (ga + gb + 2 * self.eps)
+            ssim_term = (wa * (1 - ssim_fa.mean(dim=(1, 2, 3))) + (1 - wa) * (1 - ssim_fb.mean(dim=(1, 2, 3)))).mean()
+        else:
+            wa = (sa + self.eps) / (sa + sb + 2 * self.eps)
+            ssim_term = (wa * (1 - ssim_fa) + (1 - wa) * (1 - ssim_fb)).mean()
+        gradient = F.l1_loss(sf, torch.maximum(sa, sb))
+        terms = {"intensity": e1 * intensity, "ssim": e2 * ssim_term, "gradient": e3 * gradient}
+        if gt is not None:
+            if gt.shape != out.shape:
+                raise ValueError(f"FusionLoss: gt {tuple(gt.shape)} differs from out {tuple(out.shape)}")
+            terms["gt_l1"] = self.gt_weight * F.l1_loss(out, gt)
+        total = sum(terms.values())
+        parts = {k: float(v.detach()) for k, v in terms.items()}
+        parts["total"] = float(total.detach())
+        return total, parts
+
+
+class PanLoss(nn.Module):
+    """Eq. 19 (seed 000), pansharpening and HMIF: ``L1(F, GT) + lambda (1 - SSIM(F, GT))``, lambda = 0.1.
+
+    SSIM: Gaussian window ``ssim_window`` x ``ssim_window`` (default 11, the standard Wang et al. window),
+    sigma 1.5, data range 1, mean over bands and pixels. ``a`` (lms) and ``b`` (PAN / HR-MSI) are accepted for
+    the common call signature but not used; ``gt`` is required.
+    """
+
+    def __init__(self, lam: float = 0.1, ssim_window: int = 11, ssim_sigma: float = 1.5):
+        super().__init__()
+        self.lam, self.ssim_window, self.ssim_sigma = float(lam), ssim_window, ssim_sigma
+
+    def forward(self, out: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None, gt: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+        if gt is None:
+            raise ValueError("PanLoss: the pansharpening/HMIF loss needs gt (reduced-resolution reference)")
+        if gt.shape != out.shape:
+            raise ValueError(f"PanLoss: gt {tuple(gt.shape)} differs from out {tuple(out.shape)}")
+        l1 = F.l1_loss(out, gt)
+        ssim_term = self.lam * (1 - ssim_map(out, gt, self.ssim_window, self.ssim_sigma).mean())
+        total = l1 + ssim_term
+        return total, {"l1": float(l1.detach()), "ssim": float(ssim_term.detach()), "total": float(total.detach())}
+
+
+def build_loss(cfg: Any) -> nn.Module:
+    """The task's loss from a ``fusion.config.TaskConfig``: ``PanLoss`` for pan/hmif, ``FusionLoss`` otherwise.
+
+    Reads ``task``, ``eta``, ``gt_weight``, ``ssim_window``, ``ssim_sigma``, ``pan_lambda`` and, from
+    ``cfg.extra``, ``ssim_weighting`` ("image"/"pixel") and ``pan_ssim_window`` (11).
+    """
+    extra = getattr(cfg, "extra", None) or {}
+    task = getattr(cfg, "task", "vif")
+    if task in ("pan", "hmif"):
+        return PanLoss(lam=getattr(cfg, "pan_lambda", 0.1), ssim_window=int(extra.get("pan_ssim_window", 11)),
+                       ssim_sigma=getattr(cfg, "ssim_sigma", 1.5))
+    return FusionLoss(task=task, eta=getattr(cfg, "eta", (10.0, 2.0, 20.0)), gt_weight=getattr(cfg, "gt_weight", 5.0),
+                      ssim_window=getattr(cfg, "ssim_window", 5), ssim_sigma=getattr(cfg, "ssim_sigma", 1.5),
+                      weighting=str(extra.get("ssim_weighting", "image")))

@@ -1,0 +1,112 @@
+"""Fusion loss (Eq. 20) and pansharpening loss (Eq. 19): closed forms, library agreement, gradients."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from fusion.losses import FusionLoss, PanLoss, build_loss, sobel_abs, ssim_map
+
+
+def _const(v, shape=(2, 1, 16, 16), dtype=torch.float32):
+    return torch.full(shape, v, dtype=dtype)
+
+
+def _ssim_const(x, y, data_range=1.0):
+    # SSIM of two flat images: luminance term only (variances and covariance vanish, C2/C2 = 1)
+    c1 = (0.01 * data_range) ** 2
+    return (2 * x * y + c1) / (x * x + y * y + c1)
+
+
+def test_ssim_map_matches_kornia_and_identity():
+    import kornia
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 24, 30)
+    y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    assert torch.allclose(ssim_map(x, y, 5, 1.5), kornia.metrics.ssim(x, y, 5, eps=0.0), atol=1e-6)
+    assert torch.allclose(ssim_map(x, y, 11, 1.5), kornia.metrics.ssim(x, y, 11, eps=0.0), atol=1e-6)
+    assert torch.allclose(ssim_map(x, x), torch.ones_like(x), atol=1e-5)
+
+
+def test_sobel_abs_of_ramp():
+    ramp = torch.arange(8.0).repeat(8, 1)[None, None]  # slope 1 along x
+    s = sobel_abs(ramp)
+    assert torch.allclose(s[..., 2:-2, 2:-2], torch.full_like(s[..., 2:-2, 2:-2], 8.0))  # |[-1 0 1]x[1 2 1]| = 8
+
+
+def test_fusion_loss_zero_when_all_equal():
+    torch.manual_seed(1)
+    x = torch.rand(2, 1, 16, 16)
+    total, parts = FusionLoss()(x, x, x)
+    assert float(total) == pytest.approx(0.0, abs=1e-5)
+    assert set(parts) == {"intensity", "ssim", "gradient", "total"}
+
+
+def test_fusion_loss_closed_form_on_flat_images():
+    d = torch.float64  # float32 round-off in the Sobel of flat images would shift wA by ~1e-3
+    out, a, b = _const(0.5, dtype=d), _const(0.2, dtype=d), _const(0.9, dtype=d)
+    total, parts = FusionLoss(eta=(10, 2, 20))(out, a, b, gt=_const(0.4, dtype=d))
+    assert parts["intensity"] == pytest.approx(10 * (0.3 + 0.4), rel=1e-5)
+    assert parts["gradient"] == pytest.approx(0.0, abs=1e-9)
+    # no gradients anywhere: wA = wB = 1/2 (the eps-regularised weights)
+    want = 2 * (0.5 * (1 - _ssim_const(0.5, 0.2)) + 0.5 * (1 - _ssim_const(0.5, 0.9)))
+    assert parts["ssim"] == pytest.approx(want, rel=1e-4)
+    assert parts["gt_l1"] == pytest.approx(5 * 0.1, rel=1e-5)
+    assert float(total) == pytest.approx(parts["total"])
+
+
+def test_vif_mask_aware_intensity():
+    torch.manual_seed(2)
+    out, a, b = torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8)
+    loss = FusionLoss(task="vif", eta=(1, 0, 0))
+    ones = torch.ones(1, 1, 8, 8)
+    _, parts = loss(out, a, b, mask=ones)
+    assert parts["intensity"] == pytest.approx(float((out - a).abs().mean()), rel=1e-5)
+    half = torch.zeros(1, 8, 8, dtype=torch.long)
+    half[:, :4] = 3  # class map: top half foreground
+    m = (half > 0).float()[:, None]
+    _, parts = loss(out, a, b, mask=half)
+    want = float((m * (out - a)).abs().mean() + ((1 - m) * (out - b)).abs().mean())
+    assert parts["intensity"] == pytest.approx(want, rel=1e-5)
+    # other tasks ignore the mask in the intensity term
+    _, p_mef = FusionLoss(task="mef", eta=(1, 0, 0))(out, a, b, mask=ones)
+    assert p_mef["intensity"] == pytest.approx(float((out - a).abs().mean() + (out - b).abs().mean()), rel=1e-5)
+
+
+def test_fusion_loss_gradcheck():
+    torch.manual_seed(3)
+    a = torch.rand(1, 1, 8, 8, dtype=torch.float64)
+    b = torch.rand(1, 1, 8, 8, dtype=torch.float64)
+    out = torch.rand(1, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    for weighting in ("image", "pixel"):
+        loss = FusionLoss(weighting=weighting)
+        assert torch.autograd.gradcheck(lambda o, fn=loss: fn(o, a, b)[0], (out,), eps=1e-6, atol=1e-4, fast_mode=True)
+    pan = PanLoss()
+    gt = torch.rand(1, 4, 12, 12, dtype=torch.float64)
+    o4 = torch.rand(1, 4, 12, 12, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda o: pan(o, None, None, gt=gt)[0], (o4,), eps=1e-6, atol=1e-4, fast_mode=True)
+
+
+def test_pan_loss_closed_form_and_errors():
+    out, gt = _const(0.5, (1, 4, 16, 16)), _const(0.3, (1, 4, 16, 16))
+    total, parts = PanLoss(lam=0.1)(out, None, None, gt=gt)
+    assert parts["l1"] == pytest.approx(0.2, rel=1e-5)
+    assert parts["ssim"] == pytest.approx(0.1 * (1 - _ssim_const(0.5, 0.3)), rel=1e-4)
+    assert float(total) == pytest.approx(parts["l1"] + parts["ssim"], rel=1e-6)
+    assert float(PanLoss()(gt, None, None, gt=gt)[0]) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="needs gt"):
+        PanLoss()(out)
+
+
+def test_build_loss_reads_task_config():
+    from fusion.config import TASKS, get_config
+
+    for task in TASKS:
+        loss = build_loss(get_config(task))
+        assert isinstance(loss, PanLoss if task in ("pan", "hmif") else FusionLoss)
+    cfg = get_config("mff")
+    loss = build_loss(dataclasses.replace(cfg, eta=(1.0, 0.0, 0.0), gt_weight=3.0))
+    assert loss.eta == (1.0, 0.0, 0.0) and loss.gt_weight == 3.0 and loss.ssim_window == cfg.ssim_window
+    assert build_loss(get_config("pan")).lam == get_config("pan").pan_lambda

@@ -1,0 +1,235 @@
+"""The one registry of per-task configurations (seed 000 Table 1 and section 1; SPEC 3.2-3.3, 4).
+
+`get_config(task, **overrides)` returns a frozen `TaskConfig`; `TASKS` names the six tasks. Every number
+the paper gives lives here (architecture, optimiser, schedule, crops, loss weights) together with the
+text/mask settings of the authors' release. `TaskConfig.to_dict()/from_dict()` and `to_yaml()/from_yaml()`
+serialise it for checkpoints.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+TASKS: tuple[str, ...] = ("vif", "mif", "mef", "mff", "pan", "hmif")
+FUSION_TASKS: tuple[str, ...] = ("vif", "mif", "mef", "mff")
+SHARPENING_TASKS: tuple[str, ...] = ("pan", "hmif")
+
+MaskKind = Literal["none", "binary", "two", "onehot"]
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Every setting of one task. Tuples with one entry per U-net level (encoder stage i / decoder mirror)."""
+
+    task: str
+    # ---- I/O: `a` is the main input (ir/MRI/under/far, or the upsampled LRMS `lms`), `b` the second source
+    a_channels: int = 1            # pan: MS bands (4 GF2/QB, 8 WV3); hmif: HS bands (128 Chikusei, 102 Pavia)
+    b_channels: int = 1            # pan: 1 (PAN); hmif: 3 (HR-MSI)
+    out_channels: int = 1
+    head: Literal["fusion", "residual"] = "fusion"   # Y head vs Conv3x3(..) + lms (SPEC 3.2)
+    output_clamp: Literal["ste", "hard", "none"] = "ste"
+    ratio: int = 1                 # spatial ratio LRMS -> PAN (pan/hmif: 4); informational for data/metrics
+    # ---- architecture (Table 1)
+    arch: Literal["unet", "plain"] = "unet"
+    base_channels: int = 32
+    chan_upscales: tuple[int, ...] = (1, 1)
+    enc_layers: tuple[int, ...] = (1, 1)
+    mid_layers: int = 1
+    dec_layers: tuple[int, ...] = (1, 1)
+    ffn_ratios: tuple[int, ...] = (2, 2)
+    drop_path: float = 0.2
+    plain_layers: int = 4          # plain-RWKV ablation depth (seed 000 sec. 5: 4 for MSRS, 8 for Pavia)
+    # ---- spatial mixing (SPEC 2, 3.1)
+    spatial_op: Literal["bi_wkv", "attention"] = "bi_wkv"
+    spatial_gate: Literal["silu", "receptance"] = "silu"
+    scan_mode: Literal["K0", "K2", "K4"] = "K2"
+    wkv_impl: str | None = None    # kernels.bi_wkv impl override (None = auto)
+    attn_head_dim: int = 32        # only for spatial_op="attention"
+    cond_source: Literal["b", "ab"] = "b"  # conditioning from the second source (SPEC) or cat[a, b] (release)
+    # ---- text guidance (SPEC 3.3, release settings)
+    use_text: bool = True
+    text_dim: int = 512            # T5 width: 1024 for VIF/MIF (two captions concatenated along channels)
+    text_hidden: int = 64          # model-level text projection width
+    text_max_len: int = 512        # positions of the fixed sin-cos embedding
+    text_ds_ratios: tuple[int, ...] = (8, 4)  # image downsample before the joint [image; text] mix, per level
+    text_drop: float = 0.0         # train-time probability of dropping the whole batch's text
+    # ---- mask guidance
+    mask_kind: MaskKind = "binary"
+    mask_channels: int = 1         # channels of a float mask input ([B, mask_channels, H, W])
+    mask_classes: int = 0          # one-hot vocabulary size for "onehot" masks (release: 20)
+    # ---- optimisation (Table 1)
+    batch_size: int = 10
+    epochs: int = 200
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.95, 0.99)
+    weight_decay: float = 1e-6
+    min_lr: float = 1e-5           # cosine annealing 1e-3 -> 1e-5
+    # ---- data (seed 000 section 1; SPEC 7)
+    crop_size: tuple[int, int] | None = (224, 280)   # (H, W) training crop; None = uncropped (MIF)
+    crop_scale: tuple[float, float] | None = None    # RandomResizedCrop scale (MEF/MFF)
+    crop_ratio: tuple[float, float] | None = None    # RandomResizedCrop aspect ratio (MEF/MFF)
+    # ---- losses (Eq. 19-20; SPEC 4)
+    eta: tuple[float, float, float] = (10.0, 2.0, 20.0)  # intensity, SSIM, gradient
+    gt_weight: float = 5.0         # + gt_weight * L1(F, GT) when a ground truth exists
+    pan_lambda: float = 0.1        # Eq. 19: L1 + lambda * (1 - SSIM)
+    ssim_window: int = 5
+    ssim_sigma: float = 1.5
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form, carried through serialisation
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"TaskConfig.task: unknown task {self.task!r}; expected one of {TASKS}")
+        n = len(self.chan_upscales)
+        for name in ("enc_layers", "dec_layers", "ffn_ratios", "text_ds_ratios"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"TaskConfig.{name}: needs {n} entries (one per level, like chan_upscales), "
+                                 f"got {getattr(self, name)}")
+        if self.scan_mode not in ("K0", "K2", "K4"):
+            raise ValueError(f"TaskConfig.scan_mode: {self.scan_mode!r} not in K0/K2/K4")
+        if self.spatial_op not in ("bi_wkv", "attention"):
+            raise ValueError(f"TaskConfig.spatial_op: {self.spatial_op!r} not in ('bi_wkv', 'attention')")
+        if self.spatial_gate not in ("silu", "receptance"):
+            raise ValueError(f"TaskConfig.spatial_gate: {self.spatial_gate!r} not in ('silu', 'receptance')")
+        if self.arch not in ("unet", "plain"):
+            raise ValueError(f"TaskConfig.arch: {self.arch!r} not in ('unet', 'plain')")
+        if self.head not in ("fusion", "residual"):
+            raise ValueError(f"TaskConfig.head: {self.head!r} not in ('fusion', 'residual')")
+        if self.output_clamp not in ("ste", "hard", "none"):
+            raise ValueError(f"TaskConfig.output_clamp: {self.output_clamp!r} not in ('ste', 'hard', 'none')")
+        if self.mask_kind not in ("none", "binary", "two", "onehot"):
+            raise ValueError(f"TaskConfig.mask_kind: {self.mask_kind!r} not in none/binary/two/onehot")
+        if self.mask_kind == "onehot" and self.mask_classes < 2:
+            raise ValueError("TaskConfig.mask_classes: a one-hot mask needs at least 2 classes")
+        if not 0.0 <= self.text_drop <= 1.0:
+            raise ValueError(f"TaskConfig.text_drop: {self.text_drop} not in [0, 1]")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise ValueError(f"TaskConfig.drop_path: {self.drop_path} not in [0, 1)")
+        for name in ("a_channels", "b_channels", "out_channels", "base_channels", "text_dim", "text_hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TaskConfig.{name}: must be >= 1, got {getattr(self, name)}")
+        if min(self.chan_upscales) < 1 or min(self.text_ds_ratios) < 1 or min(self.ffn_ratios) < 1:
+            raise ValueError("TaskConfig: chan_upscales, text_ds_ratios and ffn_ratios must be >= 1")
+        if self.head == "residual" and self.out_channels != self.a_channels:
+            raise ValueError("TaskConfig: the residual head adds `a` (lms), so out_channels must equal a_channels")
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def n_levels(self) -> int:
+        """Number of U-net encoder (= decoder) stages."""
+        return len(self.chan_upscales)
+
+    @property
+    def total_downsample(self) -> int:
+        """Inputs are padded to a multiple of this factor (2 per level)."""
+        return 2 ** self.n_levels if self.arch == "unet" else 1
+
+    @property
+    def mask_in_channels(self) -> int:
+        """Channels the model's mask branch receives (0 when the task has no mask)."""
+        if self.mask_kind == "none":
+            return 0
+        return self.mask_classes if self.mask_kind == "onehot" else self.mask_channels
+
+    @property
+    def is_fusion(self) -> bool:
+        return self.task in FUSION_TASKS
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML-friendly dict (tuples become lists)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else (dict(v) if isinstance(v, dict) else v)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TaskConfig:
+        """Inverse of `to_dict`; unknown keys raise a ValueError naming them."""
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ValueError(f"TaskConfig.from_dict: unknown keys {unknown}")
+        if "task" not in d:
+            raise ValueError("TaskConfig.from_dict: missing key 'task'")
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+        return cls(**kw)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> TaskConfig:
+        import yaml
+
+        d = yaml.safe_load(text)
+        if not isinstance(d, dict):
+            raise ValueError("TaskConfig.from_yaml: the document is not a mapping")
+        return cls.from_dict(d)
+
+    def replace(self, **overrides: Any) -> TaskConfig:
+        """`dataclasses.replace` with a clear error for unknown field names."""
+        return _replace(self, overrides)
+
+
+_COMMON_FUSION = dict(a_channels=1, b_channels=1, out_channels=1, head="fusion", ratio=1)
+_COMMON_SHARP = dict(head="residual", ratio=4, chan_upscales=(2, 1, 1), enc_layers=(2, 1, 1), mid_layers=1,
+                     dec_layers=(2, 1, 1), ffn_ratios=(2, 2, 2), drop_path=0.2, text_dim=512,
+                     text_ds_ratios=(4, 2, 1), mask_kind="none", mask_channels=0, batch_size=64, epochs=800,
+                     crop_size=(64, 64), plain_layers=8)
+
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    # VIF: MSRS/M3FD, crop+resize 224x280, binary mask (MSRS labels binarised / merged SAM masks)
+    "vif": dict(**_COMMON_FUSION, chan_upscales=(1, 1), enc_layers=(1, 1), dec_layers=(1, 1), ffn_ratios=(2, 2),
+                drop_path=0.2, text_dim=1024, text_ds_ratios=(8, 4), mask_kind="binary", mask_channels=1,
+                batch_size=10, epochs=200, crop_size=(224, 280), plain_layers=4),
+    # MIF: Harvard MRI-SPECT, uncropped, two-channel mask
+    "mif": dict(**_COMMON_FUSION, chan_upscales=(1, 1), enc_layers=(1, 1), dec_layers=(1, 1), ffn_ratios=(2, 2),
+                drop_path=0.3, text_dim=1024, text_ds_ratios=(4, 4), mask_kind="two", mask_channels=2,
+                batch_size=12, epochs=50, crop_size=None, plain_layers=4),
+    # MEF: SICE/MEFB, RandomResizedCrop 256 scale [0.8, 1] ratio [0.8, 1.4], one-hot class map over 20 classes
+    "mef": dict(**_COMMON_FUSION, chan_upscales=(1, 1), enc_layers=(2, 1), dec_layers=(2, 1), ffn_ratios=(2, 2),
+                drop_path=0.1, text_dim=512, text_ds_ratios=(8, 4), mask_kind="onehot", mask_channels=20,
+                mask_classes=20, batch_size=12, epochs=50, crop_size=(256, 256), crop_scale=(0.8, 1.0),
+                crop_ratio=(0.8, 1.4), plain_layers=4),
+    # MFF: RealMFF/MFI-WHU, same augmentation as MEF
+    "mff": dict(**_COMMON_FUSION, chan_upscales=(1, 1), enc_layers=(1, 1), dec_layers=(1, 1), ffn_ratios=(2, 2),
+                drop_path=0.1, text_dim=512, text_ds_ratios=(8, 8), mask_kind="onehot", mask_channels=20,
+                mask_classes=20, batch_size=12, epochs=50, crop_size=(256, 256), crop_scale=(0.8, 1.0),
+                crop_ratio=(0.8, 1.4), plain_layers=4),
+    # Pansharpening: PanCollection (WV3 8 bands default; GF2/QB: build with a_channels=4), 64x64 patches
+    "pan": dict(**_COMMON_SHARP, a_channels=8, b_channels=1, out_channels=8),
+    # HMIF: Chikusei 128 bands (Pavia: a_channels=out_channels=102), HR-MSI 3 bands, 64x64 patches
+    "hmif": dict(**_COMMON_SHARP, a_channels=128, b_channels=3, out_channels=128),
+}
+
+# convenience aliases accepted by get_config/build_model
+_ALIASES = {"bands": ("a_channels", "out_channels")}
+
+
+def _replace(cfg: TaskConfig, overrides: dict[str, Any]) -> TaskConfig:
+    names = {f.name for f in dataclasses.fields(TaskConfig)}
+    kw: dict[str, Any] = {}
+    for k, v in overrides.items():
+        if k in _ALIASES:
+            for target in _ALIASES[k]:
+                kw[target] = v
+        elif k in names:
+            kw[k] = tuple(v) if isinstance(v, list) else v
+        else:
+            raise ValueError(f"unknown TaskConfig field {k!r}; valid fields: {sorted(names)}")
+    return dataclasses.replace(cfg, **kw)
+
+
+def get_config(task: str, **overrides: Any) -> TaskConfig:
+    """Paper configuration of `task` with `overrides` applied (`bands=` sets a_channels and out_channels)."""
+    if task not in _DEFAULTS:
+        raise ValueError(f"get_config: unknown task {task!r}; expected one of {TASKS}")
+    cfg = TaskConfig(task=task, **_DEFAULTS[task])
+    return _replace(cfg, overrides) if overrides else cfg
+
+
+__all__ = ["TASKS", "FUSION_TASKS", "SHARPENING_TASKS", "TaskConfig", "get_config"]

@@ -1,0 +1,89 @@
+"""BRWKV layer with self-modulation (SPEC 3.1) and the full block: MFM + input projection + BRWKV (SPEC 3.3.5)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fusion.model.channel_mix import ChannelMix
+from fusion.model.layers import DropPath
+from fusion.model.mfm import MultiModalFusion
+from fusion.model.spatial_mix import SpatialMix
+
+
+class Modulator(nn.Module):
+    """(scale, shift, gate) = Linear(SiLU(h)) split in three; h [..., C]."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, 3 * dim, bias=False)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        scale, shift, gate = self.proj(F.silu(h)).chunk(3, dim=-1)
+        return scale, shift, gate
+
+
+class BRWKVLayer(nn.Module):
+    """Bidirectional RWKV layer on [B, C, H, W]:
+
+    h = LN(x); x = x + gate * DropPath(SpatialMix((1 + scale) * h + shift)); then the same with ChannelMix.
+    """
+
+    def __init__(self, dim: int, ffn_ratio: int = 2, *, layer_id: int = 0, n_layers: int = 1,
+                 drop_path: float = 0.0, block_index: int = 0, spatial_kwargs: dict | None = None) -> None:
+        super().__init__()
+        self.reverse = block_index % 2 == 1  # odd blocks scan the reversed orders
+        self.norm1 = nn.LayerNorm(dim)
+        self.mod1 = Modulator(dim)
+        self.spatial = SpatialMix(dim, layer_id, n_layers, **(spatial_kwargs or {}))
+        self.norm2 = nn.LayerNorm(dim)
+        self.mod2 = Modulator(dim)
+        self.channel = ChannelMix(dim, ffn_ratio)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.permute(0, 2, 3, 1)  # [B, H, W, C]
+        h = self.norm1(t)
+        scale, shift, gate = self.mod1(h)
+        y, _ = self.spatial((1 + scale) * h + shift, reverse=self.reverse)
+        t = t + gate * self.drop_path(y)
+        h = self.norm2(t)
+        scale, shift, gate = self.mod2(h)
+        t = t + gate * self.drop_path(self.channel((1 + scale) * h + shift))
+        return t.permute(0, 3, 1, 2)
+
+
+class RWKVFusionBlock(nn.Module):
+    """MFM + `Conv1x1(cat[x, lambda * text_img, f])` + BRWKV layer (SPEC 3.3 step 5).
+
+    Guided blocks (encoder/middle) have mask and text branches; unguided ones (decoder, or a task without
+    guidance) keep only the conditioning from the second modality. `lam` (per channel) starts at 0, so text
+    guidance fades in during training. forward(x, cond, mask, text, text_mask) -> (x, text for the next block).
+    """
+
+    def __init__(self, dim: int, cond_dim: int, ffn_ratio: int = 2, *, mask_channels: int = 0,
+                 text_channels: int = 0, text_ds_ratio: int = 1, update_text: bool = True, layer_id: int = 0,
+                 n_layers: int = 1, drop_path: float = 0.0, block_index: int = 0,
+                 spatial_kwargs: dict | None = None) -> None:
+        super().__init__()
+        self.mfm = MultiModalFusion(dim, cond_dim, mask_channels=mask_channels, text_channels=text_channels,
+                                    text_ds_ratio=text_ds_ratio, update_text=update_text, layer_id=layer_id,
+                                    n_layers=n_layers, block_index=block_index, spatial_kwargs=spatial_kwargs)
+        self.has_text = text_channels > 0
+        if self.has_text:
+            self.lam = nn.Parameter(torch.zeros(dim))
+        self.proj_in = nn.Conv2d(dim * (3 if self.has_text else 2), dim, 1, bias=False)
+        self.brwkv = BRWKVLayer(dim, ffn_ratio, layer_id=layer_id, n_layers=n_layers, drop_path=drop_path,
+                                block_index=block_index, spatial_kwargs=spatial_kwargs)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None = None,
+                text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        f, text_img, text_next = self.mfm(x, cond, mask, text, text_mask)
+        parts = [x]
+        if self.has_text:
+            if text_img is None:
+                raise ValueError("RWKVFusionBlock: this block has a text branch but got text=None")
+            parts.append(text_img * self.lam.view(1, -1, 1, 1))
+        parts.append(f)
+        return self.brwkv(self.proj_in(torch.cat(parts, dim=1))), text_next

@@ -1,0 +1,19 @@
+"""Channel mixing of the BRWKV layer (SPEC 3.1): sigmoid(Linear_r(x)) * Linear_v(ReLU(Linear_k(x))^2)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ChannelMix(nn.Module):
+    """Per-token squared-ReLU FFN with a receptance gate; x [..., C] -> [..., C], hidden = ratio * C."""
+
+    def __init__(self, dim: int, hidden_ratio: int = 2) -> None:
+        super().__init__()
+        hidden = int(hidden_ratio * dim)
+        self.key = nn.Linear(dim, hidden, bias=False)
+        self.value = nn.Linear(hidden, dim, bias=False)
+        self.receptance = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.receptance(x)) * self.value(torch.relu(self.key(x)).square())

@@ -1,0 +1,67 @@
+"""Small shared layers: channel LayerNorm for [B, C, H, W], DropPath, resizing helpers."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channel axis of a [B, C, H, W] tensor (with bias)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, C, H, W]
+        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
+                            self.eps).permute(0, 3, 1, 2)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zero a sample's residual branch with probability p (scaled by 1/(1-p)) in training."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"DropPath: p={p} not in [0, 1)")
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Resize [B, C, H, W] to `size` (bilinear, align_corners=False, or nearest); no-op when equal."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if mode == "nearest":
+        return F.interpolate(x, size=size, mode="nearest")
+    return F.interpolate(x, size=size, mode=mode, align_corners=False)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> torch.Tensor:
+    """Pad the bottom/right of [B, C, H, W] so H and W are multiples of `multiple` (reflect, else replicate)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    if mode == "reflect" and (ph >= h or pw >= w):
+        mode = "replicate"  # reflect needs pad < size
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def drop_path_schedule(depth: int, max_rate: float) -> list[float]:
+    """Drop-path rate per block: rises linearly 0 -> max over the first half of the depth, mirrored after.
+
+    SPEC 3.1; e.g. depth 5, max 0.2 -> [0, 0.1, 0.2, 0.1, 0]. (The release builds linspace(0, max, depth//2)
+    and its mirror, padding an odd depth with the last value; this symmetric form peaks in the middle block.)
+    """
+    if depth <= 0:
+        return []
+    half = (depth + 1) // 2
+    rise = torch.linspace(0.0, max_rate, half).tolist() if half > 1 else [0.0]
+    return rise + rise[: depth - half][::-1]

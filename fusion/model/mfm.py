@@ -1,0 +1,109 @@
+"""Multi-modal fusion module (MFM, SPEC 3.3): conditioning, channel gate, mask branch, joint image-text mix."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fusion.model.layers import LayerNorm2d, resize
+from fusion.model.spatial_mix import SpatialMix
+
+
+class GeluMLP(nn.Module):
+    """`Linear(C->C) -> GELU(tanh) -> Linear(C->C)` on [..., C] tokens (the release's text/image MLP)."""
+
+    def __init__(self, dim: int, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or dim
+        self.fc1 = nn.Linear(dim, hidden, bias=False)
+        self.fc2 = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class MultiModalFusion(nn.Module):
+    """MFM of one block (SPEC 3.3 steps 1-4).
+
+    Inputs: x [B, C, H, W] block input; cond [B, Cc, H, W] conditioning feature (second modality) at this
+    level; mask [B, Cm, H, W] or None; text [B, L, Ct] or None (+ text_mask [B, L], True = real token).
+    Returns (f [B, C, H, W] = Conv1x1(LN(fused)), text_img [B, C, H, W] or None, text_next [B, L, C] or None).
+    `text_next` feeds the next guided block's text input (None when `update_text` is False, i.e. the last
+    guided block, whose text stream would go unused).
+    """
+
+    def __init__(self, dim: int, cond_dim: int, *, mask_channels: int = 0, text_channels: int = 0,
+                 text_ds_ratio: int = 1, update_text: bool = True, layer_id: int = 0, n_layers: int = 1,
+                 block_index: int = 0, spatial_kwargs: dict | None = None) -> None:
+        super().__init__()
+        self.dim, self.text_ds_ratio = dim, int(text_ds_ratio)
+        self.reverse = block_index % 2 == 1       # ESS direction alternates per block
+        self.text_first = block_index % 2 == 1    # [image; text] in even blocks, [text; image] in odd ones
+        # 1. conditioning and feature encoders
+        self.cond_conv = nn.Conv2d(cond_dim, dim, 3, padding=1, bias=False)
+        self.cond_norm = LayerNorm2d(dim)
+        self.feat = nn.Sequential(
+            nn.Conv2d(dim, dim, 3, padding=1, groups=dim, bias=False),
+            nn.Conv2d(dim, dim, 1, bias=False),
+            nn.LeakyReLU(0.2),
+            LayerNorm2d(dim),
+        )
+        # 2. channel gate
+        self.gate_norm = LayerNorm2d(dim)
+        self.gate_conv = nn.Conv2d(dim, dim, 1, bias=False)
+        # 3. mask branch
+        self.has_mask = mask_channels > 0
+        if self.has_mask:
+            self.mask_convs = nn.Sequential(
+                nn.Conv2d(mask_channels, dim // 2 or 1, 1, bias=False),
+                nn.Conv2d(dim // 2 or 1, dim, 3, padding=1, bias=False),
+                LayerNorm2d(dim),
+                nn.SiLU(),
+            )
+        self.out_proj = nn.Sequential(LayerNorm2d(dim), nn.Conv2d(dim, dim, 1))
+        # 4. text branch
+        self.has_text = text_channels > 0
+        self.update_text = update_text and self.has_text
+        if self.has_text:
+            self.text_in = nn.Sequential(nn.LayerNorm(text_channels), nn.Linear(text_channels, dim, bias=False))
+            self.img_norm = nn.LayerNorm(dim)
+            self.text_norm = nn.LayerNorm(dim)
+            self.joint_mix = SpatialMix(dim, layer_id, n_layers, **(spatial_kwargs or {}))
+            self.img_mlp = GeluMLP(dim)
+            if self.update_text:
+                self.text_mlp = GeluMLP(dim)
+                self.text_out = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None = None,
+                text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        modal = self.cond_norm(self.cond_conv(cond))
+        f = self.feat(x)
+        g = torch.sigmoid(self.gate_conv(F.adaptive_avg_pool2d(self.gate_norm(f + modal), 1)))
+        fused = f * g + modal * g
+        if self.has_mask and mask is not None:
+            m = self.mask_convs(mask)
+            fused = fused + f * m + modal * m
+        f_out = self.out_proj(fused)
+        if not self.has_text or text is None:
+            return f_out, None, None
+        return (f_out, *self._text_branch(f_out, text, text_mask))
+
+    def _text_branch(self, f: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None,
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Step 4: one spatial mix over [downsampled image tokens; text tokens], residual on both streams."""
+        H, W = f.shape[-2:]
+        r = self.text_ds_ratio
+        small = (max(1, H // r), max(1, W // r))
+        t = self.text_in(text)                                   # [B, L, C]
+        img = resize(f, small).permute(0, 2, 3, 1)              # [B, h, w, C]
+        y_img, y_txt = self.joint_mix(self.img_norm(img), reverse=self.reverse, text=self.text_norm(t),
+                                      text_mask=text_mask, text_first=self.text_first,
+                                      need_text=self.update_text)
+        img = resize((img + y_img).permute(0, 3, 1, 2), (H, W))  # back to the level's size
+        img = img + self.img_mlp(img.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        if not self.update_text:
+            return img, None
+        t = t + y_txt
+        t = t + self.text_mlp(t)
+        return img, self.text_out(t)

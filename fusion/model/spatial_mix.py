@@ -1,0 +1,141 @@
+"""Spatial mixing: Bi-WKV (seed 000 Eq. 2) over ESS scans of the image, optionally joined with text tokens.
+
+Gate variant: the authors' release gates the normalised WKV output with `SiLU(Linear(x))` (used by default,
+`gate="silu"`); the seed text describes the receptance form `sigmoid(Linear(x)) * wkv` (`gate="receptance"`).
+Both are `Linear_out(LayerNorm(wkv) * gate)`. No token shift (the release disables Q-shift).
+
+Efficiency note: the key/value/gate projections are per token, so they are computed once per pixel before
+scanning (identical to projecting each of the K scanned copies), and the output projection is applied once
+after the K scans are merged (it is linear, so `Linear(mean_k(.)) == mean_k(Linear(.))`). The LayerNorm on
+the WKV output is applied per scan, before merging, as in the release.
+
+`op="attention"` replaces the WKV by softmax attention (`scaled_dot_product_attention`, extra query
+projection) over exactly the same scanned token sequences: the quadratic reference model of the benchmark.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kernels import SCAN_K, bi_wkv, cross_merge, cross_scan
+
+# key value given to padded text tokens so exp(k) underflows to 0: they take no part in the WKV sums
+# (the sequence length T in Eq. 2's decay still counts them, so batch padding slightly changes the decay).
+MASKED_KEY = -1.0e4
+
+# analytic FLOPs of one Bi-WKV output element (one token, one channel), forward only: exp(k), e^k*v,
+# two directions x (numerator, denominator) x (multiply by the decay, add), the bonus term
+# (exp(u+k), times v, two adds), one division.  torch.utils.flop_counter does not see it.
+WKV_FLOPS_PER_ELEMENT = 16
+
+_FLOP_TALLY: list[int] | None = None  # set by fusion.model.flops.count_flops while counting (never in training)
+
+
+def init_decay_bonus(dim: int, layer_id: int, n_layers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Initial Bi-WKV decay w and bonus u of the release (SPEC 3.1), guarded for n_layers = 1 and dim = 1.
+
+    w_n = -0.3 + (n/(C-1))^(0.1 + 1.3*l/(L-1));  u_n = (l/(L-1)) * (1 - n/(C-1)) + 0.1*((n+1) % 3 - 1).
+    """
+    ratio_l = layer_id / (n_layers - 1) if n_layers > 1 else 0.0
+    n = torch.arange(dim, dtype=torch.float64)
+    ratio_n = n / (dim - 1) if dim > 1 else torch.zeros_like(n)
+    w = -0.3 + ratio_n ** (0.1 + 1.3 * ratio_l)
+    u = ratio_l * (1.0 - ratio_n) + 0.1 * (((n + 1) % 3) - 1)
+    return w.float(), u.float()
+
+
+class SpatialMix(nn.Module):
+    """Bi-WKV spatial mix over the ESS scans of an image [B, H, W, C] (+ optional text tokens [B, L, C])."""
+
+    def __init__(self, dim: int, layer_id: int = 0, n_layers: int = 1, *, op: str = "bi_wkv",
+                 gate: str = "silu", scan_mode: str = "K2", wkv_impl: str | None = None,
+                 head_dim: int = 32) -> None:
+        super().__init__()
+        if op not in ("bi_wkv", "attention"):
+            raise ValueError(f"SpatialMix: op={op!r} not in ('bi_wkv', 'attention')")
+        if gate not in ("silu", "receptance"):
+            raise ValueError(f"SpatialMix: gate={gate!r} not in ('silu', 'receptance')")
+        if scan_mode not in SCAN_K:
+            raise ValueError(f"SpatialMix: scan_mode={scan_mode!r} not in {sorted(SCAN_K)}")
+        self.dim, self.op, self.gate_kind, self.scan_mode, self.wkv_impl = dim, op, gate, scan_mode, wkv_impl
+        self.K = SCAN_K[scan_mode]
+        self.key = nn.Linear(dim, dim, bias=False)
+        self.value = nn.Linear(dim, dim, bias=False)
+        self.gate = nn.Linear(dim, dim, bias=False)
+        if op == "attention":
+            self.query = nn.Linear(dim, dim, bias=False)
+            self.n_heads = dim // head_dim if dim % head_dim == 0 and dim >= head_dim else 1
+        else:
+            w, u = init_decay_bonus(dim, layer_id, n_layers)
+            self.decay = nn.Parameter(w)
+            self.bonus = nn.Parameter(u)
+        self.ln_out = nn.LayerNorm(dim)
+        self.output = nn.Linear(dim, dim, bias=False)
+
+    # ------------------------------------------------------------------ core operator
+    def _mix(self, k: torch.Tensor, v: torch.Tensor, q: torch.Tensor | None,
+             key_mask: torch.Tensor | None) -> torch.Tensor:
+        """[N, T, C] sequences -> [N, T, C] (Bi-WKV, or SDPA when op='attention')."""
+        if self.op == "bi_wkv":
+            if key_mask is not None:
+                k = k.masked_fill(~key_mask[..., None], MASKED_KEY)
+            if _FLOP_TALLY is not None:  # FLOP counting: analytic count, and a stand-in the counter cannot see
+                _FLOP_TALLY.append(WKV_FLOPS_PER_ELEMENT * k.numel())
+                return v * torch.sigmoid(k)
+            # the operator manages its own precision (bf16/fp16 in, fp32 accumulation): keep autocast out of it
+            with torch.autocast(device_type=k.device.type, enabled=False):
+                return bi_wkv(k, v, self.decay, self.bonus, impl=self.wkv_impl)
+        n, t, c = k.shape
+        h = self.n_heads
+        split = lambda z: z.view(n, t, h, c // h).transpose(1, 2)  # noqa: E731
+        attn_mask = key_mask[:, None, None, :] if key_mask is not None else None
+        y = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=attn_mask)
+        return y.transpose(1, 2).reshape(n, t, c)
+
+    def _scan(self, z: torch.Tensor, reverse: bool) -> torch.Tensor:
+        """[B, H, W, C] -> [B*K, H*W, C]."""
+        return cross_scan(z.permute(0, 3, 1, 2).contiguous(), mode=self.scan_mode, reverse=reverse)
+
+    def forward(self, x: torch.Tensor, *, reverse: bool = False, text: torch.Tensor | None = None,
+                text_mask: torch.Tensor | None = None, text_first: bool = False,
+                need_text: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x [B, H, W, C] -> (y [B, H, W, C], text output [B, L, C] or None).
+
+        With `text` [B, L, C], ONE mix runs over each scan's [image; text] sequence (text first when
+        `text_first`); text tokens are repeated for every scan and their outputs averaged over the scans.
+        `text_mask` [B, L] (True = real token) excludes padded tokens.
+        """
+        bsz, h, w, c = x.shape
+        K, T = self.K, h * w
+        ks, vs = self._scan(self.key(x), reverse), self._scan(self.value(x), reverse)
+        qs = self._scan(self.query(x), reverse) if self.op == "attention" else None
+        key_mask = None
+        L = 0
+        if text is not None:
+            L = text.shape[1]
+            rep = lambda z: z.repeat_interleave(K, dim=0)  # noqa: E731  [B, L, C] -> [B*K, L, C]
+            kt, vt = rep(self.key(text)), rep(self.value(text))
+            qt = rep(self.query(text)) if qs is not None else None
+            cat = (lambda im, tx: torch.cat([tx, im], 1)) if text_first else (lambda im, tx: torch.cat([im, tx], 1))
+            ks, vs = cat(ks, kt), cat(vs, vt)
+            qs = cat(qs, qt) if qs is not None else None
+            if text_mask is not None:
+                img_ok = torch.ones(bsz * K, T, dtype=torch.bool, device=x.device)
+                key_mask = cat(img_ok, rep(text_mask.to(torch.bool)))
+        y = self.ln_out(self._mix(ks, vs, qs, key_mask))
+        y_img, y_txt = (y[:, L:], y[:, :L]) if text_first else (y[:, :T], y[:, T:])
+        y_img = cross_merge(y_img.contiguous(), hw=(h, w), mode=self.scan_mode, reverse=reverse) / K
+        y_img = self.output(y_img.permute(0, 2, 3, 1) * self._gate(x))
+        if text is None or not need_text:
+            return y_img, None
+        y_txt = y_txt.reshape(bsz, K, L, c).mean(dim=1)
+        return y_img, self.output(y_txt * self._gate(text))
+
+    def _gate(self, z: torch.Tensor) -> torch.Tensor:
+        g = self.gate(z)
+        return F.silu(g) if self.gate_kind == "silu" else torch.sigmoid(g)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, op={self.op}, gate={self.gate_kind}, scan={self.scan_mode}"
+

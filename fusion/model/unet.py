@@ -1,0 +1,208 @@
+"""RWKVFusion U-net (SPEC 3.2): guided encoder/middle stages, conditioned decoder stages, two output heads."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fusion.config import TaskConfig
+from fusion.model.block import RWKVFusionBlock
+from fusion.model.inputs import ModelInputs, apply_output_clamp, prepare_inputs
+from fusion.model.layers import drop_path_schedule, resize
+from fusion.model.text import TextProjector
+
+
+class Res3Conv(nn.Module):
+    """SwinIR-style 3-conv: Conv3x3(C->C/2), LReLU, Conv1x1, LReLU, Conv3x3(C/2->C)."""
+
+    def __init__(self, dim: int, bias: bool = True) -> None:
+        super().__init__()
+        r = max(1, dim // 2)
+        self.body = nn.Sequential(
+            nn.Conv2d(dim, r, 3, padding=1, bias=bias), nn.LeakyReLU(0.2),
+            nn.Conv2d(r, r, 1, bias=bias), nn.LeakyReLU(0.2),
+            nn.Conv2d(r, dim, 3, padding=1, bias=bias),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class Downsample(nn.Module):
+    """2x2 stride-2 conv (C -> C*up) times a learnable per-channel scale initialised to sqrt(2)."""
+
+    def __init__(self, dim: int, up: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim * up, 2, stride=2, bias=False)
+        self.scale = nn.Parameter(torch.full((dim * up,), math.sqrt(2.0)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) * self.scale.view(1, -1, 1, 1)
+
+
+class Upsample(nn.Module):
+    """Conv1x1 (C -> C/up) times a learnable scale (init 1/sqrt(2)), then bilinear x2."""
+
+    def __init__(self, dim: int, up: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim // up, 1, bias=False)
+        self.scale = nn.Parameter(torch.full((dim // up,), 1.0 / math.sqrt(2.0)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x) * self.scale.view(1, -1, 1, 1)
+        return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+class Stage(nn.Module):
+    """N blocks then a 3-conv residual: out = Res3Conv(blocks(x)) + x (SPEC 3.2)."""
+
+    def __init__(self, blocks: list[RWKVFusionBlock], dim: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.res = Res3Conv(dim)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None,
+                text: torch.Tensor | None, text_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        y = x
+        for blk in self.blocks:
+            y, t = blk(y, cond, mask, text, text_mask)
+            if blk.mfm.update_text:
+                text = t
+        return self.res(y) + x, text
+
+
+def spatial_kwargs(cfg: TaskConfig) -> dict:
+    return dict(op=cfg.spatial_op, gate=cfg.spatial_gate, scan_mode=cfg.scan_mode, wkv_impl=cfg.wkv_impl,
+                head_dim=cfg.attn_head_dim)
+
+
+def init_weights(module: nn.Module) -> None:
+    """Linear: truncated normal std 0.02, conv: Xavier normal, biases 0, norms (1, 0) (release)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d):
+            nn.init.xavier_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class RWKVFusion(nn.Module):
+    """The RWKVFusion U-net for one task configuration.
+
+    forward(a, b, text=None, text_mask=None, mask=None) -> out. Fusion tasks: a, b [B, 1, H, W] Y channels in
+    [0, 1], out the fused Y [B, 1, H, W]. pan/hmif: a = upsampled LRMS [B, bands, H, W], b = PAN / HR-MSI,
+    out = Conv3x3(Res3Conv(feat)) + a. Any H, W (padded to a multiple of 2**levels, cropped back).
+    Output range: clamped to [0, 1] (`cfg.output_clamp`: "ste" = straight-through in training, so pixels
+    beyond the range still get gradients; "hard" = plain clamp; "none").
+    """
+
+    def __init__(self, cfg: TaskConfig) -> None:
+        super().__init__()
+        if cfg.arch != "unet":
+            raise ValueError(f"RWKVFusion: cfg.arch={cfg.arch!r}; use fusion.model.plain.PlainRWKV")
+        self.cfg = cfg
+        C = cfg.base_channels
+        sk = spatial_kwargs(cfg)
+        self.patch_embed = nn.Conv2d(cfg.a_channels + cfg.b_channels, C, 1, bias=False)
+        cond_in = cfg.b_channels if cfg.cond_source == "b" else cfg.a_channels + cfg.b_channels
+        self.cond_embed = nn.Conv2d(cond_in, C, 1, bias=False)
+        self.text_proj = (TextProjector(cfg.text_dim, cfg.text_hidden, cfg.text_max_len, cfg.text_drop)
+                          if cfg.use_text else None)
+        if cfg.mask_kind == "onehot":
+            self.mask_embed = nn.Conv2d(cfg.mask_classes, C, 1, bias=False)
+            mask_ch = C
+        else:
+            self.mask_embed = None
+            mask_ch = cfg.mask_in_channels
+
+        depth = sum(cfg.enc_layers) + cfg.mid_layers + sum(cfg.dec_layers)
+        rates = drop_path_schedule(depth, cfg.drop_path)
+        n_guided = sum(cfg.enc_layers) + cfg.mid_layers
+        idx = 0
+        text_ch = cfg.text_hidden if cfg.use_text else 0
+
+        def block(dim: int, ffn: int, guided: bool, ds: int) -> RWKVFusionBlock:
+            nonlocal idx, text_ch
+            b = RWKVFusionBlock(
+                dim, C, ffn, mask_channels=mask_ch if guided else 0, text_channels=text_ch if guided else 0,
+                text_ds_ratio=ds, update_text=guided and idx < n_guided - 1, layer_id=idx, n_layers=depth,
+                drop_path=rates[idx], block_index=idx, spatial_kwargs=sk)
+            if guided and cfg.use_text:
+                text_ch = dim  # the text stream leaves each guided block at that block's width
+            idx += 1
+            return b
+
+        self.encoders, self.downs = nn.ModuleList(), nn.ModuleList()
+        dims = []
+        chan = C
+        for lvl, n in enumerate(cfg.enc_layers):
+            blocks = [block(chan, cfg.ffn_ratios[lvl], True, cfg.text_ds_ratios[lvl]) for _ in range(n)]
+            self.encoders.append(Stage(blocks, chan))
+            dims.append(chan)
+            self.downs.append(Downsample(chan, cfg.chan_upscales[lvl]))
+            chan *= cfg.chan_upscales[lvl]
+        self.middle = Stage([block(chan, cfg.ffn_ratios[-1], True, cfg.text_ds_ratios[-1])
+                             for _ in range(cfg.mid_layers)], chan)
+        self.ups, self.skip_scales, self.skip_fuse, self.decoders = (nn.ModuleList(), nn.ParameterList(),
+                                                                     nn.ModuleList(), nn.ModuleList())
+        for lvl in reversed(range(cfg.n_levels)):
+            up = cfg.chan_upscales[lvl]
+            self.ups.append(Upsample(chan, up))
+            chan //= up
+            self.skip_scales.append(nn.Parameter(torch.full((chan,), 1.0 / math.sqrt(2.0))))
+            self.skip_fuse.append(nn.Conv2d(2 * chan, chan, 1, bias=False))
+            blocks = [block(chan, cfg.ffn_ratios[lvl], False, 1) for _ in range(cfg.dec_layers[lvl])]
+            self.decoders.append(Stage(blocks, chan))
+        self.body_out = Res3Conv(C, bias=False)
+        self.head = nn.Conv2d(C, cfg.out_channels, 3, padding=1)
+        init_weights(self)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, text: torch.Tensor | None = None,
+                text_mask: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        inp = prepare_inputs(self, a, b, text, text_mask, mask)
+        return apply_output_clamp(self._forward(inp), self.cfg.output_clamp, self.training)
+
+    def _forward(self, inp: ModelInputs) -> torch.Tensor:
+        cfg = self.cfg
+        x0 = self.patch_embed(torch.cat([inp.a, inp.b], dim=1))
+        cond_full = self.cond_embed(inp.b if cfg.cond_source == "b" else torch.cat([inp.a, inp.b], dim=1))
+        mask_full = inp.mask
+        if mask_full is not None and self.mask_embed is not None:
+            mask_full = self.mask_embed(mask_full)
+        cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+        def conds(size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+            if size not in cache:  # resized from full resolution at every level (bilinear / nearest)
+                m = resize(mask_full, size, "nearest") if mask_full is not None else None
+                cache[size] = (resize(cond_full, size), m)
+            return cache[size]
+
+        text, tmask = inp.text, inp.text_mask
+        x, skips = x0, []
+        for enc, down in zip(self.encoders, self.downs):
+            c, m = conds(tuple(x.shape[-2:]))
+            x, text = enc(x, c, m, text, tmask)
+            skips.append(x)
+            x = down(x)
+        c, m = conds(tuple(x.shape[-2:]))
+        x, _ = self.middle(x, c, m, text, tmask)
+        for up, scale, fuse, dec, skip in zip(self.ups, self.skip_scales, self.skip_fuse, self.decoders,
+                                              reversed(skips)):
+            x = up(x)
+            x = fuse(torch.cat([x, skip * scale.view(1, -1, 1, 1)], dim=1))
+            c, _ = conds(tuple(x.shape[-2:]))
+            x, _ = dec(x, c, None, None, None)
+        feat = self.body_out(x)
+        if cfg.head == "fusion":
+            out = self.head(feat + x0)
+        else:
+            out = self.head(feat) + inp.a
+        return out[..., : inp.hw[0], : inp.hw[1]]

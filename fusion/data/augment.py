@@ -1,0 +1,122 @@
+"""Training augmentations of seed 000 section 1, applied identically to sources, ground truth and masks.
+
+- VIF: random crop (target aspect, area scale ``cfg.crop_scale`` or [0.5, 1]) resized to ``cfg.crop_size`` (224x280).
+- MEF/MFF: RandomResizedCrop to ``cfg.crop_size`` (256x256), scale ``cfg.crop_scale`` [0.8, 1],
+  aspect ratio ``cfg.crop_ratio`` [0.8, 1.4] (torchvision's sampling algorithm).
+- MIF: uncropped (``cfg.crop_size`` None).
+- pan/HMIF: random ``cfg.crop_size`` (64x64) patch, its corner on the ``ratio`` grid so ``ms`` is cropped alike.
+Images resize bilinearly (antialiased), masks and class maps by nearest neighbour. All randomness comes
+from the ``torch.Generator`` passed in.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+IMAGE_KEYS = ("a", "b", "gt", "cbcr_a", "cbcr_b", "gt_cbcr", "lms")
+MASK_KEYS = ("mask",)
+DEFAULT_SIZES = {"vif": (224, 280), "mif": None, "mef": (256, 256), "mff": (256, 256), "pan": (64, 64), "hmif": (64, 64)}
+
+
+def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=g))
+
+
+def _randint(g: torch.Generator, lo: int, hi: int) -> int:
+    """Integer in [lo, hi] inclusive."""
+    return int(torch.randint(lo, hi + 1, (), generator=g))
+
+
+def random_resized_crop_box(h: int, w: int, scale: tuple[float, float], ratio: tuple[float, float],
+                            g: torch.Generator) -> tuple[int, int, int, int]:
+    """torchvision ``RandomResizedCrop.get_params``: (top, left, height, width); ratio is width/height."""
+    area = h * w
+    log_r = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * _uniform(g, *scale)
+        ar = math.exp(_uniform(g, *log_r))
+        cw, ch = int(round(math.sqrt(target * ar))), int(round(math.sqrt(target / ar)))
+        if 0 < cw <= w and 0 < ch <= h:
+            return _randint(g, 0, h - ch), _randint(g, 0, w - cw), ch, cw
+    in_ratio = w / h  # fallback: central crop clamped to the ratio range
+    if in_ratio < min(ratio):
+        cw, ch = w, int(round(w / min(ratio)))
+    elif in_ratio > max(ratio):
+        ch, cw = h, int(round(h * max(ratio)))
+    else:
+        cw, ch = w, h
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+def random_aspect_crop_box(h: int, w: int, out_hw: tuple[int, int], scale: tuple[float, float],
+                           g: torch.Generator) -> tuple[int, int, int, int]:
+    """A crop with the aspect of ``out_hw`` covering ``scale`` of the largest such window, random position."""
+    target_ar = out_hw[1] / out_hw[0]
+    ch_max = min(h, int(w / target_ar))
+    s = math.sqrt(_uniform(g, *scale))
+    ch = max(1, min(h, int(round(ch_max * s))))
+    cw = max(1, min(w, int(round(ch * target_ar))))
+    return _randint(g, 0, h - ch), _randint(g, 0, w - cw), ch, cw
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int], nearest: bool) -> torch.Tensor:
+    """[C, H, W] or [H, W] -> same rank at ``size``; class maps keep their dtype."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    squeeze = x.dim() == 2
+    t = x[None, None] if squeeze else x[None]
+    if nearest:
+        out = F.interpolate(t.float(), size=size, mode="nearest-exact").to(x.dtype)
+    else:
+        out = F.interpolate(t.float(), size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    return out[0, 0] if squeeze else out[0]
+
+
+def crop_resize(sample: dict[str, Any], box: tuple[int, int, int, int], size: tuple[int, int] | None) -> dict[str, Any]:
+    """Crop every spatial entry of ``sample`` to ``box`` (top, left, h, w) and resize it to ``size``."""
+    top, left, ch, cw = box
+    out = dict(sample)
+    for k in IMAGE_KEYS + MASK_KEYS:
+        v = sample.get(k)
+        if isinstance(v, torch.Tensor):
+            v = v[..., top: top + ch, left: left + cw]
+            out[k] = _resize(v, size, nearest=k in MASK_KEYS) if size is not None else v.contiguous()
+    return out
+
+
+def random_patch(sample: dict[str, Any], size: tuple[int, int], ratio: int, g: torch.Generator) -> dict[str, Any]:
+    """pan/HMIF: a ``size`` patch of gt/lms/a/b with its corner on the ``ratio`` grid; ``ms`` cropped alike."""
+    h, w = sample["b"].shape[-2:]
+    ph, pw = min(size[0], h), min(size[1], w)
+    ph, pw = ph // ratio * ratio, pw // ratio * ratio
+    if (ph, pw) == (h, w):
+        return sample
+    top = _randint(g, 0, (h - ph) // ratio) * ratio
+    left = _randint(g, 0, (w - pw) // ratio) * ratio
+    out = crop_resize(sample, (top, left, ph, pw), None)
+    if isinstance(sample.get("ms"), torch.Tensor):
+        out["ms"] = sample["ms"][:, top // ratio: (top + ph) // ratio, left // ratio: (left + pw) // ratio].contiguous()
+    return out
+
+
+def augment_sample(sample: dict[str, Any], task: str, cfg: Any = None, generator: torch.Generator | None = None
+                   ) -> dict[str, Any]:
+    """Apply the task's training augmentation (module docstring) to one sample dict of tensors."""
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    size = getattr(cfg, "crop_size", DEFAULT_SIZES[task]) if cfg is not None else DEFAULT_SIZES[task]
+    if size is None:  # MIF: uncropped
+        return sample
+    size = (int(size[0]), int(size[1]))
+    h, w = sample["a"].shape[-2:]
+    if task in ("pan", "hmif"):
+        ratio = int(getattr(cfg, "ratio", 4) or 4) if cfg is not None else 4
+        return random_patch(sample, size, ratio, g)
+    if task == "vif":
+        scale = getattr(cfg, "crop_scale", None) or (0.5, 1.0)
+        return crop_resize(sample, random_aspect_crop_box(h, w, size, scale, g), size)
+    scale = getattr(cfg, "crop_scale", None) or (0.8, 1.0)
+    ratio_rng = getattr(cfg, "crop_ratio", None) or (0.8, 1.4)
+    return crop_resize(sample, random_resized_crop_box(h, w, scale, ratio_rng, g), size)

@@ -1,0 +1,168 @@
+"""Join a dataset with a Parquet annotation manifest: text tokens and masks per sample id.
+
+Rows are matched by ``sample_id`` (the dataset's id, or ``<split>/<id>`` as ``annotate`` writes it),
+then by ``path_a`` relative to the dataset root, then by its last two or three path components. The sources'
+sha256 recorded in the row are checked against the local files when the dataset is built:
+``hash_mismatch="error"`` (default) raises naming the file; ``"skip"`` drops that sample's guidance
+(it then trains unguided) and counts it in ``hash_mismatches``. Rows with ``status != "ok"`` and
+samples without a row run without guidance; ``unannotated_ids`` lists them.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fusion.data.io import sha256_file
+
+
+class ManifestMismatchError(ValueError):
+    """A local source file differs from the one the manifest was made from (message names the file)."""
+
+
+def text_dim_for(task: str, cfg: Any) -> int:
+    return int(getattr(cfg, "text_dim", 0) or (1024 if task in ("vif", "mif") else 512))
+
+
+class Guidance:
+    """Manifest rows matched to a dataset's samples; decodes text [L, D] and masks on demand."""
+
+    def __init__(self, manifest: str | Path, task: str, root: str | Path, *, cfg: Any = None,
+                 hash_mismatch: str = "error", split: str | None = None) -> None:
+        import manifests
+
+        if hash_mismatch not in ("error", "skip"):
+            raise ValueError(f"hash_mismatch must be 'error' or 'skip', got {hash_mismatch!r}")
+        self.task, self.cfg, self.root, self.split = task, cfg, Path(root), split
+        self.hash_mismatch = hash_mismatch
+        self.path = Path(manifest)
+        table = manifests.read_manifest(self.path)
+        rows = manifests.rows_by_id(table)
+        self.by_id: dict[str, dict] = {k: r for k, r in rows.items() if r.get("task") in (None, task)}
+        self.by_path = {str(r["path_a"]).replace("\\", "/"): r for r in self.by_id.values() if r.get("path_a")}
+        # trailing path components (e.g. "ir/01.png"), kept only where unique, for manifests made from
+        # another root folder of the same dataset
+        tails: dict[str, list[dict]] = {}
+        for rel, r in self.by_path.items():
+            parts = rel.split("/")
+            for n in (2, 3):
+                if len(parts) >= n:
+                    tails.setdefault("/".join(parts[-n:]), []).append(r)
+        self.by_tail = {k: v[0] for k, v in tails.items() if len(v) == 1}
+        self.matched: dict[str, dict] = {}
+        self.unannotated_ids: list[str] = []
+        self.error_rows: list[str] = []
+        self.hash_mismatches: list[str] = []
+
+    def _find_row(self, sample_id: str, a_path: Path | None) -> dict | None:
+        """Row by id (``id``, ``<split>/id``, ``all/id`` as ``annotate`` names them), then by path_a."""
+        for key in (sample_id, f"{self.split}/{sample_id}" if self.split else None, f"all/{sample_id}"):
+            if key is not None and key in self.by_id:
+                return self.by_id[key]
+        if a_path is None:
+            return None
+        try:
+            rel = Path(a_path).resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            rel = Path(a_path).name
+        if rel in self.by_path:
+            return self.by_path[rel]
+        parts = Path(a_path).resolve().as_posix().split("/")
+        for n in (3, 2):
+            row = self.by_tail.get("/".join(parts[-n:]))
+            if row is not None:
+                return row
+        return None
+
+    def attach(self, sample_id: str, local: Mapping[str, Path | None]) -> bool:
+        """Match one sample; ``local`` maps roles a/b/gt to files whose sha256 is checked. True if guided."""
+        row = self._find_row(sample_id, local.get("a"))
+        if row is None:
+            self.unannotated_ids.append(sample_id)
+            return False
+        if row.get("status", "ok") != "ok":
+            self.error_rows.append(sample_id)
+            self.unannotated_ids.append(sample_id)
+            return False
+        for role in ("a", "b", "gt"):
+            want, path = row.get(f"sha256_{role}"), local.get(role)
+            if not want or path is None:
+                continue
+            got = sha256_file(path)
+            if got != want:
+                msg = (f"{path}: sha256 {got[:12]}... differs from manifest {self.path} "
+                       f"(sample {sample_id!r}, sha256_{role} {want[:12]}...)")
+                if self.hash_mismatch == "error":
+                    raise ManifestMismatchError(msg + "; pass hash_mismatch='skip' to train it unguided")
+                self.hash_mismatches.append(sample_id)
+                self.unannotated_ids.append(sample_id)
+                return False
+        self.matched[sample_id] = row
+        return True
+
+    # ---------------------------------------------------------------- decoding
+    def text(self, sample_id: str) -> np.ndarray | None:
+        """[L, D] float32: VIF/MIF (text_dim = 2 x encoder width) concatenate a and b along channels,
+        each zero-padded to the longer L; other tasks use one caption: ``cfg.extra["text_source"]``
+        ("a" default, or "b"), the other one when it is absent."""
+        import manifests
+
+        row = self.matched.get(sample_id)
+        if row is None:
+            return None
+        ta, tb = manifests.decode_text(row, "a"), manifests.decode_text(row, "b")
+        if ta is None and tb is None:
+            return None
+        d_model = text_dim_for(self.task, self.cfg)
+        d_enc = (ta if ta is not None else tb).shape[1]
+        if d_model == 2 * d_enc:
+            L = max(t.shape[0] for t in (ta, tb) if t is not None)
+            parts = []
+            for t in (ta, tb):
+                z = np.zeros((L, d_enc), np.float32)
+                if t is not None:
+                    z[: t.shape[0]] = t
+                parts.append(z)
+            return np.concatenate(parts, axis=1)
+        first = (getattr(self.cfg, "extra", None) or {}).get("text_source", "a")  # which caption, default a
+        t = (tb if tb is not None else ta) if first == "b" else (ta if ta is not None else tb)
+        if t.shape[1] != d_model:
+            raise ValueError(f"{self.path}: sample {sample_id!r} text width {t.shape[1]} does not match the "
+                             f"task's text_dim {d_model}")
+        return t.astype(np.float32)
+
+    def mask(self, sample_id: str) -> np.ndarray | None:
+        """VIF: [1, H, W] float binary; MIF: [2, H, W] float (instances of a | both, b | both);
+        MEF/MFF: [H, W] int64 class map (clamped to the config's vocabulary). None when absent."""
+        import manifests
+
+        row = self.matched.get(sample_id)
+        if row is None:
+            return None
+        cmap = manifests.decode_class_map(row)
+        if self.task == "mif":
+            inst = manifests.decode_instance_masks(row)
+            modal = row.get("instance_modality") or []
+            if inst.shape[0] and len(modal) == inst.shape[0]:
+                chans = [np.any(inst[[m in (r, "both") for m in modal]], axis=0) if any(m in (r, "both") for m in modal)
+                         else np.zeros(inst.shape[1:], bool) for r in ("a", "b")]
+                return np.stack(chans).astype(np.float32)
+            if cmap is None:
+                return None
+            return np.repeat((cmap > 0)[None], 2, axis=0).astype(np.float32)
+        if cmap is None:
+            inst = manifests.decode_instance_masks(row)
+            if not inst.shape[0]:
+                return None
+            cmap = np.any(inst, axis=0).astype(np.uint8)
+        if self.task == "vif":
+            return (cmap > 0)[None].astype(np.float32)
+        n = int(getattr(self.cfg, "mask_classes", 0) or 0)
+        out = cmap.astype(np.int64)
+        return np.minimum(out, n - 1) if n > 1 else out
+
+    def summary(self) -> dict[str, int]:
+        return {"annotated": len(self.matched), "unannotated": len(self.unannotated_ids),
+                "error_rows": len(self.error_rows), "hash_mismatches": len(self.hash_mismatches)}

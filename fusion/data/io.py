@@ -1,0 +1,97 @@
+"""Image and array reading with errors that name the file, plus Y/CbCr splitting (``fusion.color``, BT.601)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class SampleError(ValueError):
+    """A sample could not be loaded; the message names the sample id and the offending file."""
+
+    def __init__(self, message: str, *, sample_id: str | None = None, path: str | Path | None = None):
+        super().__init__(message)
+        self.sample_id = sample_id
+        self.path = str(path) if path is not None else None
+
+
+def is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTS and not path.name.startswith(".")
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as float32 HxWxC in [0, 1] (C = 1 or 3); 16-bit PNGs keep their precision."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise SampleError(f"{path}: file not found", path=path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, dtype=np.float32)
+                scale = 65535.0 if arr.max(initial=0) > 255 or mode.startswith("I;16") else 255.0
+                arr = arr / scale
+            elif mode == "F":
+                arr = np.asarray(im, dtype=np.float32)
+            else:
+                if mode not in ("L", "RGB"):
+                    im = im.convert("L" if mode in ("1", "LA") else "RGB")
+                arr = np.asarray(im, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise SampleError(f"{path}: cannot decode image ({exc})", path=path) from exc
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    check_finite(arr, path)
+    return np.ascontiguousarray(arr)
+
+
+def check_finite(arr: np.ndarray, what: str | Path) -> None:
+    """Raise ``SampleError`` naming ``what`` when ``arr`` holds NaN or infinity."""
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).sum())
+        raise SampleError(f"{what}: {bad} non-finite values (NaN/inf)", path=str(what))
+
+
+def split_y_cbcr(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HxWxC image -> (Y [1, H, W], CbCr [2, H, W]); grey images get CbCr = 0.5."""
+    if img.shape[2] == 1:
+        y = img[:, :, 0]
+        cbcr = np.full((2,) + y.shape, 0.5, dtype=np.float32)
+        return y[None].astype(np.float32), cbcr
+    from fusion.color import rgb_to_ycbcr
+
+    ycc = np.asarray(rgb_to_ycbcr(np.ascontiguousarray(img[:, :, :3], dtype=np.float32)), dtype=np.float32)
+    return np.ascontiguousarray(ycc[:, :, 0][None]), np.ascontiguousarray(ycc[:, :, 1:].transpose(2, 0, 1))
+
+
+def read_label_map(path: str | Path) -> np.ndarray:
+    """Read a segmentation label / class-map image as uint8 [H, W] (first channel of a colour PNG)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise SampleError(f"{path}: label file not found", path=path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise SampleError(f"{path}: cannot decode label image ({exc})", path=path) from exc
+    if arr.ndim == 3:
+        arr = arr[:, :, 0]
+    return arr.astype(np.uint8)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -15,6 +15,8 @@ A ?=
 B ?=
 METHOD ?= model
 NPROC ?= 1
+# extra options passed through to the underlying command, e.g. ARGS="--model-dir models --split test"
+ARGS ?=
 export OMP_NUM_THREADS ?= 2
 # one process by default; NPROC>1 launches torchrun (DDP for training, one shard per rank for annotation)
 LAUNCH = $(if $(filter 1,$(NPROC)),$(PY),$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC))
@@ -59,24 +61,24 @@ demo: train
 
 annotate:
 	@test -n "$(DATA)" || { echo "make annotate needs DATA=<dataset dir> (and TASK=, OUT=)"; exit 2; }
-	$(LAUNCH) -m annotate run --task $(TASK) --data $(DATA) --out $(or $(OUT),manifests_out/$(TASK))
+	$(LAUNCH) -m annotate run --task $(TASK) --data $(DATA) --out $(or $(OUT),manifests_out/$(TASK)) $(ARGS)
 
 annotate-smoke:
-	$(PY) -m annotate smoke --out $(or $(OUT),out/annotate-smoke)
+	$(PY) -m annotate smoke --out $(or $(OUT),out/annotate-smoke) $(ARGS)
 
 train:
 	$(LAUNCH) -m fusion train --task $(TASK) \
-		$(if $(DATA),--data $(DATA),--demo-dir $(DEMO_DIR)) $(if $(MANIFEST),--manifest $(MANIFEST)) --out runs/$(TASK)
+		$(if $(DATA),--data $(DATA),--demo-dir $(DEMO_DIR)) $(if $(MANIFEST),--manifest $(MANIFEST)) --out runs/$(TASK) $(ARGS)
 
 evaluate:
-	$(PY) -m fusion evaluate --checkpoint $(CHECKPOINT) $(if $(DATA),--data $(DATA),--demo-dir $(DEMO_DIR)) --out runs/$(TASK)/eval
+	$(PY) -m fusion evaluate --checkpoint $(CHECKPOINT) $(if $(DATA),--data $(DATA),--demo-dir $(DEMO_DIR)) --out runs/$(TASK)/eval $(ARGS)
 
 fuse:
 	@test -n "$(A)" -a -n "$(B)" -a -n "$(OUT)" || { echo "make fuse needs A=<path> B=<path> OUT=<path> (CHECKPOINT= or METHOD=<baseline>)"; exit 2; }
-	$(PY) -m fusion fuse $(if $(filter model,$(METHOD)),--checkpoint $(CHECKPOINT),--method $(METHOD)) --a $(A) --b $(B) --out $(OUT)
+	$(PY) -m fusion fuse $(if $(filter model,$(METHOD)),--checkpoint $(CHECKPOINT),--method $(METHOD)) --a $(A) --b $(B) --out $(OUT) $(ARGS)
 
 bench:
-	$(PY) -m fusion bench --out bench
+	$(PY) -m fusion bench --out bench $(ARGS)
 
 bench-kernels:
 	$(PY) -m kernels.bench --out bench

@@ -1,0 +1,1 @@
+"""Operator packages (flash-linear-attention style ``ops/<op>/``): ``bi_wkv`` and ``cross_scan``."""

@@ -18,6 +18,8 @@ NPROC ?= 1
 # extra options passed through to the underlying command, e.g. ARGS="--model-dir models --split test"
 ARGS ?=
 export OMP_NUM_THREADS ?= 2
+# idle OpenMP workers sleep instead of spinning (a busy-waiting pool is ~5x slower on a loaded 2-core machine)
+export OMP_WAIT_POLICY ?= PASSIVE
 # one process by default; NPROC>1 launches torchrun (DDP for training, one shard per rank for annotation)
 LAUNCH = $(if $(filter 1,$(NPROC)),$(PY),$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC))
 

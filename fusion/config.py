@@ -190,9 +190,10 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "mif": dict(**_COMMON_FUSION, chan_upscales=(1, 1), enc_layers=(1, 1), dec_layers=(1, 1), ffn_ratios=(2, 2),
                 drop_path=0.3, text_dim=1024, text_ds_ratios=(4, 4), mask_kind="two", mask_channels=2,
                 batch_size=12, epochs=50, crop_size=None, plain_layers=4),
-    # MEF: SICE/MEFB, RandomResizedCrop 256 scale [0.8, 1] ratio [0.8, 1.4], one-hot class map over 20 classes
+    # MEF: SICE/MEFB, RandomResizedCrop 256 scale [0.8, 1] ratio [0.8, 1.4], one-hot class map over 20 classes;
+    # unsupervised (seed 000 section 1 iii: normally exposed images are not used as GT), so no GT term
     "mef": dict(**_COMMON_FUSION, chan_upscales=(1, 1), enc_layers=(2, 1), dec_layers=(2, 1), ffn_ratios=(2, 2),
-                drop_path=0.1, text_dim=512, text_ds_ratios=(8, 4), mask_kind="onehot", mask_channels=20,
+                drop_path=0.1, gt_weight=0.0, text_dim=512, text_ds_ratios=(8, 4), mask_kind="onehot", mask_channels=20,
                 mask_classes=20, batch_size=12, epochs=50, crop_size=(256, 256), crop_scale=(0.8, 1.0),
                 crop_ratio=(0.8, 1.4), plain_layers=4),
     # MFF: RealMFF/MFI-WHU, same augmentation as MEF

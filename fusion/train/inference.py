@@ -1,0 +1,206 @@
+"""Inference: rebuild a trained model from its checkpoint and fuse images (Y fused, colour restored).
+
+Fusion tasks fuse the BT.601 Y channel; colour comes back from the sources' CbCr (SPEC 3.2): one colour
+source -> its CbCr, two -> ``fusion.color.fuse_chroma`` (SwinFusion |C - 0.5| weighting).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fusion.train.checkpoint import load_checkpoint
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+# --------------------------------------------------------------------------- model
+def model_from_config(config: dict[str, Any]) -> nn.Module:
+    """``build_model`` from a ``TaskConfig.to_dict()`` dict (what checkpoints store)."""
+    from fusion.config import TaskConfig
+    from fusion.model.build import build_model
+
+    return build_model(TaskConfig.from_dict(dict(config)))
+
+
+def load_model(checkpoint: str | Path, device: str | torch.device = "cpu", *,
+               use_ema: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """Model (eval mode, EMA weights unless ``use_ema=False``) and the raw checkpoint dict."""
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_config(ckpt["config"])
+    state = ckpt["ema"]["module"] if use_ema and ckpt.get("ema") else ckpt["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"checkpoint {checkpoint}: weights do not match the stored config: {err}") from err
+    return model.to(device).eval(), ckpt
+
+
+@torch.no_grad()
+def run_model(model: nn.Module, a: torch.Tensor, b: torch.Tensor, *, text: torch.Tensor | None = None,
+              text_mask: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``model(a, b, ...)`` on the model's device, bf16 autocast on CUDA, output clipped to [0, 1] (float32)."""
+    p = next(model.parameters())
+    dev = p.device
+
+    def put(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.to(dev)
+
+    ctx = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda"
+           else torch.autocast("cpu", enabled=False))
+    with ctx:
+        out = model(put(a), put(b), text=put(text), text_mask=put(text_mask), mask=put(mask))
+    return out.float().clamp(0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- colour
+def split_y(img: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """HxWxC float image in [0, 1] -> (Y [H, W], CbCr [H, W, 2] or None for grey input)."""
+    from fusion.color import rgb_to_ycbcr
+
+    if img.ndim == 2:
+        return img.astype(np.float32), None
+    if img.shape[2] == 1:
+        return img[:, :, 0].astype(np.float32), None
+    if img.shape[2] != 3:
+        raise ValueError(f"expected a grey or RGB image, got {img.shape[2]} channels")
+    if np.allclose(img[:, :, 0], img[:, :, 1]) and np.allclose(img[:, :, 1], img[:, :, 2]):
+        return img[:, :, 0].astype(np.float32), None  # grey stored as RGB (e.g. TNO)
+    ycc = np.asarray(rgb_to_ycbcr(img.astype(np.float32)), dtype=np.float32)
+    return ycc[:, :, 0], ycc[:, :, 1:]
+
+
+def restore_colour(y: np.ndarray, cbcr_a: np.ndarray | None, cbcr_b: np.ndarray | None) -> np.ndarray:
+    """Fused Y [H, W] + the sources' CbCr ([H, W, 2] or None) -> HxW (grey) or HxWx3 RGB in [0, 1]."""
+    from fusion.color import fuse_chroma, ycbcr_to_rgb
+
+    if cbcr_a is None and cbcr_b is None:
+        return np.clip(y, 0.0, 1.0).astype(np.float32)
+    if cbcr_a is not None and cbcr_b is not None:
+        cbcr = np.asarray(fuse_chroma(cbcr_a, cbcr_b), dtype=np.float32)  # elementwise, HxWx2
+    else:
+        cbcr = cbcr_a if cbcr_a is not None else cbcr_b
+    ycc = np.concatenate([y[:, :, None], cbcr], axis=2).astype(np.float32)
+    return np.clip(np.asarray(ycbcr_to_rgb(ycc), dtype=np.float32), 0.0, 1.0)
+
+
+def fuse_arrays(fuse_y: Callable[[np.ndarray, np.ndarray], np.ndarray], img_a: np.ndarray,
+                img_b: np.ndarray) -> np.ndarray:
+    """Fuse two HxW[xC] images in [0, 1] through ``fuse_y(Y_a, Y_b) -> Y`` and rebuild colour.
+
+    Output is HxW for two grey sources, else HxWx3.
+    """
+    if img_a.shape[:2] != img_b.shape[:2]:
+        raise ValueError(f"sources differ in size: {img_a.shape[1]}x{img_a.shape[0]} vs "
+                         f"{img_b.shape[1]}x{img_b.shape[0]} (W x H)")
+    ya, ca = split_y(img_a)
+    yb, cb = split_y(img_b)
+    y = np.asarray(fuse_y(ya, yb), dtype=np.float32)
+    if y.shape != ya.shape:
+        raise ValueError(f"the fusion method returned shape {y.shape}, expected {ya.shape}")
+    return restore_colour(y, ca, cb)
+
+
+def model_fuse_y(model: nn.Module, guidance: dict[str, torch.Tensor] | None = None
+                 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A ``fuse_y`` callable running ``model`` on one pair of Y planes (any size; the model pads)."""
+    g = guidance or {}
+
+    def fuse_y(ya: np.ndarray, yb: np.ndarray) -> np.ndarray:
+        a = torch.from_numpy(np.ascontiguousarray(ya))[None, None]
+        b = torch.from_numpy(np.ascontiguousarray(yb))[None, None]
+        out = run_model(model, a, b, text=g.get("text"), text_mask=g.get("text_mask"), mask=g.get("mask"))
+        return out[0, 0].cpu().numpy()
+
+    return fuse_y
+
+
+# --------------------------------------------------------------------------- files
+def read_image(path: str | Path) -> np.ndarray:
+    """HxWxC float32 in [0, 1] (the data package's reader: errors name the file)."""
+    from fusion.data.io import read_image as _read
+
+    return _read(path)
+
+
+def write_image(path: str | Path, img: np.ndarray) -> Path:
+    """Write HxW or HxWx3 float in [0, 1] as 8-bit (format from the suffix; PNG when there is none)."""
+    from PIL import Image
+
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        path = path.with_suffix(".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.asarray(img)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    u8 = np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
+    Image.fromarray(u8).save(path)
+    return path
+
+
+def _images_in(folder: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
+            if p.stem in files:
+                raise ValueError(f"{folder}: two images share the name {p.stem!r} ({files[p.stem].name}, {p.name})")
+            files[p.stem] = p
+    return files
+
+
+def pair_inputs(a: str | Path, b: str | Path) -> list[tuple[str, Path, Path]]:
+    """Pairs ``(name, path_a, path_b)``: two files, or two folders matched by file name (without suffix)."""
+    a, b = Path(a), Path(b)
+    for p, flag in ((a, "--a"), (b, "--b")):
+        if not p.exists():
+            raise FileNotFoundError(f"{flag} {p} does not exist")
+    if a.is_file() and b.is_file():
+        return [(a.stem, a, b)]
+    if a.is_dir() and b.is_dir():
+        fa, fb = _images_in(a), _images_in(b)
+        only_a, only_b = sorted(set(fa) - set(fb)), sorted(set(fb) - set(fa))
+        if only_a or only_b:
+            msg = [f"--a {a} and --b {b} do not hold the same image names"]
+            if only_a:
+                msg.append(f"only in {a}: {', '.join(fa[n].name for n in only_a)}")
+            if only_b:
+                msg.append(f"only in {b}: {', '.join(fb[n].name for n in only_b)}")
+            raise ValueError("; ".join(msg))
+        if not fa:
+            raise ValueError(f"--a {a}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        return [(n, fa[n], fb[n]) for n in sorted(fa)]
+    raise ValueError(f"--a {a} and --b {b} must both be files or both be folders")
+
+
+FuseY = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def fuse_files(fuse_y: FuseY, pairs: list[tuple[str, Path, Path]], out: str | Path, *,
+               fuse_y_for: Callable[[str, Path, Path], FuseY] | None = None, progress: bool = True) -> list[Path]:
+    """Fuse each pair and write it; ``out`` is a file for one pair given as files, else a folder.
+
+    ``fuse_y_for(name, path_a, path_b)``, when given, returns the ``fuse_y`` of one pair (per-pair guidance).
+    """
+    out = Path(out)
+    single = len(pairs) == 1 and out.suffix.lower() in IMAGE_SUFFIXES
+    written: list[Path] = []
+    it = pairs
+    if progress and len(pairs) > 1:
+        from tqdm.auto import tqdm
+        it = tqdm(pairs, desc="fuse", dynamic_ncols=True)
+    for name, pa, pb in it:
+        img_a, img_b = read_image(pa), read_image(pb)
+        if img_a.shape[:2] != img_b.shape[:2]:
+            raise ValueError(f"pair {name!r}: {pa} is {img_a.shape[1]}x{img_a.shape[0]} but {pb} is "
+                             f"{img_b.shape[1]}x{img_b.shape[0]} (W x H); fusion needs registered images "
+                             "of one size")
+        fy = fuse_y_for(name, pa, pb) if fuse_y_for is not None else fuse_y
+        fused = fuse_arrays(fy, img_a, img_b)
+        target = out if single else out / f"{name}.png"
+        written.append(write_image(target, fused))
+    return written

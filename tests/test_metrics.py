@@ -489,3 +489,29 @@ def test_index_files_suffix_matching(tmp_path):
     assert set(index_files(tmp_path, IMAGE_EXTS, "-A")) == {"lytro-01", "lytro-02"}
     assert index_files(tmp_path, IMAGE_EXTS, "-B") == {"lytro-01": tmp_path / "lytro-01-B.jpg"}
     assert set(index_files(tmp_path, IMAGE_EXTS)) == {"lytro-01-A", "lytro-01-B", "lytro-02-A"}
+
+
+def test_qy_flat_windows_reduce_to_the_luminance_term():
+    """Flat A and F: their variances are exactly 0 (no cancellation noise), so S_AF is the luminance term.
+
+    B is textured, so S_AB ~ 0 < 0.75 and lambda = 0 (no NaN): Qy = max(S_AF, S_BF) = lum(A, F).
+    """
+    from fusion.metrics.structural import qy
+
+    va, vf = 251.37, 129.73
+    a, f = np.full((40, 40), va), np.full((40, 40), vf)
+    b = np.random.default_rng(0).uniform(0, 255, (40, 40))
+    assert qy(f, a, b) == pytest.approx(2 * va * vf / (va * va + vf * vf), rel=1e-9)
+
+
+def test_qy_stays_in_range_on_saturated_images():
+    from fusion.metrics.structural import qy
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        a = np.full((64, 64), 255.0)
+        a[:, :20] = rng.uniform(0, 255, (64, 20))
+        b = np.full((64, 64), 254.6)
+        b[:, 44:] = rng.uniform(0, 255, (64, 20))
+        f = np.clip((a + b) / 2 + rng.normal(0, 1e-3, a.shape), 0, 255)
+        assert -1.0 <= qy(f, a, b) <= 1.0

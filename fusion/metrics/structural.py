@@ -37,6 +37,11 @@ def ssim(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return ssim_pair(a, f) + ssim_pair(b, f)
 
 
+def _clean_var(var: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Local variance E[x^2] - E[x]^2 with its cancellation noise (~1e-11 at 0-255) set to exactly 0."""
+    return np.where(var > 1e-9 * (mean * mean + 1.0), var, 0.0)
+
+
 def qy(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     """Qy (Yang et al. 2008; MEFB ``metricsQy``): SSIM-based fusion quality.
 
@@ -44,12 +49,19 @@ def qy(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     sigma_A^2, sigma_B^2), S_AF, S_BF. Where S_AB >= 0.75: lambda S_AF + (1 - lambda) S_BF with
     lambda = sigma_A^2 / (sigma_A^2 + sigma_B^2); elsewhere max(S_AF, S_BF) (NaN-ignoring, as MATLAB max). Mean over non-NaN pixels
     (NaN arises where both source variances vanish, exactly as in the MATLAB code).
+
+    With C = 2e-16 the MATLAB formula divides cancellation noise by cancellation noise in flat regions
+    (saturated exposures), giving maps far outside [-1, 1]. Here local variances below 1e-9 (mu^2 + 1) are
+    exactly 0 and covariances are clipped to Cauchy-Schwarz (|s_xy| <= s_x s_y), so every map is in [-1, 1]
+    and flat windows reduce to the luminance term.
     """
     c = 2e-16
     g = lambda z: gauss_filter2(z, 7, 1.5, "valid")  # noqa: E731
     ma, mb, mf = g(a), g(b), g(f)
-    saa, sbb, sff = g(a * a) - ma * ma, g(b * b) - mb * mb, g(f * f) - mf * mf
-    sab, saf, sbf = g(a * b) - ma * mb, g(a * f) - ma * mf, g(b * f) - mb * mf
+    saa, sbb, sff = (_clean_var(g(x * x) - m * m, m) for x, m in ((a, ma), (b, mb), (f, mf)))
+    sab, saf, sbf = (np.clip(g(x * y) - mx * my, -np.sqrt(sx * sy), np.sqrt(sx * sy))
+                     for x, y, mx, my, sx, sy in ((a, b, ma, mb, saa, sbb), (a, f, ma, mf, saa, sff),
+                                                  (b, f, mb, mf, sbb, sff)))
 
     def _s(mx, my, sxx, syy, sxy):
         return ((2 * mx * my + c) * (2 * sxy + c)) / ((mx * mx + my * my + c) * (sxx + syy + c))

@@ -112,6 +112,29 @@ def load_with(loader: Any, source: str, is_local: bool, role: str, **kwargs: Any
                              f"id it is not in the Hugging Face cache or cannot be downloaded ({name}: {e})") from e
 
 
+@dataclass
+class Loaded:
+    """What :func:`load_pretrained` returns: the processor (or tokenizer), the model in eval mode, where it runs."""
+
+    processor: Any
+    model: Any
+    device: Any
+    dtype: Any
+    ref: ModelRef
+
+
+def load_pretrained(role: str, source: str | os.PathLike[str], processor_cls: Any, model_cls: Any, *,
+                    device: str | None = None, dtype: str | None = None) -> Loaded:
+    """Resolve ``source`` (hub id or local directory), load processor and model, move to device, eval mode."""
+    path, is_local = resolve_source(source, role)
+    dev = select_device(device)
+    torch_dtype = select_dtype(dev, dtype)
+    processor = load_with(processor_cls, path, is_local, role)
+    model = load_with(model_cls, path, is_local, role, dtype=torch_dtype)
+    model.to(dev).eval()
+    return Loaded(processor, model, dev, torch_dtype, model_ref(role, path, is_local, model))
+
+
 def select_device(device: str | None = None) -> Any:
     """``torch.device``: the given one, else ``cuda`` (LOCAL_RANK under torchrun) when available, else CPU."""
     import torch

@@ -6,17 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from annotate.models.base import (
-    Detections,
-    ModelRef,
-    chunks,
-    clip_boxes,
-    load_with,
-    model_ref,
-    resolve_source,
-    select_device,
-    select_dtype,
-)
+from annotate.models.base import Detections, ModelRef, chunks, clip_boxes, load_pretrained
 
 DEFAULT_ID = "florence-community/Florence-2-large"
 
@@ -37,13 +27,9 @@ class Florence2:
                  max_caption_tokens: int = 256):
         from transformers import AutoProcessor, Florence2ForConditionalGeneration
 
-        path, is_local = resolve_source(source, self.role)
-        self.device = select_device(device)
-        self.dtype = select_dtype(self.device, dtype)
-        self.processor = load_with(AutoProcessor, path, is_local, self.role)
-        self.model = load_with(Florence2ForConditionalGeneration, path, is_local, self.role, dtype=self.dtype)
-        self.model.to(self.device).eval()
-        self.ref: ModelRef = model_ref(self.role, path, is_local, self.model)
+        loaded = load_pretrained(self.role, source, AutoProcessor, Florence2ForConditionalGeneration, device=device, dtype=dtype)
+        self.processor, self.model, self.device, self.dtype = loaded.processor, loaded.model, loaded.device, loaded.dtype
+        self.ref: ModelRef = loaded.ref
         self.batch_size = batch_size
         self.caption_task, self.grounding_task = caption_task, grounding_task
         self.num_beams, self.max_new_tokens = num_beams, max_new_tokens

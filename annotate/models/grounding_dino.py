@@ -5,17 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from annotate.models.base import (
-    Detections,
-    ModelRef,
-    chunks,
-    clip_boxes,
-    load_with,
-    model_ref,
-    resolve_source,
-    select_device,
-    select_dtype,
-)
+from annotate.models.base import Detections, ModelRef, chunks, clip_boxes, load_pretrained
 
 DEFAULT_ID = "IDEA-Research/grounding-dino-base"
 
@@ -73,13 +63,9 @@ class GroundingDino:
                  nms_iou: float | None = 0.7, max_detections: int = 50):
         from transformers import AutoProcessor, GroundingDinoForObjectDetection
 
-        path, is_local = resolve_source(source, self.role)
-        self.device = select_device(device)
-        self.dtype = select_dtype(self.device, dtype)
-        self.processor = load_with(AutoProcessor, path, is_local, self.role)
-        self.model = load_with(GroundingDinoForObjectDetection, path, is_local, self.role, dtype=self.dtype)
-        self.model.to(self.device).eval()
-        self.ref: ModelRef = model_ref(self.role, path, is_local, self.model)
+        loaded = load_pretrained(self.role, source, AutoProcessor, GroundingDinoForObjectDetection, device=device, dtype=dtype)
+        self.processor, self.model, self.device, self.dtype = loaded.processor, loaded.model, loaded.device, loaded.dtype
+        self.ref: ModelRef = loaded.ref
         self.batch_size = batch_size
         self.box_threshold, self.text_threshold = box_threshold, text_threshold
         self.nms_iou, self.max_detections = nms_iou, max_detections

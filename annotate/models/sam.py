@@ -5,15 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from annotate.models.base import (
-    ModelRef,
-    chunks,
-    load_with,
-    model_ref,
-    resolve_source,
-    select_device,
-    select_dtype,
-)
+from annotate.models.base import ModelRef, chunks, load_pretrained
 
 DEFAULT_ID = "facebook/sam-vit-huge"
 
@@ -27,13 +19,9 @@ class Sam:
                  batch_size: int = 4, boxes_per_batch: int = 64, mask_threshold: float = 0.0):
         from transformers import AutoProcessor, SamModel
 
-        path, is_local = resolve_source(source, self.role)
-        self.device = select_device(device)
-        self.dtype = select_dtype(self.device, dtype)
-        self.processor = load_with(AutoProcessor, path, is_local, self.role)
-        self.model = load_with(SamModel, path, is_local, self.role, dtype=self.dtype)
-        self.model.to(self.device).eval()
-        self.ref: ModelRef = model_ref(self.role, path, is_local, self.model)
+        loaded = load_pretrained(self.role, source, AutoProcessor, SamModel, device=device, dtype=dtype)
+        self.processor, self.model, self.device, self.dtype = loaded.processor, loaded.model, loaded.device, loaded.dtype
+        self.ref: ModelRef = loaded.ref
         self.batch_size, self.boxes_per_batch, self.mask_threshold = batch_size, boxes_per_batch, mask_threshold
 
     def segment(self, images: list[Any], boxes: list[np.ndarray]) -> list[np.ndarray]:

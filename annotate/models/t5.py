@@ -3,15 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from annotate.models.base import (
-    ModelRef,
-    chunks,
-    load_with,
-    model_ref,
-    resolve_source,
-    select_device,
-    select_dtype,
-)
+from annotate.models.base import ModelRef, chunks, load_pretrained
 
 DEFAULT_ID = "google-t5/t5-small"
 
@@ -25,13 +17,9 @@ class T5TextEncoder:
                  batch_size: int = 16, max_length: int = 512):
         from transformers import AutoTokenizer, T5EncoderModel
 
-        path, is_local = resolve_source(source, self.role)
-        self.device = select_device(device)
-        self.dtype = select_dtype(self.device, dtype)
-        self.tokenizer = load_with(AutoTokenizer, path, is_local, self.role)
-        self.model = load_with(T5EncoderModel, path, is_local, self.role, dtype=self.dtype)
-        self.model.to(self.device).eval()
-        self.ref: ModelRef = model_ref(self.role, path, is_local, self.model)
+        loaded = load_pretrained(self.role, source, AutoTokenizer, T5EncoderModel, device=device, dtype=dtype)
+        self.tokenizer, self.model, self.device, self.dtype = loaded.processor, loaded.model, loaded.device, loaded.dtype
+        self.ref: ModelRef = loaded.ref
         self.batch_size, self.max_length = batch_size, max_length
 
     @property

@@ -47,8 +47,10 @@ vif   MSRS layout {{train,test}}/{{vi,ir,Segmentation_labels}}. "ir" is a therma
       Segmentation_labels marks the warm objects (class 1).
 mif   Harvard layout {{MRI,SPECT}}: "MRI" is the Shepp-Logan phantom (random pose) textured with a
       real photograph; "SPECT" a simulated low-resolution functional uptake map in a rainbow colour map.
-mef   {{ue,oe,gt}}: under/over exposures of one photo (linear radiance x 2^EV, sensor clipping,
-      shot + read noise, gamma-2.2 camera response, 8-bit); gt = the original photo.
+mef   {{ue,oe,gt}}: under/over exposures of an HDR scene made from one photo (illumination layer expanded
+      to 12-20 stops, veiling glare), bracketed so 25-55 % of the over exposure clips (Y >= 250) and 5-30 %
+      of the under exposure is crushed (Y <= 5) as in real SICE/MEFB/U2Fusion pairs; shot + read noise,
+      sensor clipping, sRGB camera response, 8-bit; gt = the original photo.
 mff   {{far,near,gt}}: complementary Gaussian defocus blended by a smooth random focus map;
       gt = the sharp photo.
 pan   PanCollection-like h5 (gt, ms, lms, pan; [N, C, H, W] float DN, 11-bit, max 2047, ratio 4,
@@ -159,18 +161,84 @@ def _mtf_down(x: np.ndarray, ratio: int, gnyq: float) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- per-task simulators
+# MEF exposure statistics of the real test pairs shipped in ../shared/data/mef (U2Fusion dataset1/2 and the
+# darkest/brightest frames of the IFCNN sequences, the pair the sequence adapter picks), Y channel on the
+# full 0-255 range (U2Fusion's studio-range Y rescaled): fraction of crushed pixels Y <= 5 in the under
+# exposure 0.02-0.72 (median 0.10 on U2Fusion, 0.15 over all 13 pairs), fraction of clipped pixels
+# Y >= 250 in the over exposure 0.04-0.97 (median 0.44 / 0.47); under-exposure mean level 9-155 (median
+# 29 / 34), over-exposure mean 141-252 (median 225); almost no clipped highlights in the under exposure;
+# inter-frame gap about 4-7 EV.  The old simulator (+-2-3 EV on the LDR photo) gave 2 % crushed and 4 %
+# clipped on the test split: far milder than any real pair.
+MEF_CLIP_OVER = (0.25, 0.55)    # target fraction of Y >= 250 in "oe" (real median 0.44-0.47)
+MEF_CRUSH_UNDER = (0.05, 0.30)  # target fraction of Y <= 5 in "ue" (real median 0.10-0.15)
+MEF_HDR_GAIN = (2.0, 3.0)       # base-layer (illumination) log-contrast expansion of the LDR photo
+MEF_FLARE = 0.01                # veiling glare / black floor, linear, relative to the photo's white
+MEF_FULL_WELL = 2000.0          # shot noise variance = signal / full well (signal in [0, 1])
+MEF_READ_NOISE = 3e-4           # read noise std, linear (about 1 code value in the dark after the sRGB toe)
+
+
+def _srgb_oetf(e: np.ndarray) -> np.ndarray:
+    """sRGB camera response (linear toe, 1/2.4 power), after clipping at sensor saturation."""
+    e = np.clip(e, 0.0, 1.0)
+    return np.where(e <= 0.0031308, 12.92 * e, 1.055 * np.power(e, 1 / 2.4) - 0.055)
+
+
+def _srgb_eotf(v: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_srgb_oetf` on [0, 1] (8-bit photo -> linear)."""
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+def _exposure_for_fraction(rad: np.ndarray, frac: float, over: bool) -> float:
+    """EV at which the noise-free 8-bit frame of ``rad`` has ``frac`` of its Y >= 250 (``over``) or <= 5.
+
+    The fraction is monotone in EV, so bisection (40 halvings of [-16, 16]) finds it; deterministic."""
+    lo, hi = -16.0, 16.0
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        y = _luma(_srgb_oetf(rad * 2.0 ** mid) * 255.0)
+        f = float((y >= 249.5).mean() if over else (y <= 5.5).mean())
+        if (f < frac) == over:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
 def _sim_mef(rng, photo):
-    """Under/over exposures: radiance x 2^EV, sensor clip, shot+read noise, gamma 2.2 CRF (Eq.-free)."""
+    """Under/over exposures of a simulated HDR scene, calibrated to real MEF pairs' clipping statistics.
+
+    1. Scene radiance: the photo is linearised (inverse sRGB), a veiling-glare floor added (real scenes
+       have no zero radiance) and its illumination (base) layer - the Gaussian-blurred (sigma 6 px) log
+       luminance - expanded by a gain g ~ U(2, 3) about its median while the reflectance detail is kept
+       (inverse of Durand-Dorsey base/detail tone mapping): an LDR photo of ~6-8 stops becomes a
+       12-20 stop scene, so bright areas (sky, highlights) and shadows are far apart, as in SICE/MEFB.
+    2. Bracketing: per scene, the over exposure's EV is solved so a fraction ~ U(0.25, 0.55) of pixels
+       clips (Y >= 250) and the under exposure's so ~ U(0.05, 0.30) is crushed (Y <= 5) - the range of
+       the real pairs (see MEF_CLIP_OVER / MEF_CRUSH_UNDER); at least 2 EV apart.
+    3. Sensor + camera: shot noise (full well 2000 e-) and read noise in linear units, so the dark frame
+       is the noisy one; clipping at saturation; sRGB response curve; 8-bit.
+    gt = the original photo (an ideal detail reference, not a radiometric truth; MEF training ignores it).
+    """
     gt = _crop(photo, (192, 192), rng)
-    lin = gt ** 2.2  # sRGB-ish -> linear radiance
+    lin = _srgb_eotf(gt) + MEF_FLARE
+    gain = rng.uniform(*MEF_HDR_GAIN)
+    base = _blur(np.log2(_luma(lin)), 6.0)
+    rad = lin * (2.0 ** ((gain - 1.0) * (base - np.median(base))))[..., None]
+    p_over, p_under = rng.uniform(*MEF_CLIP_OVER), rng.uniform(*MEF_CRUSH_UNDER)
+    ev_o = _exposure_for_fraction(rad, p_over, True)
+    ev_u = _exposure_for_fraction(rad, p_under, False)
+    if ev_o - ev_u < 2.0:  # nearly black scenes (hubble_deep_field): keep a real bracket
+        mid = 0.5 * (ev_o + ev_u)
+        ev_u, ev_o = mid - 1.0, mid + 1.0
 
     def expose(ev: float) -> np.ndarray:
-        e = lin * 2.0 ** ev
-        e = e + rng.standard_normal(e.shape) * np.sqrt(0.004 * np.clip(e, 0, None) + 0.002 ** 2)
-        return np.clip(e, 0.0, 1.0) ** (1 / 2.2)
+        e = rad * 2.0 ** ev
+        e = e + rng.standard_normal(e.shape) * np.sqrt(np.clip(e, 0, None) / MEF_FULL_WELL + MEF_READ_NOISE ** 2)
+        return _srgb_oetf(e)
 
-    ev_u, ev_o = rng.uniform(-3.0, -1.8), rng.uniform(1.2, 2.2)
-    return {"ue": expose(ev_u), "oe": expose(ev_o), "gt": gt}, {"ev_under": round(ev_u, 4), "ev_over": round(ev_o, 4)}
+    return ({"ue": expose(ev_u), "oe": expose(ev_o), "gt": gt},
+            {"ev_under": round(ev_u, 4), "ev_over": round(ev_o, 4), "hdr_gain": round(gain, 4),
+             "target_crushed_under": round(p_under, 4), "target_clipped_over": round(p_over, 4)})
 
 
 def _sim_mff(rng, photo):

@@ -1,6 +1,7 @@
 """Input checking and preparation shared by the U-net and the plain model: shapes, masks, text, padding."""
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 import torch
@@ -95,3 +96,22 @@ def apply_output_clamp(y: torch.Tensor, mode: str, training: bool) -> torch.Tens
     if mode == "ste" and training:
         return y + (y.clamp(0.0, 1.0) - y).detach()
     return y.clamp(0.0, 1.0)
+
+
+class FusionNet(nn.Module, abc.ABC):
+    """Shared forward of the fusion models: ``(a, b, text, text_mask, mask) -> out``, see ``prepare_inputs``.
+
+    Subclasses implement ``_forward(inp)``: padded inputs in, output cropped back to ``inp.hw``; the result
+    is clamped per ``cfg.output_clamp``.
+    """
+
+    cfg: TaskConfig
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, text: torch.Tensor | None = None,
+                text_mask: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        inp = prepare_inputs(self, a, b, text, text_mask, mask)
+        return apply_output_clamp(self._forward(inp), self.cfg.output_clamp, self.training)
+
+    @abc.abstractmethod
+    def _forward(self, inp: ModelInputs) -> torch.Tensor:
+        """Padded inputs -> output [B, out_channels, *inp.hw]."""

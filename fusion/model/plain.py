@@ -11,12 +11,12 @@ from torch import nn
 
 from fusion.config import TaskConfig
 from fusion.model.block import RWKVFusionBlock
-from fusion.model.inputs import ModelInputs, apply_output_clamp, prepare_inputs
+from fusion.model.inputs import FusionNet, ModelInputs
 from fusion.model.text import TextProjector
 from fusion.model.unet import init_weights, spatial_kwargs
 
 
-class PlainRWKV(nn.Module):
+class PlainRWKV(FusionNet):
     """forward(a, b, text=None, text_mask=None, mask=None) -> out; same conventions as `RWKVFusion`."""
 
     def __init__(self, cfg: TaskConfig) -> None:
@@ -46,11 +46,6 @@ class PlainRWKV(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Conv2d(C, cfg.out_channels, 3, padding=1)
         init_weights(self)
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor, text: torch.Tensor | None = None,
-                text_mask: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
-        inp = prepare_inputs(self, a, b, text, text_mask, mask)
-        return apply_output_clamp(self._forward(inp), self.cfg.output_clamp, self.training)
 
     def _forward(self, inp: ModelInputs) -> torch.Tensor:
         cfg = self.cfg

@@ -9,7 +9,7 @@ from torch import nn
 
 from fusion.config import TaskConfig
 from fusion.model.block import RWKVFusionBlock
-from fusion.model.inputs import ModelInputs, apply_output_clamp, prepare_inputs
+from fusion.model.inputs import FusionNet, ModelInputs
 from fusion.model.layers import drop_path_schedule, resize
 from fusion.model.text import TextProjector
 
@@ -94,7 +94,7 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class RWKVFusion(nn.Module):
+class RWKVFusion(FusionNet):
     """The RWKVFusion U-net for one task configuration.
 
     forward(a, b, text=None, text_mask=None, mask=None) -> out. Fusion tasks: a, b [B, 1, H, W] Y channels in
@@ -164,11 +164,6 @@ class RWKVFusion(nn.Module):
         self.body_out = Res3Conv(C, bias=False)
         self.head = nn.Conv2d(C, cfg.out_channels, 3, padding=1)
         init_weights(self)
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor, text: torch.Tensor | None = None,
-                text_mask: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
-        inp = prepare_inputs(self, a, b, text, text_mask, mask)
-        return apply_output_clamp(self._forward(inp), self.cfg.output_clamp, self.training)
 
     def _forward(self, inp: ModelInputs) -> torch.Tensor:
         cfg = self.cfg

@@ -94,6 +94,51 @@ def test_demo_cli_registers_and_builds(tmp_path):
     assert bad.exit_code != 0 and "nope" in bad.output
 
 
+def _y255(path: Path, studio: bool = False) -> np.ndarray:
+    """BT.601 luma on 0-255 of an image file; ``studio`` maps 16-235 Y (U2Fusion's pairs) to 0-255."""
+    rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64)
+    y = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    return np.clip((y - 16.0) * 255.0 / 219.0, 0.0, 255.0) if studio else y
+
+
+def test_demo_mef_exposures_have_realistic_clipping(demo_root):
+    """Real MEF pairs crush 5-72 % of the under exposure (Y <= 5, median ~0.10) and clip 4-97 % of the over
+    exposure (Y >= 250, median ~0.45): the demo pairs must be in that regime, not mildly exposed."""
+    from fusion.data.demo import MEF_CLIP_OVER, MEF_CRUSH_UNDER
+
+    crushed, clipped, ue_mean, oe_mean = [], [], [], []
+    for split in ("train", "test"):
+        for p in sorted((demo_root / "mef" / split / "ue").glob("*.png")):
+            ue, oe = _y255(p), _y255(p.parent.parent / "oe" / p.name)
+            crushed.append(float((ue <= 5).mean()))
+            clipped.append(float((oe >= 250).mean()))
+            ue_mean.append(float(ue.mean()))
+            oe_mean.append(float(oe.mean()))
+            assert ue.mean() < oe.mean() and (ue >= 250).mean() < 0.05  # highlights survive in the dark frame
+    assert len(crushed) == 16
+    # every pair near its target band (noise moves a few pixels across the thresholds)
+    assert MEF_CRUSH_UNDER[0] - 0.02 <= min(crushed) and max(crushed) <= MEF_CRUSH_UNDER[1] + 0.02, crushed
+    assert MEF_CLIP_OVER[0] - 0.03 <= min(clipped) and max(clipped) <= MEF_CLIP_OVER[1] + 0.03, clipped
+    # mean levels in the real pairs' range (under 9-155, median ~30; over 141-252, median ~225)
+    assert 10 <= np.median(ue_mean) <= 60 and 180 <= np.median(oe_mean) <= 240, (ue_mean, oe_mean)
+
+
+@pytest.mark.realdata
+def test_demo_mef_targets_match_real_pairs(shared_data):
+    """The demo's clipping targets (MEF_CRUSH_UNDER, MEF_CLIP_OVER) contain the real U2Fusion pairs' medians."""
+    from fusion.data.demo import MEF_CLIP_OVER, MEF_CRUSH_UNDER
+
+    crushed, clipped = [], []
+    for d in ("dataset1", "dataset2"):
+        root = shared_data / "mef" / "u2fusion" / d
+        for p in sorted((root / "ue").iterdir()):
+            crushed.append(float((_y255(p, studio=True) <= 5).mean()))
+            clipped.append(float((_y255(root / "oe" / p.name, studio=True) >= 250).mean()))
+    assert len(crushed) == 8
+    assert MEF_CRUSH_UNDER[0] <= np.median(crushed) <= MEF_CRUSH_UNDER[1], crushed
+    assert MEF_CLIP_OVER[0] <= np.median(clipped) <= MEF_CLIP_OVER[1], clipped
+
+
 # ----------------------------------------------------------------------------------------- real data
 @pytest.mark.realdata
 @pytest.mark.parametrize("task,sub,n,hw", [

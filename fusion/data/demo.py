@@ -214,7 +214,8 @@ def _sim_mef(rng, photo):
        12-20 stop scene, so bright areas (sky, highlights) and shadows are far apart, as in SICE/MEFB.
     2. Bracketing: per scene, the over exposure's EV is solved so a fraction ~ U(0.25, 0.55) of pixels
        clips (Y >= 250) and the under exposure's so ~ U(0.05, 0.30) is crushed (Y <= 5) - the range of
-       the real pairs (see MEF_CLIP_OVER / MEF_CRUSH_UNDER); at least 2 EV apart.
+       the real pairs (see MEF_CLIP_OVER / MEF_CRUSH_UNDER); the under exposure clips at most 1 % and
+       the pair is at least 2 EV apart (so a night sky gets a darker under exposure than its target).
     3. Sensor + camera: shot noise (full well 2000 e-) and read noise in linear units, so the dark frame
        is the noisy one; clipping at saturation; sRGB response curve; 8-bit.
     gt = the original photo (an ideal detail reference, not a radiometric truth; MEF training ignores it).
@@ -226,10 +227,9 @@ def _sim_mef(rng, photo):
     rad = lin * (2.0 ** ((gain - 1.0) * (base - np.median(base))))[..., None]
     p_over, p_under = rng.uniform(*MEF_CLIP_OVER), rng.uniform(*MEF_CRUSH_UNDER)
     ev_o = _exposure_for_fraction(rad, p_over, True)
-    ev_u = _exposure_for_fraction(rad, p_under, False)
-    if ev_o - ev_u < 2.0:  # nearly black scenes (hubble_deep_field): keep a real bracket
-        mid = 0.5 * (ev_o + ev_u)
-        ev_u, ev_o = mid - 1.0, mid + 1.0
+    # the dark frame keeps its highlights (at most 1 % clipped, as in the real pairs) ...
+    ev_u = min(_exposure_for_fraction(rad, p_under, False), _exposure_for_fraction(rad, 0.01, True))
+    ev_o = max(ev_o, ev_u + 2.0)  # ... and the bracket spans at least 2 EV (nearly black hubble_deep_field)
 
     def expose(ev: float) -> np.ndarray:
         e = rad * 2.0 ** ev

@@ -515,3 +515,15 @@ def test_qy_stays_in_range_on_saturated_images():
         b[:, 44:] = rng.uniform(0, 255, (64, 20))
         f = np.clip((a + b) / 2 + rng.normal(0, 1e-3, a.shape), 0, 255)
         assert -1.0 <= qy(f, a, b) <= 1.0
+
+
+def test_cli_method_names_tell_fused_folders_apart(tmp_path):
+    from fusion.metrics.cli import _method_names
+
+    dirs = [tmp_path / "ours" / "set1", tmp_path / "gff" / "set1", tmp_path / "gff" / "set2"]
+    for d in dirs:
+        d.mkdir(parents=True)
+    (tmp_path / "one.png").write_bytes(b"")
+    assert _method_names(dirs) == ["ours/set1", "gff/set1", "set2"]
+    assert _method_names([dirs[0], dirs[0]]) == ["set1", "set1#2"]
+    assert _method_names([tmp_path / "one.png"]) == ["one"]

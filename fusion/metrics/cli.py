@@ -115,9 +115,16 @@ def _lookup(index: dict[str, Path], source: Path, stem: str) -> Path | None:
 
 
 def _method_names(fused: list[Path]) -> list[str]:
+    """Label each ``--fused`` path by its shortest trailing path components that tell it apart from the others
+    (``ours/set1`` vs ``gff/set1``; a file drops its extension); ``#k`` only for identical paths."""
+    parts = [Path(p).resolve().with_suffix("").parts if Path(p).is_file() else Path(p).resolve().parts
+             for p in fused]
     names: list[str] = []
-    for p in fused:
-        base = Path(p).stem if Path(p).is_file() else Path(p).name
+    for i, pi in enumerate(parts):
+        depth = 1
+        while depth < len(pi) and any(pj != pi and pj[-depth:] == pi[-depth:] for pj in parts):
+            depth += 1
+        base = "/".join(pi[-depth:])
         name, k = base, 2
         while name in names:
             name, k = f"{base}#{k}", k + 1

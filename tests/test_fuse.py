@@ -115,7 +115,7 @@ def test_mismatched_pairs_are_named(tmp_path, checkpoint):
     assert res.exit_code == 2 and "average" in res.output
 
 
-@pytest.mark.realdata
+@pytest.mark.realdata  # reads ../shared/data; the shared_data fixture skips when it is absent
 def test_fuse_real_mef_pairs_keeps_size(shared_data, tmp_path):
     src = shared_data / "mef" / "u2fusion" / "dataset2"
     res = _invoke("--method", "mertens", "--a", str(src / "ue"), "--b", str(src / "oe"), "--out",

@@ -77,7 +77,7 @@ def test_wald_degrade_shapes_and_checks():
     assert set(pair) == {"gt", "ms", "lms", "pan"} and pair["lms"].shape == ms.shape
 
 
-@pytest.mark.realdata
+@pytest.mark.realdata  # reads ../shared/data; the shared_data fixture skips when it is absent
 def test_wald_on_real_pan_data(shared_data):
     import scipy.io
 

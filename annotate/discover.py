@@ -5,7 +5,12 @@ Layouts (first match wins, folder names case-insensitive):
 - split folders inside a modality pair, e.g. LLVIP ``{infrared,visible}/{train,test}``;
 - a modality pair at the root: generic ``a/ b/``, TNO/RoadScene ``ir/ vi/``, MIF ``MRI/ {SPECT,PET,CT}``,
   MEF ``ue/ oe/``, MFF ``far/ near/`` (optional ``gt/`` beside them);
-- Lytro-style suffix pairs in one folder: ``NAME-A.ext`` / ``NAME-B.ext``.
+- Lytro-style suffix pairs in one folder: ``NAME-A.ext`` / ``NAME-B.ext``;
+- pansharpening / HMIF containers (a ``.h5``/``.mat`` file, or a folder of them when no image layout
+  matches), listed by :mod:`fusion.data.spectral`: one sample per h5 index (PanCollection ``gt/ms/lms/pan``),
+  one per paired ``.mat`` scene, and one per split region of a lone HS cube. ``path_a``/``path_b`` both
+  name the container; ids match ``fusion.data`` (``"{split}/{stem}_{index:05d}"``, ``"{split}/{stem}"``),
+  the split coming from a file-name token (``train_wv3.h5`` -> ``train``) or ``"all"``.
 Pairs are matched by file stem; a stem present in only one folder becomes a sample whose ``problem``
 names the missing file (it is written as an error row).
 """
@@ -17,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+SPECTRAL_SUFFIXES = (".h5", ".hdf5", ".mat")
+SPLIT_WORDS = ("train", "training", "val", "valid", "validation", "test", "testing")
 # (a, b) folder names; a = ir / MRI / under-exposed / far-focus, b = visible / functional / over / near.
 PAIR_DIRS: tuple[tuple[str, str], ...] = (
     ("a", "b"), ("ir", "vi"), ("ir", "vis"), ("infrared", "visible"), ("ir", "visible"), ("lwir", "visible"),
@@ -38,6 +45,13 @@ class Sample:
     path_gt: Path | None = None
     path_label: Path | None = None
     problem: str | None = None
+    index: int | None = None                # sample index inside an h5 container
+    rows: tuple[int, int] | None = None     # row range of a lone HS cube (.mat) for this split
+
+    @property
+    def spectral(self) -> bool:
+        """True for a pansharpening / HMIF sample read from a ``.h5`` / ``.mat`` container."""
+        return self.path_a is not None and self.path_a.suffix.lower() in SPECTRAL_SUFFIXES
 
     def rel(self, path: Path | None) -> str | None:
         """``path`` relative to the dataset root, with forward slashes."""
@@ -115,9 +129,12 @@ def discover_samples(root: str | Path, split: str | None = None, *, label_dir: s
     ``split`` selects one split folder of split layouts (None: all of them); for layouts without split
     folders it only names the split column (default ``"all"``). ``label_dir`` is the folder name of
     dataset segmentation labels beside the modality folders (MSRS ``Segmentation_labels``).
-    Sample ids are ``"{split}/{stem}"``. Raises FileNotFoundError / ValueError naming ``root``.
+    Sample ids are ``"{split}/{stem}"``. ``root`` may also be one ``.h5``/``.mat`` file, and a folder with
+    no image layout is searched for them (module doc). Raises FileNotFoundError / ValueError naming ``root``.
     """
     root = Path(root)
+    if root.is_file() and root.suffix.lower() in SPECTRAL_SUFFIXES:
+        return _spectral_samples(root.parent, [root], split)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist or is not a directory")
     labels = [label_dir] if label_dir else []
@@ -145,9 +162,13 @@ def discover_samples(root: str | Path, split: str | None = None, *, label_dir: s
     samples = _suffix_samples(root, root, split or "all")
     if samples:
         return samples
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SPECTRAL_SUFFIXES
+                   and not p.name.startswith("."))
+    if files:
+        return _spectral_samples(root, files, split)
     known = ", ".join(f"{a}/+{b}/" for a, b in PAIR_DIRS)
     raise ValueError(f"dataset root {root}: no known layout (modality folders {known}; split folders holding "
-                     "them; LLVIP infrared/visible/<split>; or NAME-A / NAME-B image pairs)")
+                     "them; LLVIP infrared/visible/<split>; NAME-A / NAME-B image pairs; or .h5/.mat files)")
 
 
 def _select(splits: list[str], split: str | None, root: Path) -> list[str]:
@@ -156,3 +177,45 @@ def _select(splits: list[str], split: str | None, root: Path) -> list[str]:
     if split.lower() not in splits:
         raise ValueError(f"dataset root {root}: no split {split!r}; found {splits}")
     return [split.lower()]
+
+
+def file_split(path: Path) -> str:
+    """The split a container's file name names (first token in ``SPLIT_WORDS``), else ``"all"``."""
+    return next((t for t in re.split(r"[^a-z0-9]+", path.stem.lower()) if t in SPLIT_WORDS), "all")
+
+
+def _spectral_samples(root: Path, files: list[Path], split: str | None) -> list[Sample]:
+    """Samples of ``.h5`` / ``.mat`` containers (records from :mod:`fusion.data.spectral`), sorted by split.
+
+    With ``split`` given, files whose name carries a split keep only that split (ValueError when none
+    does); files without one take ``split`` as their split name. An unreadable file, or a ``.mat`` without
+    an MS/PAN pair or HS cube (e.g. a spectral-response table), becomes one sample whose ``problem`` says so.
+    """
+    from fusion.data.spectral import list_h5, list_mat
+
+    named = {f: file_split(f) for f in files}
+    if split is not None and any(v != "all" for v in named.values()):
+        files = [f for f in files if named[f] in (split.lower(), "all")]
+        if not any(named[f] == split.lower() for f in files):
+            found = sorted({v for v in named.values() if v != "all"})
+            raise ValueError(f"dataset root {root}: no split {split!r} among the .h5/.mat file names; found {found}")
+    samples: list[Sample] = []
+    for f in files:
+        sp = named[f] if named[f] != "all" else (split or "all")
+        try:
+            if f.suffix.lower() == ".mat":
+                regions = [sp] if split is not None or sp != "all" else ["train", "test"]
+                recs = list_mat(f, "pan", regions[0])
+                if recs[0].rows is not None:  # a lone HS cube: top rows train, the rest test (as fusion.data)
+                    recs += [r for reg in regions[1:] for r in list_mat(f, "hmif", reg)]
+                    samples += [Sample(f"{reg}/{r.id}", reg, root, f, f, rows=r.rows) for reg, r in zip(regions, recs)]
+                else:
+                    samples += [Sample(f"{sp}/{r.id}", sp, root, f, f) for r in recs]
+            else:
+                samples += [Sample(f"{sp}/{r.id}", sp, root, f, f, index=r.index) for r in list_h5(f, "pan")]
+        except Exception as e:  # any unreadable container becomes one error row naming the file; the run goes on
+            rel = f.relative_to(root).as_posix()
+            detail = str(e).replace(str(f), rel)
+            detail = detail if detail.startswith(rel) else f"{rel}: {detail}"
+            samples.append(Sample(f"{sp}/{f.stem}", sp, root, f, f, problem=detail))
+    return sorted(samples, key=lambda s: s.split)  # stable: files and indices keep their order within a split

@@ -6,6 +6,12 @@ segment each box (SAM), merge the two sources' instances (Algorithms 1-2, :mod:`
 paint the class map. Which stages run is configuration (:mod:`annotate.config`). A sample whose files
 are missing, unreadable, corrupt or of different sizes becomes an error row naming the file and the
 problem; so does a sample on which a model fails, and the run goes on.
+
+Pansharpening / HMIF containers (``.h5`` / ``.mat``, :mod:`annotate.discover`) are read with
+:mod:`fusion.data.spectral` (the training readers: PanCollection h5 samples as stored, ``.mat`` scenes
+Wald-reduced), so the captioned images are the model's inputs: ``a`` = the upsampled low-res MS/HS
+``lms`` as an RGB preview, ``b`` = PAN as grey (or the HR-MSI as an RGB preview), both
+:func:`spectral_preview`.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from annotate.merge import class_map, merge_instances
 from annotate.models.base import Detections, chunks
 
 SOURCES = ("a", "b")
+SPECTRAL_TASKS = ("pan", "hmif")
 
 
 class SampleError(Exception):
@@ -61,6 +68,89 @@ def load_image(path: Path | None, rel: str | None, side: str) -> Any:
         arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
         image = Image.fromarray(arr.round().astype(np.uint8), mode="L")
     return image.convert("RGB")
+
+
+# RGB band triplets (0-based) by band count: WV3/WV2 8 bands (coastal, blue, green, yellow, red, red edge,
+# NIR1, NIR2) -> bands 5, 3, 2 (1-based); QuickBird / IKONOS / GF-2 / GeoEye 4 bands (B, G, R, NIR) -> 3, 2, 1;
+# 3 bands are taken as R, G, B. Other counts (HS cubes, 9-band ALI, ...): bands at 3/4, 1/2 and 1/4 of the
+# band range (for a 400-1000 nm HS cube a NIR-red-green false-colour composite).
+RGB_BANDS = {8: (4, 2, 1), 4: (2, 1, 0), 3: (0, 1, 2)}
+STRETCH_PERCENTILES = (2.0, 98.0)
+
+
+def rgb_bands(n_bands: int) -> tuple[int, int, int]:
+    """0-based band indices rendered as R, G, B for an ``n_bands`` image (``RGB_BANDS``, else spread)."""
+    if n_bands < 1:
+        raise ValueError(f"rgb_bands: need at least one band, got {n_bands}")
+    if n_bands in RGB_BANDS:
+        return RGB_BANDS[n_bands]
+    return tuple(int(round((n_bands - 1) * f)) for f in (0.75, 0.5, 0.25))  # type: ignore[return-value]
+
+
+def stretch_to_uint8(band: np.ndarray, percentiles: tuple[float, float] = STRETCH_PERCENTILES) -> np.ndarray:
+    """Linear stretch of ``band`` [H, W] mapping its 2nd/98th percentiles to 0/255 (clipped); uint8.
+
+    A constant band (upper percentile = lower) maps to 0.
+    """
+    x = np.asarray(band, dtype=np.float64)
+    lo, hi = np.percentile(x, percentiles)
+    if not hi > lo:
+        return np.zeros(x.shape, np.uint8)
+    return np.clip(np.round((x - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
+
+
+def spectral_preview(arr: np.ndarray, rgb: Sequence[int] | None = None) -> Any:
+    """[C, H, W] MS / HS / PAN array -> 8-bit RGB PIL image for the captioner.
+
+    One band: grey (replicated to RGB). Otherwise the bands ``rgb`` (0-based; default :func:`rgb_bands`)
+    become R, G, B, each stretched on its own by :func:`stretch_to_uint8` (2-98 % percentiles).
+    """
+    from PIL import Image
+
+    arr = np.asarray(arr)
+    if arr.ndim != 3:
+        raise ValueError(f"spectral_preview: expected [C, H, W], got shape {arr.shape}")
+    idx = (0, 0, 0) if arr.shape[0] == 1 else tuple(rgb) if rgb is not None else rgb_bands(arr.shape[0])
+    if len(idx) != 3 or min(idx) < 0 or max(idx) >= arr.shape[0]:
+        raise ValueError(f"spectral_preview: RGB bands {idx} do not fit a {arr.shape[0]}-band image")
+    return Image.fromarray(np.stack([stretch_to_uint8(arr[i]) for i in idx], axis=-1), mode="RGB")
+
+
+def _mat_rgb_indexes(path: Path, n_bands: int) -> tuple[int, ...] | None:
+    """A .mat scene's own ``RGB_indexes`` (1-based, Vivone's toolbox) as 0-based bands, when valid."""
+    import scipy.io as sio
+
+    try:
+        d = sio.loadmat(path, variable_names=["RGB_indexes"])
+    except Exception:  # v7.3 / unreadable: the reader reports real problems; fall back to RGB_BANDS
+        return None
+    if "RGB_indexes" not in d:
+        return None
+    idx = tuple(int(v) - 1 for v in np.asarray(d["RGB_indexes"]).ravel())
+    return idx if len(idx) == 3 and min(idx) >= 0 and max(idx) < n_bands else None
+
+
+def load_spectral(s: Sample, task: str, ratio: int) -> tuple[Any, Any]:
+    """RGB previews ``(a, b)`` of a ``.h5`` / ``.mat`` sample: ``lms`` and PAN / HR-MSI (:func:`spectral_preview`)."""
+    from fusion.data.spectral import SpectralRecord, read_h5, read_mat
+
+    assert s.path_a is not None
+    rel = s.rel(s.path_a)
+    if not s.path_a.is_file():
+        raise SampleError(f"{rel}: file is missing")
+    rec = SpectralRecord(s.sample_id, s.path_a, s.index, rows=s.rows)
+    try:
+        arrs = read_h5(rec, task, None, ratio) if s.index is not None else read_mat(rec, task, ratio, None)
+    except Exception as e:  # any reader failure (corrupt file, missing key, bad index) is this sample's error row
+        detail = str(e).replace(str(s.path_a), rel or s.path_a.name)
+        where = rel if s.index is None else f"{rel}[{s.index}]"
+        raise SampleError(f"{where}: cannot read {task} sample ({type(e).__name__}: {detail})") from e
+    lms, b = arrs["lms"], arrs["b"]
+    if lms.shape[1:] != b.shape[1:]:
+        raise SampleError(f"{rel}: lms is {lms.shape[2]}x{lms.shape[1]} but the PAN / HR-MSI is "
+                          f"{b.shape[2]}x{b.shape[1]}")
+    rgb = _mat_rgb_indexes(s.path_a, lms.shape[0]) if s.index is None else None
+    return spectral_preview(lms, rgb), spectral_preview(b)
 
 
 def load_label_map(path: Path | None, rel: str | None, size: tuple[int, int]) -> np.ndarray:
@@ -128,6 +218,7 @@ class Annotator:
 
         self.cfg, self.dataset, self.batch_size = cfg, dataset, batch_size
         self.created = created
+        self._hashes: dict[tuple[str, int, int], str] = {}
         self.timings: dict[str, dict[str, float]] = defaultdict(lambda: {"seconds": 0.0, "items": 0})
         need, m = cfg.needs, cfg.models
         common = {"device": device, "dtype": dtype, "batch_size": batch_size}
@@ -181,8 +272,16 @@ class Annotator:
                                "created": self.created}
         for key, path in (("a", s.path_a), ("b", s.path_b), ("gt", s.path_gt)):
             row[f"path_{key}"] = s.rel(path)
-            row[f"sha256_{key}"] = sha256_file(path) if path is not None and path.is_file() else None
+            row[f"sha256_{key}"] = self._sha256(path, sha256_file) if path is not None and path.is_file() else None
         return row
+
+    def _sha256(self, path: Path, fn: Callable[[Path], str]) -> str:
+        # an h5 container backs thousands of samples (a and b): hash each file version once
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        if key not in self._hashes:
+            self._hashes[key] = fn(path)
+        return self._hashes[key]
 
     def error_row(self, s: Sample, message: str, width: int | None = None, height: int | None = None) -> dict[str, Any]:
         row = self._base(s)
@@ -192,6 +291,14 @@ class Annotator:
     def _load_item(self, s: Sample) -> _Item:
         if s.problem:
             raise SampleError(s.problem)
+        if s.spectral:
+            if self.cfg.task not in SPECTRAL_TASKS:
+                raise SampleError(f"{s.rel(s.path_a)}: .h5/.mat containers hold pansharpening / HMIF data; "
+                                  f"annotate them with --task pan or hmif, not {self.cfg.task}")
+            from fusion.config import get_config
+
+            ia, ib = load_spectral(s, self.cfg.task, get_config(self.cfg.task).ratio)
+            return _Item(s, {"a": ia, "b": ib}, ia.size[0], ia.size[1])
         ia = load_image(s.path_a, s.rel(s.path_a), "a")
         ib = load_image(s.path_b, s.rel(s.path_b), "b")
         if ia.size != ib.size:

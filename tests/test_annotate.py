@@ -406,3 +406,113 @@ def test_tiny_model_build_is_reproducible(tmp_path, tiny_models):
     build_tiny_models(tmp_path / "again")
     for role in ("captioner", "text_encoder", "detector", "segmenter"):
         assert local_revision(tmp_path / "again" / role) == local_revision(tiny_models / role), role
+
+
+# ------------------------------------------------------------------------------ pansharpening / HMIF
+def _pan_h5(path: Path, n: int = 3, bands: int = 8, size: int = 16, seed: int = 0) -> Path:
+    """A PanCollection-style h5 (keys gt, ms, lms, pan; float64 DN, 11-bit like WV3)."""
+    import h5py
+
+    rng = np.random.default_rng(seed)
+    gt = rng.uniform(100, 2047, (n, bands, size, size))
+    ms = gt.reshape(n, bands, size // 4, 4, size // 4, 4).mean(axis=(3, 5))
+    lms = np.repeat(np.repeat(ms, 4, axis=2), 4, axis=3)
+    pan = gt.mean(axis=1, keepdims=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        for k, v in (("gt", gt), ("ms", ms), ("lms", lms), ("pan", pan)):
+            f.create_dataset(k, data=v)
+    return path
+
+
+def test_spectral_preview_bands_and_stretch():
+    from annotate.pipeline import rgb_bands, spectral_preview, stretch_to_uint8
+
+    assert rgb_bands(8) == (4, 2, 1) and rgb_bands(4) == (2, 1, 0) and rgb_bands(3) == (0, 1, 2)
+    assert rgb_bands(128) == (95, 64, 32) and rgb_bands(9) == (6, 4, 2)
+    ramp = np.arange(101, dtype=np.float64).reshape(1, 101)  # percentiles 2 and 98 are 2 and 98
+    out = stretch_to_uint8(ramp)
+    assert out[0, 2] == 0 and out[0, 98] == 255 and out[0, 0] == 0 and out[0, 100] == 255
+    assert out[0, 50] == round(48 / 96 * 255)
+    assert not stretch_to_uint8(np.full((4, 4), 7.0)).any()
+    ms = np.zeros((8, 6, 5))
+    ms[4] = np.linspace(0, 1, 30).reshape(6, 5)  # only the red band (5, 1-based) varies
+    im = np.asarray(spectral_preview(ms))
+    assert im.shape == (6, 5, 3) and im[..., 0].max() == 255 and not im[..., 1:].any()
+    pan = np.asarray(spectral_preview(ms[4:5]))
+    assert (pan[..., 0] == pan[..., 1]).all() and (pan[..., 0] == im[..., 0]).all()  # PAN: grey
+    with pytest.raises(ValueError, match="do not fit"):
+        spectral_preview(ms, rgb=(8, 1, 0))
+
+
+def test_discover_spectral_containers(tmp_path):
+    _pan_h5(tmp_path / "train_wv3.h5", n=2)
+    _pan_h5(tmp_path / "sub" / "test_wv3_multiExm1.h5", n=1)
+    (tmp_path / "valid_wv3.h5").write_bytes(b"not an h5 file")
+    ids = [s.sample_id for s in discover_samples(tmp_path)]
+    assert ids == ["test/test_wv3_multiExm1_00000", "train/train_wv3_00000", "train/train_wv3_00001",
+                   "valid/valid_wv3"]
+    s = discover_samples(tmp_path)[1]
+    assert s.spectral and s.index == 0 and s.rel(s.path_a) == s.rel(s.path_b) == "train_wv3.h5"
+    bad = discover_samples(tmp_path, "valid")
+    assert len(bad) == 1 and bad[0].problem.startswith("valid_wv3.h5:") and str(tmp_path) not in bad[0].problem
+    one = discover_samples(tmp_path / "sub" / "test_wv3_multiExm1.h5")  # a single file as the root
+    assert [x.sample_id for x in one] == ["test/test_wv3_multiExm1_00000"] and one[0].rel(one[0].path_a) == \
+        "test_wv3_multiExm1.h5"
+    with pytest.raises(ValueError, match="no split 'val'"):
+        discover_samples(tmp_path, "val")
+
+
+def test_pan_h5_annotates_and_joins_training_data(tmp_path, tiny_models):
+    import dataclasses
+
+    import manifests
+    from fusion.config import get_config
+    from fusion.data import build_dataset
+
+    data, out = tmp_path / "wv3", tmp_path / "out"
+    h5 = _pan_h5(data / "train_wv3.h5")
+    s = _run(data, out, tiny_models, task="pan")
+    rows = _rows(out)
+    assert s.written == 3 and s.errors == 0
+    assert sorted(rows) == [f"train/train_wv3_{i:05d}" for i in range(3)]
+    digest = hashlib.sha256(h5.read_bytes()).hexdigest()
+    for r in rows.values():
+        assert r["status"] == "ok" and r["task"] == "pan" and r["split"] == "train" and r["mask_source"] == "none"
+        assert r["path_a"] == r["path_b"] == "train_wv3.h5" and r["sha256_a"] == r["sha256_b"] == digest
+        assert (r["width"], r["height"]) == (16, 16) and r["caption_a"] and r["caption_b"]
+        for side in "ab":
+            t = manifests.decode_text(r, side)
+            assert t.dtype == np.float16 and t.shape[1] == 16 and t.shape[0] >= 1
+    # deterministic: a fresh run gives the same rows (bar the provenance time)
+    _run(data, tmp_path / "again", tiny_models, task="pan")
+    again = _rows(tmp_path / "again")
+    assert all({k: v for k, v in rows[i].items() if k != "created"} ==
+               {k: v for k, v in again[i].items() if k != "created"} for i in rows)
+    # the training data joins the manifest by sample id
+    cfg = dataclasses.replace(get_config("pan"), text_dim=16)
+    ds = build_dataset("pan", data, "train", manifest=out, cfg=cfg)
+    assert len(ds) == 3 and ds[1]["text"].shape[1] == 16
+    # a spectral container under a non-spectral task is an error row, not a crash
+    _run(data, tmp_path / "vif", tiny_models, task="vif")
+    assert all("--task pan or hmif" in r["error"] for r in _rows(tmp_path / "vif").values())
+
+
+@pytest.mark.realdata
+def test_real_pan_and_hs_mat_annotation(shared_data, tmp_path, tiny_models):
+    from annotate.pipeline import load_spectral
+
+    wv3 = shared_data / "pan" / "WV3_example.mat"
+    s = _run(wv3, tmp_path / "wv3", tiny_models, task="pan")
+    r = _rows(tmp_path / "wv3")["all/WV3_example"]
+    assert s.written == 1 and r["status"] == "ok" and r["caption_a"] and r["caption_b"]
+    assert r["path_a"] == "WV3_example.mat" and r["sha256_a"] == hashlib.sha256(wv3.read_bytes()).hexdigest()
+    assert (r["width"], r["height"]) == (32, 32)  # Wald reduced resolution: MS 32x32, PAN 128 / 4
+    a, b = load_spectral(discover_samples(wv3)[0], "pan", 4)
+    assert a.size == b.size == (32, 32) and np.asarray(a).std() > 10 and np.asarray(b).std() > 10
+    # HS + MS / HS + PAN scenes; the spectral-response table beside them is an error row naming it
+    _run(shared_data / "hs", tmp_path / "hs", tiny_models, task="hmif")
+    rows = _rows(tmp_path / "hs")
+    assert {k: r["status"] for k, r in rows.items()} == {
+        "all/ikonos_spec_resp": "error", "all/paris_data_hs_ms": "ok", "all/paris_data_hs_pan": "ok"}
+    assert rows["all/ikonos_spec_resp"]["error"].startswith("ikonos_spec_resp.mat: no MS/PAN or HS cube")

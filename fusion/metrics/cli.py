@@ -120,7 +120,7 @@ def _method_names(fused: list[Path]) -> list[str]:
     parts = [Path(p).resolve().with_suffix("").parts if Path(p).is_file() else Path(p).resolve().parts
              for p in fused]
     names: list[str] = []
-    for i, pi in enumerate(parts):
+    for pi in parts:
         depth = 1
         while depth < len(pi) and any(pj != pi and pj[-depth:] == pi[-depth:] for pj in parts):
             depth += 1

@@ -15,8 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from fusion.data.io import sha256_file
-
 
 class ManifestMismatchError(ValueError):
     """A local source file differs from the one the manifest was made from (message names the file)."""
@@ -78,6 +76,8 @@ class Guidance:
 
     def attach(self, sample_id: str, local: Mapping[str, Path | None]) -> bool:
         """Match one sample; ``local`` maps roles a/b/gt to files whose sha256 is checked. True if guided."""
+        import manifests
+
         row = self._find_row(sample_id, local.get("a"))
         if row is None:
             self.unannotated_ids.append(sample_id)
@@ -90,7 +90,7 @@ class Guidance:
             want, path = row.get(f"sha256_{role}"), local.get(role)
             if not want or path is None:
                 continue
-            got = sha256_file(path)
+            got = manifests.sha256_file(path)
             if got != want:
                 msg = (f"{path}: sha256 {got[:12]}... differs from manifest {self.path} "
                        f"(sample {sample_id!r}, sha256_{role} {want[:12]}...)")

@@ -85,13 +85,3 @@ def read_label_map(path: str | Path) -> np.ndarray:
     if arr.ndim == 3:
         arr = arr[:, :, 0]
     return arr.astype(np.uint8)
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()

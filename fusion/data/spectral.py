@@ -183,17 +183,25 @@ def _to_chw(arr: np.ndarray) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
+def _load_mat_v73(path: Path) -> dict:
+    """MATLAB v7.3 (.mat as HDF5): datasets transposed back to MATLAB's row/column order."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return {k: np.asarray(f[k]).T for k in f.keys() if hasattr(f[k], "shape")}
+    except OSError as exc:
+        raise SampleError(f"{path}: cannot read MATLAB v7.3 .mat file ({exc})", path=path) from exc
+
+
 def load_mat(path: Path) -> dict:
     import scipy.io as sio
 
     try:
         d = sio.loadmat(path)
-    except (OSError, ValueError, NotImplementedError) as exc:
-        if isinstance(exc, NotImplementedError):  # MATLAB v7.3 = HDF5
-            import h5py
-
-            with h5py.File(path, "r") as f:
-                return {k: np.asarray(f[k]).T for k in f.keys() if hasattr(f[k], "shape")}
+    except NotImplementedError:  # scipy's answer to MATLAB v7.3 files, which are HDF5
+        return _load_mat_v73(path)
+    except (OSError, ValueError) as exc:
         raise SampleError(f"{path}: cannot read .mat file ({exc})", path=path) from exc
     return {k: v for k, v in d.items() if not k.startswith("__")}
 

@@ -112,6 +112,11 @@ class FusionNet(nn.Module, abc.ABC):
         inp = prepare_inputs(self, a, b, text, text_mask, mask)
         return apply_output_clamp(self._forward(inp), self.cfg.output_clamp, self.training)
 
+    def condition(self, inp: ModelInputs) -> torch.Tensor:
+        """Conditioning feature of the MFM (SPEC 3.2): Conv1x1 of the second source (or of both sources)."""
+        src = inp.b if self.cfg.cond_source == "b" else torch.cat([inp.a, inp.b], dim=1)
+        return self.cond_embed(src)
+
     @abc.abstractmethod
     def _forward(self, inp: ModelInputs) -> torch.Tensor:
         """Padded inputs -> output [B, out_channels, *inp.hw]."""

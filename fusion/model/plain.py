@@ -50,7 +50,7 @@ class PlainRWKV(FusionNet):
     def _forward(self, inp: ModelInputs) -> torch.Tensor:
         cfg = self.cfg
         x = self.shallow(torch.cat([inp.a, inp.b], dim=1))
-        cond = self.cond_embed(inp.b if cfg.cond_source == "b" else torch.cat([inp.a, inp.b], dim=1))
+        cond = self.condition(inp)
         m = self.mask_embed(inp.mask) if (self.mask_embed is not None and inp.mask is not None) else inp.mask
         text = inp.text
         for blk in self.blocks:

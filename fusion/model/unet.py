@@ -168,7 +168,7 @@ class RWKVFusion(FusionNet):
     def _forward(self, inp: ModelInputs) -> torch.Tensor:
         cfg = self.cfg
         x0 = self.patch_embed(torch.cat([inp.a, inp.b], dim=1))
-        cond_full = self.cond_embed(inp.b if cfg.cond_source == "b" else torch.cat([inp.a, inp.b], dim=1))
+        cond_full = self.condition(inp)
         mask_full = inp.mask
         if mask_full is not None and self.mask_embed is not None:
             mask_full = self.mask_embed(mask_full)

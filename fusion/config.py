@@ -57,7 +57,7 @@ class TaskConfig:
     # ---- mask guidance
     mask_kind: MaskKind = "binary"
     mask_channels: int = 1         # channels of a float mask input ([B, mask_channels, H, W])
-    mask_classes: int = 0          # one-hot vocabulary size for "onehot" masks (release: 20)
+    mask_classes: int = 0          # one-hot vocabulary size for "onehot" masks (release: 20): ids 1..n, 0 = background
     # ---- optimisation (Table 1)
     batch_size: int = 10
     epochs: int = 200

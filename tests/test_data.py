@@ -257,7 +257,7 @@ def test_realmff_release_layout_with_split_list_gt_suffix_and_masks(tmp_path):
     (root / "mask").mkdir()
     for i in range(4):
         Image.fromarray(np.full((40, 48, 3), 60 * i, np.uint8)).save(root / "GT" / f"{i:02d}_F.png")
-        Image.fromarray(np.full((40, 48), 30 + i, np.uint8)).save(root / "mask" / f"{i:02d}.png")
+        Image.fromarray(np.full((40, 48), 17 + i, np.uint8)).save(root / "mask" / f"{i:02d}.png")
     (root / "train.txt").write_text("00.png\n02.png\n")
     (root / "test.txt").write_text("01.png\n03.png\n")
     train = build_dataset("mff", root, "train", cfg=get_config("mff"))
@@ -265,8 +265,33 @@ def test_realmff_release_layout_with_split_list_gt_suffix_and_masks(tmp_path):
     assert train.ids == ["00", "02"] and test.ids == ["01", "03"]
     s = train[1]
     assert float(s["gt"].mean()) == pytest.approx(120 / 255, abs=1e-3)
-    assert s["mask"].dtype == torch.long and s["mask"].shape == (40, 48) and int(s["mask"].max()) == 19  # clamped
-    assert int(test[0]["mask"].max()) == 31  # no config: raw class ids
+    assert s["mask"].dtype == torch.long and s["mask"].shape == (40, 48) and int(s["mask"].max()) == 19
+    assert int(test[1]["mask"].max()) == 20  # the vocabulary's last class keeps its id (ids 1..20)
+
+
+def test_class_ids_are_never_merged(tmp_path):
+    """MEF/MFF class maps: ids 1..20 each get their own one-hot channel; an id beyond the vocabulary is an
+    error naming the label file (it used to be clamped into class 19)."""
+    from fusion.config import get_config
+    from fusion.model.inputs import mask_to_channels
+
+    cfg = get_config("mff")
+    root = _pair_dir(tmp_path, n=2, roles=("FAR", "NEAR"))
+    (root / "mask").mkdir()
+    lab = np.zeros((40, 48), np.uint8)
+    lab[:, 16:32], lab[:, 32:] = 19, 20
+    Image.fromarray(lab).save(root / "mask" / "00.png")
+    Image.fromarray(np.full((40, 48), 21, np.uint8)).save(root / "mask" / "01.png")
+    ds = build_dataset("mff", root, "all", cfg=cfg)
+    cmap = ds[0]["mask"]
+    assert sorted(torch.unique(cmap).tolist()) == [0, 19, 20]
+    onehot = mask_to_channels(cmap[None], cfg, 1, (40, 48), torch.float32)
+    assert onehot.shape == (1, cfg.mask_classes, 40, 48)
+    assert float(onehot[0, :, :, :16].sum()) == 0  # background sets no channel
+    assert bool((onehot[0, 18, :, 16:32] == 1).all()) and float(onehot[0, 18, :, 32:].sum()) == 0  # class 19
+    assert bool((onehot[0, 19, :, 32:] == 1).all()) and float(onehot[0, 19, :, :32].sum()) == 0   # class 20
+    with pytest.raises(SampleError, match=r"01\.png.*outside the task's vocabulary"):
+        ds[1]
 
 
 def test_llvip_and_suffix_pair_layouts(tmp_path):

@@ -22,10 +22,18 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from fusion.config import get_config
 from fusion.data import layouts as L
 from fusion.data.augment import augment_sample
 from fusion.data.guidance import Guidance
-from fusion.data.io import SampleError, check_finite, read_image, read_label_map, split_y_cbcr
+from fusion.data.io import (
+    SampleError,
+    check_finite,
+    checked_class_map,
+    read_image,
+    read_label_map,
+    split_y_cbcr,
+)
 from fusion.data.spectral import SpectralRecord, list_h5, list_mat, read_h5, read_mat
 
 TASKS = L.FUSION_TASKS + L.SPECTRAL_TASKS
@@ -44,6 +52,8 @@ class _GuidedDataset(Dataset):
                      split: str) -> None:
         if (root / task).is_dir() and (root / "README.txt").is_file():  # the demo root -> its task folder
             root = root / task
+        if cfg is None:  # the task's registry config (Table 1)
+            cfg = get_config(task)
         self.task, self.root, self.train, self.cfg = task, root, train, cfg
         self.skipped: list[tuple[str, str]] = []
         self.guidance = (Guidance(manifest, task, root, cfg=cfg, hash_mismatch=hash_mismatch, split=split)
@@ -196,9 +206,7 @@ class PairedImageDataset(_GuidedDataset):
                 sample["mask"] = torch.from_numpy(np.repeat((lab > 0)[None], 1 if self.task == "vif" else 2, 0)
                                                   .astype(np.float32))
             else:
-                n = int(getattr(self.cfg, "mask_classes", 0) or 0)
-                cmap = lab.astype(np.int64)
-                sample["mask"] = torch.from_numpy(np.minimum(cmap, n - 1) if n > 1 else cmap)
+                sample["mask"] = torch.from_numpy(checked_class_map(lab, self.cfg.mask_classes, rec.label, rec.id))
         self._add_guidance(sample, rec.id, hw)
         return sample
 

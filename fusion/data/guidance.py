@@ -15,6 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from fusion.config import get_config
+from fusion.data.io import checked_class_map
+
 
 class ManifestMismatchError(ValueError):
     """A local source file differs from the one the manifest was made from (message names the file)."""
@@ -33,6 +36,8 @@ class Guidance:
 
         if hash_mismatch not in ("error", "skip"):
             raise ValueError(f"hash_mismatch must be 'error' or 'skip', got {hash_mismatch!r}")
+        if cfg is None:  # the task's registry config (Table 1)
+            cfg = get_config(task)
         self.task, self.cfg, self.root, self.split = task, cfg, Path(root), split
         self.hash_mismatch = hash_mismatch
         self.path = Path(manifest)
@@ -135,7 +140,7 @@ class Guidance:
 
     def mask(self, sample_id: str) -> np.ndarray | None:
         """VIF: [1, H, W] float binary; MIF: [2, H, W] float (instances of a | both, b | both);
-        MEF/MFF: [H, W] int64 class map (clamped to the config's vocabulary). None when absent."""
+        MEF/MFF: [H, W] int64 class map, ids checked against the config's vocabulary. None when absent."""
         import manifests
 
         row = self.matched.get(sample_id)
@@ -159,9 +164,7 @@ class Guidance:
             cmap = np.any(inst, axis=0).astype(np.uint8)
         if self.task == "vif":
             return (cmap > 0)[None].astype(np.float32)
-        n = int(getattr(self.cfg, "mask_classes", 0) or 0)
-        out = cmap.astype(np.int64)
-        return np.minimum(out, n - 1) if n > 1 else out
+        return checked_class_map(cmap, self.cfg.mask_classes, self.path, sample_id)
 
     def summary(self) -> dict[str, int]:
         return {"annotated": len(self.matched), "unannotated": len(self.unannotated_ids),

@@ -17,6 +17,21 @@ class SampleError(ValueError):
         self.path = str(path) if path is not None else None
 
 
+def checked_class_map(cmap: np.ndarray, n_classes: int, source: str | Path, sample_id: str | None = None
+                      ) -> np.ndarray:
+    """Class map [H, W] -> int64 after checking that every id lies in 0 (background) .. ``n_classes``.
+
+    The one-hot mask guidance has one channel per vocabulary class (ids 1..n); an id beyond the vocabulary is
+    an error naming ``source``, never merged into another class.
+    """
+    out = np.asarray(cmap).astype(np.int64)
+    if out.size and (out.min() < 0 or out.max() > n_classes):
+        bad = sorted({int(v) for v in np.unique(out) if v < 0 or v > n_classes})
+        raise SampleError(f"{source}: class ids {bad[:8]} of sample {sample_id!r} lie outside the task's "
+                          f"vocabulary 1..{n_classes} (0 = background)", sample_id=sample_id, path=source)
+    return out
+
+
 def is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTS and not path.name.startswith(".")
 

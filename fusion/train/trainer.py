@@ -25,7 +25,7 @@ from fusion.train.sampling import ResumableSampler, SeededSamples
 logger = logging.getLogger(__name__)
 
 # batch keys that are model/loss inputs (moved to the device and checked for non-finite values)
-TENSOR_KEYS = ("a", "b", "gt", "text", "text_mask", "mask")
+TENSOR_KEYS = ("a", "b", "gt", "text", "text_mask", "mask", "has_mask")
 
 
 @dataclass
@@ -65,7 +65,7 @@ class Trainer:
     """Trains ``model`` with ``loss_fn`` on ``dataset``; rank 0 writes checkpoints and logs to ``out_dir``.
 
     Batches are dicts from ``collate``: "id" (list of str), "a" [B, Ca, H, W], "b" [B, Cb, H, W] and
-    optionally "gt", "text" [B, L, D], "text_mask" [B, L], "mask".  ``loss_fn(out, a, b, mask=, gt=)``
+    optionally "gt", "text" [B, L, D], "text_mask" [B, L], "mask".  ``loss_fn(out, a, b, mask=, gt=, has_mask=)``
     returns ``(total, parts)``.  A step whose inputs, loss or gradients are non-finite is skipped on
     every rank and counted in ``skipped`` (the schedule still advances: one step = one batch).
     """
@@ -198,7 +198,7 @@ class Trainer:
                 out = net(batch["a"], batch["b"], text=batch.get("text"), text_mask=batch.get("text_mask"),
                           mask=batch.get("mask"))
             loss, parts = self.loss_fn(out.float(), batch["a"], batch["b"], mask=batch.get("mask"),
-                                       gt=batch.get("gt"))
+                                       gt=batch.get("gt"), has_mask=batch.get("has_mask"))
             loss_ok = all_true(bool(torch.isfinite(loss.detach()).item()), self.env)
             # backward on every rank even when some loss is non-finite: DDP needs matching collectives
             loss.backward()

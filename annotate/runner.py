@@ -109,7 +109,7 @@ def run_annotation(task: str, data: str | Path, out: str | Path, *, split: str |
     sources.update(model_sources or {})
     if sources:
         cfg = load_config(task, config_path, _with_models(overrides, sources))
-    samples = discover_samples(data, split, label_dir=cfg.dataset_labels.dir if cfg.dataset_labels.enabled else None)
+    samples = discover_samples(data, split, task=task, label_dir=cfg.dataset_labels.dir if cfg.dataset_labels.enabled else None)
     distributed = _init_dist(world, device)
     try:
         annotator = Annotator(cfg, dataset=dataset or Path(data).resolve().name.lower(), device=device, dtype=dtype,

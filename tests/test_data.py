@@ -437,7 +437,7 @@ def _write_manifest(root: Path, out: Path, ids, *, tamper: str | None = None, er
 
 def test_manifest_join_text_mask_and_unannotated(tmp_path):
     root = _pair_dir(tmp_path / "data", n=4)
-    man = _write_manifest(root, tmp_path / "m.parquet", ["00", "01", "03"], error_id="03")
+    man = _write_manifest(root, tmp_path / "m.parquet", ["00", "01", "03"], error_id="03", prefix="all/")
     ds = build_dataset("vif", root, "test", manifest=man)
     assert ds.unannotated_count == 2 and sorted(ds.unannotated_ids) == ["02", "03"]
     s0, s1, s2 = ds[0], ds[1], ds[2]
@@ -464,18 +464,27 @@ def test_manifest_hash_mismatch(tmp_path):
     assert "text" not in ds[1] and "text" in ds[0]
 
 
-def test_manifest_mif_two_channel_mask_and_path_join(tmp_path):
+def test_manifest_join_is_by_key_only(tmp_path):
+    """Rows join by "<split>/<id>" exactly: a bare stem or a row of another split does not guide a sample."""
+    root = _pair_dir(tmp_path / "data", n=2)
+    man = _write_manifest(root, tmp_path / "m.parquet", ["00", "01"], prefix="")
+    assert build_dataset("vif", root, "test", manifest=man).unannotated_ids == ["00", "01"]
+    man = _write_manifest(root, tmp_path / "m2.parquet", ["00", "01"], prefix="train/")
+    assert build_dataset("vif", root, "test", manifest=man).unannotated_ids == ["00", "01"]
+
+
+def test_manifest_mif_two_channel_mask(tmp_path):
     import manifests
 
     root = _pair_dir(tmp_path / "data", n=1, roles=("MRI", "SPECT"))
     inst = np.zeros((3, 40, 48), bool)
     inst[0, :10], inst[1, 20:], inst[2, :, :5] = True, True, True
-    row = {"sample_id": "some-other-id", "dataset": "toy", "split": "test", "task": "mif", "status": "ok",
+    row = {"sample_id": "all/00", "dataset": "toy", "split": "all", "task": "mif", "status": "ok",
            "path_a": "MRI/00.png", "path_b": "SPECT/00.png", "height": 40, "width": 48,
            "masks": inst, "instance_modality": ["a", "b", "both"], "labels": ["x", "y", "z"],
            "text_a": np.ones((2, 512), np.float32)}
     manifests.write_table_atomic(manifests.rows_to_table([row]), tmp_path / "m.parquet")
-    s = build_dataset("mif", root, "test", manifest=tmp_path / "m.parquet")[0]  # joined by path_a
+    s = build_dataset("mif", root, "test", manifest=tmp_path / "m.parquet")[0]
     assert s["mask"].shape == (2, 40, 48)
     assert torch.equal(s["mask"][0].bool(), torch.from_numpy(inst[0] | inst[2]))
     assert torch.equal(s["mask"][1].bool(), torch.from_numpy(inst[1] | inst[2]))

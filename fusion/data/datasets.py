@@ -34,7 +34,7 @@ from fusion.data.io import (
     read_label_map,
     split_y_cbcr,
 )
-from fusion.data.spectral import SpectralRecord, list_h5, list_mat, read_h5, read_mat
+from fusion.data.spectral import SpectralRecord, file_split, list_h5, list_mat, read_h5, read_mat
 
 TASKS = L.FUSION_TASKS + L.SPECTRAL_TASKS
 
@@ -48,22 +48,21 @@ class _GuidedDataset(Dataset):
     task: str
     samples: list
 
-    def _init_common(self, task: str, root: Path, manifest, train: bool, cfg: Any, hash_mismatch: str,
-                     split: str) -> None:
+    def _init_common(self, task: str, root: Path, manifest, train: bool, cfg: Any, hash_mismatch: str) -> None:
         if (root / task).is_dir() and (root / "README.txt").is_file():  # the demo root -> its task folder
             root = root / task
         if cfg is None:  # the task's registry config (Table 1)
             cfg = get_config(task)
         self.task, self.root, self.train, self.cfg = task, root, train, cfg
         self.skipped: list[tuple[str, str]] = []
-        self.guidance = (Guidance(manifest, task, root, cfg=cfg, hash_mismatch=hash_mismatch, split=split)
+        self.guidance = (Guidance(manifest, task, root, cfg=cfg, hash_mismatch=hash_mismatch)
                          if manifest else None)
 
     def _attach_guidance(self) -> None:
         if self.guidance is None:
             return
         for rec in self.samples:
-            self.guidance.attach(rec.id, self._local_files(rec))
+            self.guidance.attach(rec.id, rec.key, self._local_files(rec))
 
     @property
     def ids(self) -> list[str]:
@@ -156,7 +155,7 @@ class PairedImageDataset(_GuidedDataset):
         self.split, self.layout = split, layout
         records, problems = L.list_pairs(task, root, split, layout)
         root = Path(root)
-        self._init_common(task, root, manifest, train, cfg, hash_mismatch, split)
+        self._init_common(task, root, manifest, train, cfg, hash_mismatch)
         if problems and on_error == "raise":
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise SampleError(f"{problems[0].message}{more}", sample_id=problems[0].id)
@@ -220,7 +219,7 @@ class SpectralDataset(_GuidedDataset):
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         root = Path(root)
-        self._init_common(task, root, manifest, train, cfg, hash_mismatch, split)
+        self._init_common(task, root, manifest, train, cfg, hash_mismatch)
         self.split, self.max_value = split, max_value
         self.ratio = int(getattr(cfg, "ratio", 4) or 4) if cfg is not None else 4
         self.ignored_files: list[tuple[str, str]] = []
@@ -298,8 +297,8 @@ def _spectral_files(task: str, root: Path, split: str, layout: str) -> list[Path
         root = root / task
     exts = {".h5", ".hdf5"} if layout in ("pancollection", "h5") else {".mat"} if layout == "mat" else {".h5", ".hdf5", ".mat"}
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
-    named = [p for p in files if p.stem.lower() == split or split in p.stem.lower().split("_")]
-    out = named or [p for p in files if not any(s in p.stem.lower() for s in L.SPLIT_NAMES)] or files
+    named = [p for p in files if file_split(p) == split]
+    out = named or [p for p in files if file_split(p) == "all"] or files
     if not out:
         raise ValueError(f"{root}: no .h5 or .mat files for {task}")
     return out

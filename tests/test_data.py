@@ -41,8 +41,8 @@ def test_demo_data_loads_for_every_task(demo_root, task):
     from fusion.config import get_config
 
     cfg = get_config(task)
-    test = build_dataset(task, demo_root, "test")
-    train = build_dataset(task, demo_root, "train", train=True, cfg=cfg)
+    test = build_dataset(task, demo_root / task, "test")
+    train = build_dataset(task, demo_root / task, "train", train=True, cfg=cfg)
     assert (len(train), len(test)) == (12, 4)
     assert train.unannotated_count == 12
     s = test[0]
@@ -71,7 +71,7 @@ def test_demo_data_loads_for_every_task(demo_root, task):
 
 def test_missing_split_is_a_clear_error(demo_root):
     with pytest.raises(ValueError, match=r"split 'val' not found; available splits: \['test', 'train'\]"):
-        build_dataset("mef", demo_root, "val")
+        build_dataset("mef", demo_root / "mef", "val")
 
 
 def test_demo_cli_registers_and_builds(tmp_path):

@@ -49,8 +49,6 @@ class _GuidedDataset(Dataset):
     samples: list
 
     def _init_common(self, task: str, root: Path, manifest, train: bool, cfg: Any, hash_mismatch: str) -> None:
-        if (root / task).is_dir() and (root / "README.txt").is_file():  # the demo root -> its task folder
-            root = root / task
         if cfg is None:  # the task's registry config (Table 1)
             cfg = get_config(task)
         self.task, self.root, self.train, self.cfg = task, root, train, cfg
@@ -288,13 +286,11 @@ def _tensor(arr: np.ndarray) -> torch.Tensor:
 
 
 def _spectral_files(task: str, root: Path, split: str, layout: str) -> list[Path]:
-    """A file, ``<root>/<task>`` of the demo root, ``<split>.h5`` / ``*<split>*.h5``, else every .h5/.mat."""
+    """A file, ``<split>.h5`` / ``*<split>*.h5``, else every .h5/.mat under ``root``."""
     if root.is_file():
         return [root]
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist")
-    if (root / task).is_dir() and (root / "README.txt").is_file():
-        root = root / task
     exts = {".h5", ".hdf5"} if layout in ("pancollection", "h5") else {".mat"} if layout == "mat" else {".h5", ".hdf5", ".mat"}
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
     named = [p for p in files if file_split(p) == split]
@@ -308,7 +304,7 @@ def build_dataset(task: str, root: str | Path, split: str = "test", *, layout: s
                   manifest: str | Path | None = None, train: bool = False, cfg: Any = None,
                   on_error: str = "raise", hash_mismatch: str = "error", max_value: float | None = None
                   ) -> _GuidedDataset:
-    """Dataset of dict samples for ``task`` from ``root`` (any supported layout or the demo root).
+    """Dataset of dict samples for ``task`` from ``root`` (any supported layout; the demo data: ``<demo dir>/<task>``).
 
     ``train`` applies the seed-000 augmentation (``fusion.data.augment``); ``cfg`` (a ``TaskConfig``)
     supplies crop sizes, ratio, text_dim and mask_classes; ``manifest`` (.parquet file or directory)

@@ -205,8 +205,6 @@ def list_splits(task: str, root: str | Path, layout: str = "auto") -> list[str]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist or is not a directory")
-    if (root / task).is_dir() and (root / "README.txt").is_file():  # the demo root
-        root = root / task
     found = {n for n in _subdirs(root) if n in SPLIT_NAMES}
     roles = _role_dirs(root, task) if task in FUSION_TASKS else None
     if not found and roles is not None and layout in ("auto", "llvip", "realmff", "generic"):
@@ -236,8 +234,6 @@ def _list_pairs(task: str, root: str | Path, split: str, layout: str
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist or is not a directory")
-    if (root / task).is_dir() and (root / "README.txt").is_file():  # the demo root
-        root = root / task
     problems: list[Problem] = []
     base = resolve_split_base(root, split)
     splits_here = sorted(n for n in _subdirs(root) if n in SPLIT_NAMES)

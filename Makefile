@@ -59,7 +59,7 @@ test-fast:
 	$(PY) -m pytest -q -m "not slow and not distributed"
 
 lint:
-	$(PY) -m ruff check annotate fusion kernels manifests tests
+	$(PY) -m ruff check annotate fusion kernels manifests rwkvfusion_io tests
 
 demo-data:
 	$(PY) -m fusion demo-data --out $(DEMO_DIR)

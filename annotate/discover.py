@@ -1,5 +1,5 @@
-"""Dataset discovery for annotation: the training layouts of :mod:`fusion.data.layouts` and the spectral
-containers of :mod:`fusion.data.spectral`, so that every layout that trains can be annotated and each
+"""Dataset discovery for annotation: the training layouts of :mod:`rwkvfusion_io.layouts` and the spectral
+containers of :mod:`rwkvfusion_io.spectral`, so that every layout that trains can be annotated and each
 manifest row's ``sample_id`` is the key the training data joins by.
 
 - paired images (vif/mif/mef/mff): ``layouts.list_splits`` / ``layouts.list_pairs`` (MSRS, M3FD, TNO,
@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusion.data import layouts
-from fusion.data.spectral import file_split, list_h5, list_mat
+from rwkvfusion_io import layouts
+from rwkvfusion_io.spectral import file_split, list_h5, list_mat
 
 SPECTRAL_SUFFIXES = (".h5", ".hdf5", ".mat")
 
@@ -98,7 +98,7 @@ def _relative(message: str, root: Path) -> str:
 
 
 def _spectral_samples(root: Path, files: list[Path], split: str | None) -> list[Sample]:
-    """Samples of ``.h5`` / ``.mat`` containers (records from :mod:`fusion.data.spectral`), sorted by split.
+    """Samples of ``.h5`` / ``.mat`` containers (records from :mod:`rwkvfusion_io.spectral`), sorted by split.
 
     With ``split`` given, files whose name carries a split keep only that split (ValueError when none
     does). An unreadable file, or a ``.mat`` without an MS/PAN pair or HS cube (e.g. a spectral-response

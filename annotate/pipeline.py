@@ -8,7 +8,7 @@ are missing, unreadable, corrupt or of different sizes becomes an error row nami
 problem; so does a sample on which a model fails, and the run goes on.
 
 Pansharpening / HMIF containers (``.h5`` / ``.mat``, :mod:`annotate.discover`) are read with
-:mod:`fusion.data.spectral` (the training readers: PanCollection h5 samples as stored, ``.mat`` scenes
+:mod:`rwkvfusion_io.spectral` (the training readers: PanCollection h5 samples as stored, ``.mat`` scenes
 Wald-reduced), so the captioned images are the model's inputs: ``a`` = the upsampled low-res MS/HS
 ``lms`` as an RGB preview, ``b`` = PAN as grey (or the HR-MSI as an RGB preview), both
 :func:`spectral_preview`.
@@ -29,9 +29,9 @@ from annotate.config import AnnotateConfig, config_hash
 from annotate.discover import Sample
 from annotate.merge import class_map, merge_instances
 from annotate.models.base import Detections, chunks
+from rwkvfusion_io.tasks import SPECTRAL_RATIO, SPECTRAL_TASKS
 
 SOURCES = ("a", "b")
-SPECTRAL_TASKS = ("pan", "hmif")
 
 
 class SampleError(Exception):
@@ -132,7 +132,7 @@ def _mat_rgb_indexes(path: Path, n_bands: int) -> tuple[int, ...] | None:
 
 def load_spectral(s: Sample, task: str, ratio: int) -> tuple[Any, Any]:
     """RGB previews ``(a, b)`` of a ``.h5`` / ``.mat`` sample: ``lms`` and PAN / HR-MSI (:func:`spectral_preview`)."""
-    from fusion.data.spectral import SpectralRecord, read_h5, read_mat
+    from rwkvfusion_io.spectral import SpectralRecord, read_h5, read_mat
 
     assert s.path_a is not None
     rel = s.rel(s.path_a)
@@ -295,9 +295,8 @@ class Annotator:
             if self.cfg.task not in SPECTRAL_TASKS:
                 raise SampleError(f"{s.rel(s.path_a)}: .h5/.mat containers hold pansharpening / HMIF data; "
                                   f"annotate them with --task pan or hmif, not {self.cfg.task}")
-            from fusion.config import get_config
 
-            ia, ib = load_spectral(s, self.cfg.task, get_config(self.cfg.task).ratio)
+            ia, ib = load_spectral(s, self.cfg.task, SPECTRAL_RATIO)
             return _Item(s, {"a": ia, "b": ib}, ia.size[0], ia.size[1])
         ia = load_image(s.path_a, s.rel(s.path_a), "a")
         ib = load_image(s.path_b, s.rel(s.path_b), "b")

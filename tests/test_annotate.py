@@ -98,7 +98,7 @@ def test_annotation_ids_are_the_training_keys(tmp_path, task, files):
     """Every layout that trains can be annotated, and the manifest id of each pair is the key the training
     dataset joins by, whatever split the dataset is built for."""
     from fusion.data import build_dataset
-    from fusion.data.layouts import list_splits
+    from rwkvfusion_io.layouts import list_splits
 
     _touch(tmp_path, files)
     if "train.txt" in files:

@@ -5,7 +5,7 @@ from fusion.data.collate import collate
 from fusion.data.datasets import PairedImageDataset, SpectralDataset, build_dataset
 from fusion.data.demo import build_demo_data, ensure_demo_data
 from fusion.data.guidance import ManifestMismatchError
-from fusion.data.io import SampleError
+from rwkvfusion_io.images import SampleError
 
 __all__ = ["build_dataset", "collate", "build_demo_data", "ensure_demo_data", "PairedImageDataset", "SpectralDataset", "SampleError",
            "ManifestMismatchError"]

@@ -1,4 +1,4 @@
-"""Torch datasets over the standard fusion layouts (see ``fusion.data.layouts``) and spectral files.
+"""Torch datasets over the standard fusion layouts (see ``rwkvfusion_io.layouts``) and spectral files.
 
 Sample dict (tensors float32 unless noted):
 - fusion tasks (vif/mif/mef/mff): "a", "b" Y channels [1, H, W] in [0, 1] (a = ir/MRI/under/far,
@@ -23,10 +23,10 @@ import torch
 from torch.utils.data import Dataset
 
 from fusion.config import get_config
-from fusion.data import layouts as L
 from fusion.data.augment import augment_sample
 from fusion.data.guidance import Guidance
-from fusion.data.io import (
+from rwkvfusion_io import layouts as L
+from rwkvfusion_io.images import (
     SampleError,
     check_finite,
     checked_class_map,
@@ -34,7 +34,7 @@ from fusion.data.io import (
     read_label_map,
     split_y_cbcr,
 )
-from fusion.data.spectral import SpectralRecord, file_split, list_h5, list_mat, read_h5, read_mat
+from rwkvfusion_io.spectral import SpectralRecord, file_split, list_h5, list_mat, read_h5, read_mat
 
 TASKS = L.FUSION_TASKS + L.SPECTRAL_TASKS
 
@@ -143,7 +143,7 @@ def _fit_mask(m: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
 
 
 class PairedImageDataset(_GuidedDataset):
-    """VIF/MIF/MEF/MFF pairs from any layout of ``fusion.data.layouts`` (Y channel + CbCr)."""
+    """VIF/MIF/MEF/MFF pairs from any layout of ``rwkvfusion_io.layouts`` (Y channel + CbCr)."""
 
     def __init__(self, task: str, root: str | Path, split: str = "test", *, layout: str = "auto",
                  manifest: str | Path | None = None, train: bool = False, cfg: Any = None,

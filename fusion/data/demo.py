@@ -3,7 +3,7 @@
 Every task's data is simulated from real photographs bundled with scikit-image (``skimage.data``:
 astronaut, chelsea, immunohistochemistry, retina, hubble_deep_field for ``train``; coffee, rocket for
 ``test``) plus its Shepp-Logan head phantom for the medical stand-in. The files follow the layouts the
-real adapters read (``fusion.data.layouts`` / ``fusion.data.spectral``)::
+real adapters read (``rwkvfusion_io.layouts`` / ``rwkvfusion_io.spectral``)::
 
     <root>/README.txt
     <root>/vif/{train,test}/{vi,ir,Segmentation_labels}/NNNN.png   MSRS layout
@@ -155,7 +155,7 @@ def _photo_for(split: str, i: int, cache: dict[str, np.ndarray]) -> tuple[str, n
 
 def _mtf_down(x: np.ndarray, ratio: int, gnyq: float) -> np.ndarray:
     """HxWxC Gaussian-MTF low-pass (response ``gnyq`` at the decimated Nyquist) then decimation."""
-    from fusion.data.spectral import mtf_degrade
+    from rwkvfusion_io.spectral import mtf_degrade
 
     return mtf_degrade(x.transpose(2, 0, 1), ratio, gnyq).transpose(1, 2, 0).astype(np.float64)
 
@@ -334,7 +334,7 @@ def _pan_scene(rng, photo, size: int):
     """Wald protocol on a simulated WorldView-3-like scene (8 MS bands + PAN, 11-bit DN):
     full-resolution PAN (4S) and MS (S, Gaussian-MTF decimated) are degraded again by 4 -> gt = MS,
     ms [8, S/4, S/4], lms (bicubic), pan [1, S, S]."""
-    from fusion.data.spectral import mtf_degrade, upsample
+    from rwkvfusion_io.spectral import mtf_degrade, upsample
 
     full = _crop(photo, (4 * size, 4 * size), rng, scale=(0.6, 1.0))
     lam = np.arange(400.0, 1041.0, 20.0)
@@ -354,7 +354,7 @@ def _pan_scene(rng, photo, size: int):
 
 def _hs_scene(rng, photo, size: int):
     """Chikusei-like 128-band cube (363-1018 nm) + HR-MSI (3 visible responses) + Wald-degraded LR-HSI."""
-    from fusion.data.spectral import mtf_degrade
+    from rwkvfusion_io.spectral import mtf_degrade
 
     lam = np.linspace(*HS_RANGE)
     cube = _reflectance(_crop(photo, (size, size), rng, scale=(0.5, 1.0)), lam, rng)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from fusion.config import get_config
-from fusion.data.io import checked_class_map
+from rwkvfusion_io.images import checked_class_map
 
 
 class ManifestMismatchError(ValueError):

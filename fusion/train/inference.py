@@ -1,7 +1,7 @@
 """Inference: rebuild a trained model from its checkpoint and fuse images (Y fused, colour restored).
 
 Fusion tasks fuse the BT.601 Y channel; colour comes back from the sources' CbCr (SPEC 3.2): one colour
-source -> its CbCr, two -> ``fusion.color.fuse_chroma`` (SwinFusion |C - 0.5| weighting).
+source -> its CbCr, two -> ``rwkvfusion_io.color.fuse_chroma`` (SwinFusion |C - 0.5| weighting).
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def run_model(model: nn.Module, a: torch.Tensor, b: torch.Tensor, *, text: torch
 # --------------------------------------------------------------------------- colour
 def split_y(img: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """HxWxC float image in [0, 1] -> (Y [H, W], CbCr [H, W, 2] or None for grey input)."""
-    from fusion.color import rgb_to_ycbcr
+    from rwkvfusion_io.color import rgb_to_ycbcr
 
     if img.ndim == 2:
         return img.astype(np.float32), None
@@ -76,7 +76,7 @@ def split_y(img: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 
 def restore_colour(y: np.ndarray, cbcr_a: np.ndarray | None, cbcr_b: np.ndarray | None) -> np.ndarray:
     """Fused Y [H, W] + the sources' CbCr ([H, W, 2] or None) -> HxW (grey) or HxWx3 RGB in [0, 1]."""
-    from fusion.color import fuse_chroma, ycbcr_to_rgb
+    from rwkvfusion_io.color import fuse_chroma, ycbcr_to_rgb
 
     if cbcr_a is None and cbcr_b is None:
         return np.clip(y, 0.0, 1.0).astype(np.float32)
@@ -122,7 +122,7 @@ def model_fuse_y(model: nn.Module, guidance: dict[str, torch.Tensor] | None = No
 # --------------------------------------------------------------------------- files
 def read_image(path: str | Path) -> np.ndarray:
     """HxWxC float32 in [0, 1] (the data package's reader: errors name the file)."""
-    from fusion.data.io import read_image as _read
+    from rwkvfusion_io.images import read_image as _read
 
     return _read(path)
 

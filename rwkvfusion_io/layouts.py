@@ -32,10 +32,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fusion.data.io import SampleError, is_image
-
-FUSION_TASKS = ("vif", "mif", "mef", "mff")
-SPECTRAL_TASKS = ("pan", "hmif")
+from rwkvfusion_io.images import SampleError, is_image
+from rwkvfusion_io.tasks import FUSION_TASKS, SPECTRAL_TASKS
 
 # role folder aliases per task (lower-case); "generic" names are accepted for every task.
 ROLE_ALIASES: dict[str, dict[str, tuple[str, ...]]] = {

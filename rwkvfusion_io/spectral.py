@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion.data.io import SampleError, check_finite
+from rwkvfusion_io.images import SampleError, check_finite
 
 H5_KEYS = {  # role -> accepted names, first found wins
     "gt": ("gt", "GT", "HRHSI", "hrhsi"),
@@ -77,10 +77,10 @@ def upsample(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def wald_reduce(ms: np.ndarray, b: np.ndarray, ratio: int, sensor: str | None = None) -> dict[str, np.ndarray]:
     """Reduced-resolution sample from full-resolution ``ms`` [C, h, w] and ``b`` [c, h*ratio, w*ratio].
 
-    ``fusion.wald.reduced_resolution_pair`` (sensor MTF gains of Vivone's toolbox, generic gains when the
+    ``rwkvfusion_io.wald.reduced_resolution_pair`` (sensor MTF gains of Vivone's toolbox, generic gains when the
     sensor is unknown or its band count differs; interp23tap/bicubic ``lms``).
     """
-    from fusion import wald
+    from rwkvfusion_io import wald
 
     h, w = ms.shape[1] // ratio * ratio, ms.shape[2] // ratio * ratio
     ms = ms[:, :h, :w]

@@ -1,11 +1,11 @@
-"""Image and array reading with errors that name the file, plus Y/CbCr splitting (``fusion.color``, BT.601)."""
+"""Image and array reading with errors that name the file, plus Y/CbCr splitting (``rwkvfusion_io.color``, BT.601)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class SampleError(ValueError):
@@ -78,7 +78,7 @@ def split_y_cbcr(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         y = img[:, :, 0]
         cbcr = np.full((2,) + y.shape, 0.5, dtype=np.float32)
         return y[None].astype(np.float32), cbcr
-    from fusion.color import rgb_to_ycbcr
+    from rwkvfusion_io.color import rgb_to_ycbcr
 
     ycc = np.asarray(rgb_to_ycbcr(np.ascontiguousarray(img[:, :, :3], dtype=np.float32)), dtype=np.float32)
     return np.ascontiguousarray(ycc[:, :, 0][None]), np.ascontiguousarray(ycc[:, :, 1:].transpose(2, 0, 1))

@@ -10,8 +10,8 @@ from PIL import Image
 
 from fusion.data import ManifestMismatchError, SampleError, build_dataset, collate
 from fusion.data.augment import augment_sample, random_resized_crop_box
-from fusion.data.demo import TASKS as DEMO_TASKS
-from fusion.data.demo import build_demo_data
+from fusion.demo import TASKS as DEMO_TASKS
+from fusion.demo import build_demo_data
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -78,7 +78,7 @@ def test_demo_cli_registers_and_builds(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from fusion.data import demo
+    from fusion import demo
 
     app = typer.Typer()
 
@@ -104,7 +104,7 @@ def _y255(path: Path, studio: bool = False) -> np.ndarray:
 def test_demo_mef_exposures_have_realistic_clipping(demo_root):
     """Real MEF pairs crush 5-72 % of the under exposure (Y <= 5, median ~0.10) and clip 4-97 % of the over
     exposure (Y >= 250, median ~0.45): the demo pairs must be in that regime, not mildly exposed."""
-    from fusion.data.demo import MEF_CLIP_OVER, MEF_CRUSH_UNDER
+    from fusion.demo.images import MEF_CLIP_OVER, MEF_CRUSH_UNDER
 
     crushed, clipped, ue_mean, oe_mean = [], [], [], []
     for split in ("train", "test"):
@@ -126,7 +126,7 @@ def test_demo_mef_exposures_have_realistic_clipping(demo_root):
 @pytest.mark.realdata
 def test_demo_mef_targets_match_real_pairs(shared_data):
     """The demo's clipping targets (MEF_CRUSH_UNDER, MEF_CLIP_OVER) contain the real U2Fusion pairs' medians."""
-    from fusion.data.demo import MEF_CLIP_OVER, MEF_CRUSH_UNDER
+    from fusion.demo.images import MEF_CLIP_OVER, MEF_CRUSH_UNDER
 
     crushed, clipped = [], []
     for d in ("dataset1", "dataset2"):

@@ -26,7 +26,7 @@ TINY = {"crop_size": (32, 32), "drop_path": 0.1}
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory) -> Path:
     """The embedded MEF demo data, built once for this module."""
-    from fusion.data.demo import build_demo_data
+    from fusion.demo import build_demo_data
 
     root = tmp_path_factory.mktemp("demo")
     build_demo_data(root, tasks=["mef"])

@@ -35,7 +35,7 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
 
 def demo_task_root(demo_dir: str | Path, task: str, env: DistEnv) -> Path:
     """The demo dataset of ``task`` under ``demo_dir``, built by rank 0 when absent."""
-    from fusion.data.demo import build_demo_data
+    from fusion.demo import build_demo_data
 
     demo_dir = Path(demo_dir)
     root = demo_dir / task

@@ -67,6 +67,23 @@ def _rel_path(value: Any, column: str, sample: str) -> str | None:
     return str(p)
 
 
+def resolve_inside(root: str | os.PathLike[str], rel: str) -> Path:
+    """``root / rel`` for a manifest path ``rel``; ValueError unless it is relative and stays inside ``root``.
+
+    Absolute paths, ``..`` components and symbolic links that lead out of ``root`` are all refused, so a
+    manifest cannot make a reader open a file outside its image root.
+    """
+    text = os.fspath(rel)
+    p = PurePosixPath(text.replace("\\", "/"))
+    if not text or p.is_absolute() or ".." in p.parts or re.match(r"^[A-Za-z]:", text):
+        raise ValueError(f"{text!r} is not a relative path inside the image root")
+    base = Path(root).resolve()
+    path = (base / Path(*p.parts)).resolve()
+    if path != base and base not in path.parents:
+        raise ValueError(f"{text!r} leads outside the image root {root} (to {path})")
+    return path
+
+
 def _float_list(value: Any) -> list[float] | None:
     if value is None:
         return None
@@ -314,11 +331,39 @@ def check_schema(path: str | os.PathLike[str]) -> pa.Schema:
     if found != str(SCHEMA_VERSION):
         raise SchemaError(path, f"manifest schema version {found}, this package reads version {SCHEMA_VERSION}")
     if not schema.remove_metadata().equals(SCHEMA.remove_metadata()):
-        want = {f.name: str(f.type) for f in SCHEMA}
-        got = {f.name: str(f.type) for f in schema}
-        diff = sorted(n for n in set(want) | set(got) if want.get(n) != got.get(n))
-        raise SchemaError(path, f"columns differ from manifest schema v{SCHEMA_VERSION}: {diff}")
+        raise SchemaError(path, f"columns differ from manifest schema v{SCHEMA_VERSION}: {schema_difference(schema)}")
     return schema
+
+
+def schema_difference(schema: pa.Schema) -> str:
+    """What separates ``schema`` from :data:`SCHEMA`: missing, unexpected, retyped or reordered columns.
+
+    Types are compared as Arrow types (a list's child field name, ``item`` or ``element``, is not a
+    difference).
+    """
+    want = {f.name: f for f in SCHEMA}
+    got = {f.name: f for f in schema}
+    parts = []
+    missing = [n for n in want if n not in got]
+    extra = [n for n in got if n not in want]
+    if missing:
+        parts.append(f"missing column(s) {missing}")
+    if extra:
+        parts.append(f"unexpected column(s) {extra}")
+    retyped = [f"{n} is {got[n].type}, expected {want[n].type}" for n in want
+               if n in got and not got[n].type.equals(want[n].type)]
+    if retyped:
+        parts.append("; ".join(retyped))
+    nullable = [n for n in want if n in got and got[n].nullable != want[n].nullable]
+    if nullable:
+        parts.append(f"nullability differs for {nullable}")
+    if not parts:
+        order = [n for n in schema.names if n in want]
+        if order != [n for n in SCHEMA.names if n in got]:
+            parts.append("columns are in another order than the schema's")
+        else:
+            parts.append("field metadata differs")
+    return "; ".join(parts)
 
 
 def manifest_files(path: str | os.PathLike[str]) -> list[Path]:
@@ -395,9 +440,21 @@ def done_ids(out_dir: str | os.PathLike[str], statuses: Sequence[str] = ("ok",))
     return {sid for sid, st in status_by_id(out_dir).items() if st in statuses}
 
 
+MERGE_PREFER = ("first", "last")
+
+
+def _same_row(x: Mapping[str, Any], y: Mapping[str, Any]) -> bool:
+    return all(x[c] == y[c] for c in x if c != "created")
+
+
 def merge_manifests(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
-                    rows_per_part: int = 1024) -> list[Path]:
-    """Merge manifests (files or directories; for a repeated ``sample_id`` the later input wins).
+                    rows_per_part: int = 1024, prefer: str | None = None) -> list[Path]:
+    """Merge manifests (files or directories), each read with its own latest-row-wins resolution.
+
+    A ``sample_id`` found in several inputs: identical rows (apart from ``created``) are one row; when
+    either row is an error row the later input's row is kept (a later run supersedes an earlier one);
+    two different ``ok`` rows are a conflict, which raises a ValueError naming the samples and inputs
+    unless ``prefer`` says which side wins (``"first"`` or ``"last"`` input).
 
     The merged rows are sorted by ``sample_id`` (a canonical, deterministic order). ``out`` ending in
     ``.parquet`` is written as one file; otherwise ``out`` is a directory that receives new parts
@@ -406,7 +463,35 @@ def merge_manifests(inputs: Sequence[str | os.PathLike[str]], out: str | os.Path
     """
     if not inputs:
         raise ValueError("merge_manifests: no inputs")
-    table = read_manifest(list(inputs)).sort_by("sample_id")
+    if prefer is not None and prefer not in MERGE_PREFER:
+        raise ValueError(f"prefer must be one of {MERGE_PREFER} or None, got {prefer!r}")
+    chosen: dict[str, tuple[int, int]] = {}   # sample_id -> (input number, row number)
+    tables = [read_manifest(p) for p in inputs]
+    rows = [t.to_pylist() for t in tables]
+    conflicts: list[tuple[str, int, int]] = []
+    for k, trows in enumerate(rows):
+        for i, row in enumerate(trows):
+            sid = row["sample_id"]
+            if sid not in chosen:
+                chosen[sid] = (k, i)
+                continue
+            pk, pi = chosen[sid]
+            old = rows[pk][pi]
+            if _same_row(old, row) or "error" in (old["status"], row["status"]):
+                chosen[sid] = (k, i)
+            elif old["status"] == row["status"] == "ok":
+                conflicts.append((sid, pk, k))
+                if prefer == "last":
+                    chosen[sid] = (k, i)
+            else:
+                chosen[sid] = (k, i)
+    if conflicts and prefer is None:
+        shown = ", ".join(f"{sid!r} ({inputs[a]} vs {inputs[b]})" for sid, a, b in conflicts[:5])
+        more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
+        raise ValueError(f"{len(conflicts)} sample(s) have different ok rows in several inputs: {shown}{more}; "
+                         "choose the winner with --prefer first or --prefer last")
+    picks = [tables[k].slice(i, 1) for k, i in chosen.values()]
+    table = pa.concat_tables(picks).sort_by("sample_id") if picks else tables[0].slice(0, 0)
     out = Path(out)
     if out.suffix == ".parquet":
         return [write_table_atomic(table, out)]

@@ -84,6 +84,25 @@ def resolve_inside(root: str | os.PathLike[str], rel: str) -> Path:
     return path
 
 
+def printable(text: str) -> str:
+    """``text`` with characters UTF-8 cannot encode (undecodable bytes of a file name, which Python keeps
+    as surrogates) written as backslash escapes, so it can be stored and printed."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _check_utf8(out: Mapping[str, Any], sample: str) -> None:
+    for c, v in out.items():
+        values = v if isinstance(v, list) else [v]
+        for x in values:
+            if isinstance(x, str) and printable(x) != x:
+                raise ValueError(f"sample {printable(sample)!r}: column {c!r} holds text that is not valid UTF-8 "
+                                 f"({printable(x)!r}; e.g. a file name in another encoding)")
+
+
 def _float_list(value: Any) -> list[float] | None:
     if value is None:
         return None
@@ -152,6 +171,7 @@ def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
         bad = sorted(set(out["instance_modality"]) - set(MODALITIES))
         if bad:
             raise ValueError(f"sample {sample!r}: instance_modality values {bad} not in {MODALITIES}")
+    _check_utf8(out, sample)
     lengths = {c: len(out[c]) for c in INSTANCE_COLUMNS if out[c] is not None}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"sample {sample!r}: instance columns have different lengths {lengths}")

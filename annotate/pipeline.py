@@ -268,7 +268,6 @@ class Annotator:
     # ------------------------------------------------------------------------------------------ rows
     def _base(self, s: Sample) -> dict[str, Any]:
         from manifests import SCHEMA_VERSION, sha256_file
-
         from manifests.io import printable
 
         row: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "sample_id": printable(s.sample_id),

@@ -15,7 +15,7 @@ import torch
 
 from fusion.train.checkpoint import load_checkpoint, save_atomic
 from fusion.train.distributed import DistEnv
-from fusion.train.sampling import ResumableSampler, SampleLoadError, SeededSamples
+from fusion.train.sampling import ResumableSampler, SeededSamples
 from fusion.train.trainer import Trainer, TrainSettings, lr_at
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,6 +5,7 @@ source -> its CbCr, two -> ``fusion.color.fuse_chroma`` (SwinFusion |C - 0.5| we
 """
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -134,16 +135,19 @@ def write_image(path: str | Path, img: np.ndarray) -> Path:
     """Write HxW or HxWx3 float in [0, 1] as 8-bit (format from the suffix; PNG when there is none)."""
     from PIL import Image
 
+    from manifests.io import atomic_write
+
     path = Path(path)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         path = path.with_suffix(".png")
-    path.parent.mkdir(parents=True, exist_ok=True)
     arr = np.asarray(img)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     u8 = np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
-    Image.fromarray(u8).save(path)
-    return path
+    buf = io.BytesIO()
+    Image.fromarray(u8).save(buf, format=Image.registered_extensions()[path.suffix.lower()])
+    # atomic: an interrupted run never leaves a truncated image (or a half-replaced earlier one)
+    return atomic_write(path, lambda fh: fh.write(buf.getbuffer()))
 
 
 def _images_in(folder: Path) -> dict[str, Path]:

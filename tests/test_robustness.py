@@ -769,3 +769,20 @@ def test_checkpoint_of_another_task_warns(tmp_path, checkpoint, caplog):
                       "--out", tmp_path / "o", "--device", "cpu")
     assert res.exit_code == 0, res.output
     assert "mef model" in caplog.text and "vif data" in caplog.text
+
+
+def test_format_1_checkpoints_with_numpy_rng_state_still_load(tmp_path):
+    import random
+
+    from fusion.train.checkpoint import CheckpointError, load_checkpoint, restore_rng
+
+    legacy = {"format": 1, "model": {}, "config": {"task": "mef"},
+              "rng": [{"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}]}
+    torch.save(legacy, tmp_path / "old.pt")
+    ckpt = load_checkpoint(tmp_path / "old.pt")
+    restore_rng(ckpt["rng"][0])
+    legacy["rng"] = [{"numpy": np.array([Evil(tmp_path / "pwned")], dtype=object)}]
+    torch.save(legacy, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not (tmp_path / "pwned").exists()

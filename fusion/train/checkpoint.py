@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,30 @@ def clean_stale_temporaries(path: str | Path) -> list[Path]:
     return removed
 
 
+def _numpy_globals() -> list[Any]:
+    """What unpickling a numeric NumPy array needs (the NumPy RNG state of format-1 checkpoints)."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # NumPy 1.x
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+    numeric = {type(np.dtype(c)) for c in "?bBhHiIlLqQefd"}
+    return [_reconstruct, np.ndarray, np.dtype, *sorted(numeric, key=lambda t: t.__name__)]
+
+
+def _check_arrays(obj: Any, path: Path) -> None:
+    """Refuse NumPy arrays that are not plain numbers (object arrays could carry arbitrary objects)."""
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in "biuf":
+            raise CheckpointError(f"checkpoint {path} holds a NumPy array of dtype {obj.dtype}; only numeric "
+                                  "arrays are loaded")
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            _check_arrays(v, path)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _check_arrays(v, path)
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
@@ -93,15 +118,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ckpt = _load_safetensors(path, map_location)
     else:
         try:
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+            # numeric NumPy arrays are allowed for the RNG state of checkpoints written before format 2
+            with torch.serialization.safe_globals(_numpy_globals()):
+                ckpt = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as err:  # noqa: BLE001 - re-raised with the file name
             msg = _first_line(err)
-            if "weights_only" in str(err) or "Unsupported global" in str(err):
-                msg = ("it holds pickled Python objects, which are not loaded (only tensors and plain values "
-                       f"are; a checkpoint of an older version must be re-exported): {msg}")
+            refused = re.search(r"Unsupported global: [^\n]*|unsupported GLOBAL [^\n]*|got <class [^>]*>", str(err))
+            if refused or "weights_only" in str(err):
+                detail = refused.group(0).removeprefix("got ").strip().rstrip(".") if refused else msg
+                msg = f"it holds pickled Python objects, which are never loaded (only tensors and plain values): {detail}"
             raise CheckpointError(f"checkpoint {path} could not be read: {msg}") from err
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"checkpoint {path} is not an rwkvfusion checkpoint (needs 'model' and 'config')")
+    _check_arrays(ckpt.get("rng"), path)
     if ckpt.get("format", CHECKPOINT_FORMAT) > CHECKPOINT_FORMAT:
         raise CheckpointError(f"checkpoint {path} has format {ckpt['format']}, newer than this code "
                               f"({CHECKPOINT_FORMAT})")

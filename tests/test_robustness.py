@@ -231,6 +231,28 @@ def case_train_nan_image(tmp_path, ctx):
     return _train_case(tmp_path, ctx["demo_root"], poison, ctx["caplog"])
 
 
+def case_train_nan_mat(tmp_path, ctx):
+    import scipy.io as sio
+
+    from fusion.train.runner import run_training
+
+    data = tmp_path / "pan"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        ms, pan = rng.uniform(100, 900, (32, 32, 8)), rng.uniform(100, 900, (128, 128))
+        if i == 2:
+            ms[3, 3, 1] = np.nan
+        sio.savemat(data / f"scene{i}.mat", {"I_MS": ms, "I_PAN": pan})
+    out = tmp_path / "run"
+    kept = _prior(out)
+    with ctx["caplog"].at_level(logging.WARNING, logger="fusion.train"):
+        summary = run_training("pan", out, data=data, steps=2, batch_size=2, overrides=TINY, evaluate=False,
+                               progress=False, device="cpu")
+    msgs = [ln for ln in ctx["caplog"].text.splitlines() if "unreadable" in ln]
+    return Outcome(msgs, "scene2.mat", [out / "checkpoint.pt"] if summary["finished"] else [], kept)
+
+
 def case_train_into_finished_run(tmp_path, ctx):
     out = tmp_path / "run"
     _tiny_run(ctx["demo_root"], out, steps=2)
@@ -406,7 +428,7 @@ def case_manifest_show_outside_images(tmp_path, ctx):
 
 
 CASES = [case_annotate_corrupt, case_annotate_nan_tiff, case_annotate_non_utf8_name,
-         case_train_corrupt_png, case_train_nan_image, case_train_into_finished_run,
+         case_train_corrupt_png, case_train_nan_image, case_train_nan_mat, case_train_into_finished_run,
          case_fuse_corrupt_pair, case_fuse_huge_image, case_fuse_size_mismatch, case_fuse_crafted_checkpoint,
          case_metrics_corrupt_fused, case_metrics_huge_image, case_metrics_float_tiff_out_of_range,
          case_metrics_non_utf8_name,

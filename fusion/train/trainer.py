@@ -81,7 +81,8 @@ class Trainer:
     every rank and counted in ``skipped`` (the schedule still advances: one step = one batch).
     A sample that cannot be loaded is left out of its batch, logged by name with the reason and kept in
     ``unreadable`` (saved in the checkpoint, so a resumed run does not read it again); more than
-    ``settings.max_unreadable_fraction`` of the dataset unreadable stops training with a ValueError.
+    ``settings.max_unreadable_fraction`` of the dataset (and more than one sample) unreadable stops
+    training with a ValueError.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable[..., tuple[torch.Tensor, dict[str, float]]],
@@ -212,7 +213,8 @@ class Trainer:
                     logger.warning("rank %d: skipping unreadable training sample %s: %s", self.env.rank, u.name,
                                    u.reason)
             self.samples.known_bad[u.index] = u
-        limit = self.settings.max_unreadable_fraction * self.n_samples
+        frac = self.settings.max_unreadable_fraction
+        limit = max(1.0, frac * self.n_samples) if frac > 0 else 0.0  # one bad sample of a small set is fine
         if len(self.unreadable) > limit:
             first, why = next(iter(self.unreadable.items()))
             raise ValueError(f"{len(self.unreadable)} of {self.n_samples} training samples are unreadable (more "

@@ -57,8 +57,12 @@ def read_image(path: str | Path) -> np.ndarray:
                 if mode not in ("L", "RGB"):
                     im = im.convert("L" if mode in ("1", "LA") else "RGB")
                 arr = np.asarray(im, dtype=np.float32) / 255.0
+    except Image.DecompressionBombError as exc:
+        raise SampleError(f"{path}: image too large to read safely ({exc})", path=path) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise SampleError(f"{path}: cannot decode image ({exc})", path=path) from exc
+    except MemoryError as exc:
+        raise SampleError(f"{path}: not enough memory to decode this image", path=path) from exc
     if arr.ndim == 2:
         arr = arr[:, :, None]
     check_finite(arr, path)

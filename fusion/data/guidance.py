@@ -82,7 +82,8 @@ class Guidance:
                 msg = (f"{path}: sha256 {got[:12]}... differs from manifest {self.path} "
                        f"(sample {sample_id!r}, sha256_{role} {want[:12]}...)")
                 if self.hash_mismatch == "error":
-                    raise ManifestMismatchError(msg + "; pass hash_mismatch='skip' to train it unguided")
+                    raise ManifestMismatchError(msg + "; pass --hash-mismatch skip (hash_mismatch='skip') to use "
+                                                       "that sample without guidance")
                 self.hash_mismatches.append(sample_id)
                 self.unannotated_ids.append(sample_id)
                 return False

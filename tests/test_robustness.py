@@ -74,7 +74,7 @@ def _error_lines(text: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory) -> Path:
-    from fusion.data.demo import build_demo_data
+    from fusion.demo import build_demo_data
 
     root = tmp_path_factory.mktemp("demo")
     build_demo_data(root, tasks=["mef"])
@@ -654,7 +654,7 @@ def test_metrics_reads_16_bit_and_float_images(tmp_path):
 
 
 def test_data_reader_names_decompression_bombs(tmp_path, monkeypatch):
-    from fusion.data.io import SampleError, read_image
+    from rwkvfusion_io.images import SampleError, read_image
 
     _png(tmp_path / "big.png", 120, 120)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)
@@ -758,7 +758,7 @@ def test_hash_mismatch_message_names_a_real_flag(tmp_path):
     for i, n in enumerate(("01", "02")):
         _png(data / "ue" / f"{n}.png", 40, 40, seed=i)
         _png(data / "oe" / f"{n}.png", 40, 40, seed=5 + i)
-    rows = [{"sample_id": n, "dataset": "toy", "split": "all", "task": "mef", "status": "ok",
+    rows = [{"sample_id": f"all/{n}", "dataset": "toy", "split": "all", "task": "mef", "status": "ok",
              "path_a": f"ue/{n}.png", "path_b": f"oe/{n}.png", "sha256_a": manifests.sha256_file(data / "ue" / f"{n}.png"),
              "sha256_b": "0" * 64 if n == "02" else manifests.sha256_file(data / "oe" / f"{n}.png"),
              "height": 40, "width": 40} for n in ("01", "02")]

@@ -231,7 +231,7 @@ def guess_task(*paths: str | Path) -> str | None:
     Looks at the folder of each path and its parent (a file's folder and that folder's parent). None when
     no task's names occur, or when several tasks' names do.
     """
-    from fusion.data.layouts import ROLE_ALIASES
+    from rwkvfusion_io.layouts import ROLE_ALIASES
 
     words: set[str] = set()
     for p in paths:

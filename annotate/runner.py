@@ -8,7 +8,6 @@ A wrong model path or a manifest of another schema version fails before any samp
 """
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,14 +35,6 @@ class RunSummary:
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def dist_env() -> tuple[int, int, int]:
-    """``(rank, world_size, local_rank)`` from the torchrun environment; ``(0, 1, 0)`` otherwise."""
-    try:
-        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-    except ValueError as e:
-        raise ValueError(f"bad torchrun environment (RANK/WORLD_SIZE/LOCAL_RANK): {e}") from e
-
-
 def model_sources_from_dir(model_dir: str | Path, needed: dict[str, bool]) -> dict[str, str]:
     """``{role: DIR/role}`` for each needed role; ValueError naming the missing subdirectory."""
     root = Path(model_dir)
@@ -57,18 +48,6 @@ def model_sources_from_dir(model_dir: str | Path, needed: dict[str, bool]) -> di
                 raise ValueError(f"--model-dir {root} has no {role}/ subdirectory (needed by this task's stages)")
             out[role] = str(d)
     return out
-
-
-def _init_dist(world: int, device: str | None) -> bool:
-    if world <= 1:
-        return False
-    import torch
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        use_nccl = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
-        dist.init_process_group(backend="nccl" if use_nccl else "gloo")
-    return True
 
 
 def _shared_created(distributed: bool, created: str | None) -> str:
@@ -101,8 +80,8 @@ def run_annotation(task: str, data: str | Path, out: str | Path, *, split: str |
     from annotate.pipeline import Annotator
     from manifests import ManifestWriter, status_by_id
     from manifests.io import printable
+    from rwkvfusion_io.distributed import barrier, cleanup, init_distributed
 
-    rank, world, _ = dist_env()
     out = Path(out)
     previous = status_by_id(out)            # SchemaError (naming the file) for another schema version
     cfg = load_config(task, config_path, overrides)
@@ -111,7 +90,8 @@ def run_annotation(task: str, data: str | Path, out: str | Path, *, split: str |
     if sources:
         cfg = load_config(task, config_path, _with_models(overrides, sources))
     samples = discover_samples(data, split, task=task, label_dir=cfg.dataset_labels.dir if cfg.dataset_labels.enabled else None)
-    distributed = _init_dist(world, device)
+    env = init_distributed(device)  # torchrun: one shard of the samples per rank
+    rank, world, distributed = env.rank, env.world_size, env.distributed
     try:
         annotator = Annotator(cfg, dataset=dataset or Path(data).resolve().name.lower(), device=device, dtype=dtype,
                               batch_size=batch_size, created=None)
@@ -138,16 +118,10 @@ def run_annotation(task: str, data: str | Path, out: str | Path, *, split: str |
             bar.close()
             summary.timings = {k: dict(v) for k, v in annotator.timings.items()}
         summary.parts = [str(p) for p in writer.paths]
-        if distributed:
-            import torch.distributed as dist
-
-            dist.barrier()
+        barrier(env)
         return summary
     finally:
-        if distributed:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        cleanup(env)
 
 
 def _warn_other_configs(out: Path, current: str) -> None:

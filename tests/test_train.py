@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from fusion.train.checkpoint import load_checkpoint, save_atomic
-from fusion.train.distributed import DistEnv
 from fusion.train.sampling import ResumableSampler, SeededSamples
 from fusion.train.trainer import Trainer, TrainSettings, lr_at
+from rwkvfusion_io.distributed import DistEnv
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = DistEnv(0, 1, 0, torch.device("cpu"))

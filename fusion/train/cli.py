@@ -148,15 +148,15 @@ def _evaluate(checkpoint: Path, out: Path, data: Path | None, demo_dir: Path | N
               hash_mismatch: str) -> None:
     from fusion.config import TaskConfig
     from fusion.data import build_dataset
-    from fusion.train.distributed import resolve_device
     from fusion.train.evaluate import evaluate_dataset
     from fusion.train.inference import load_model
     from fusion.train.runner import demo_task_root
+    from rwkvfusion_io.distributed import resolve_device
 
     model, ckpt = load_model(checkpoint, resolve_device(device))
     cfg = TaskConfig.from_dict(ckpt["config"])
     if data is None:
-        from fusion.train.distributed import DistEnv
+        from rwkvfusion_io.distributed import DistEnv
         root = demo_task_root(demo_dir, cfg.task, DistEnv(0, 1, 0, resolve_device(device)))
     else:
         root = data
@@ -217,8 +217,8 @@ def fuse(
             _fail("--manifest guides the network; classical --method baselines take no guidance")
         fuse_y = lambda ya, yb: spec.fn(ya, yb)  # noqa: E731
     else:
-        from fusion.train.distributed import resolve_device
         from fusion.train.inference import load_model, model_fuse_y, warn_task_mismatch
+        from rwkvfusion_io.distributed import resolve_device
 
         model, ckpt = _run(debug, lambda: load_model(checkpoint, resolve_device(device)))
         if not model.cfg.is_fusion:

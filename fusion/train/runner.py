@@ -13,8 +13,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fusion.train.distributed import DistEnv, barrier, cleanup, init_distributed
 from fusion.train.trainer import Trainer, TrainSettings
+from rwkvfusion_io.distributed import DistEnv, barrier, cleanup, init_distributed
 
 logger = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ from fusion.train.checkpoint import (
     restore_rng,
     save_atomic,
 )
-from fusion.train.distributed import DistEnv, all_true, mean_over_ranks
 from fusion.train.ema import ModelEMA
 from fusion.train.runlog import MetricLog
 from fusion.train.sampling import ResumableSampler, SeededSamples, SkipUnreadable, UnreadableSample
+from rwkvfusion_io.distributed import DistEnv, all_true, mean_over_ranks
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Process-group set-up for ``torchrun`` (DDP); a single process when not launched by torchrun."""
+"""Process-group set-up for ``torchrun`` (DDP training, one annotation shard per rank); a single process otherwise."""
 from __future__ import annotations
 
 import os

@@ -29,13 +29,10 @@ from annotate.config import AnnotateConfig, config_hash
 from annotate.discover import Sample
 from annotate.merge import class_map, merge_instances
 from annotate.models.base import Detections, chunks
+from rwkvfusion_io.images import SampleError
 from rwkvfusion_io.tasks import SPECTRAL_RATIO, SPECTRAL_TASKS
 
 SOURCES = ("a", "b")
-
-
-class SampleError(Exception):
-    """A problem with one sample's input files; the message names the file."""
 
 
 def package_version() -> str:

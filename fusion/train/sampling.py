@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
+from rwkvfusion_io.images import SampleError
+
 
 class ResumableSampler(DistributedSampler):
     """``DistributedSampler`` yielding ``(epoch, index)`` keys, able to skip the first ``start`` of an epoch."""
@@ -87,8 +89,8 @@ class SeededSamples(Dataset):
             np.random.set_state(np_state)
 
 
-class SampleLoadError(RuntimeError):
-    """A sample could not be loaded; the message names the sample and its files."""
+class SampleLoadError(SampleError):
+    """Raised by :func:`load_item`: any failure of ``dataset[index]``, prefixed with the sample's name."""
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,12 @@ time is written except the ``created`` column, which the caller sets.
 """
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 import re
-import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +40,7 @@ from manifests.schema import (
     VERSION_KEY,
     SchemaError,
 )
+from rwkvfusion_io.files import atomic_write
 
 _SEQ_RE = re.compile(r"-(\d+)\.parquet$")
 _COMPRESSION = "zstd"
@@ -185,43 +184,6 @@ def rows_to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
 
 
 # ------------------------------------------------------------------------------------------- writing
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
-    """Write ``path`` atomically: ``write(fh)`` into a hidden temporary file in the same directory, fsync,
-    then ``os.replace``; a reader or a killed process never sees a partial file.
-
-    The file gets the permissions of an ordinary new file (``0o666`` minus the umask), not the ``0o600``
-    of a temporary file, so shared folders stay shared.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
-    """Temporary files :func:`atomic_write` left beside ``path`` when a process was killed mid-write."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        return []
-    return sorted(p for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp") if p.is_file())
-
-
 def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> Path:
     """Write ``table`` to ``path`` atomically (see :func:`atomic_write`)."""
     if table.schema.metadata is None or table.schema.metadata.get(VERSION_KEY) != str(SCHEMA_VERSION).encode():

@@ -281,7 +281,7 @@ def write_csv(report: MetricsReport, out: Path) -> None:
     """
     import io
 
-    from manifests.io import atomic_write
+    from rwkvfusion_io.files import atomic_write
 
     cols = ["method", "image", *report.metric_names]
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from manifests.io import atomic_write, stale_temporaries
+from rwkvfusion_io.files import atomic_write, stale_temporaries
 
 logger = logging.getLogger(__name__)
 

@@ -135,7 +135,7 @@ def write_image(path: str | Path, img: np.ndarray) -> Path:
     """Write HxW or HxWx3 float in [0, 1] as 8-bit (format from the suffix; PNG when there is none)."""
     from PIL import Image
 
-    from manifests.io import atomic_write
+    from rwkvfusion_io.files import atomic_write
 
     path = Path(path)
     if path.suffix.lower() not in IMAGE_SUFFIXES:

@@ -93,7 +93,8 @@ def _subdirs(path: Path) -> dict[str, Path]:
     return {p.name.lower(): p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".")}
 
 
-def _images_by_stem(folder: Path) -> dict[str, Path]:
+def images_by_stem(folder: Path) -> dict[str, Path]:
+    """The images of ``folder`` by file stem (sorted; hidden files skipped); two images of one stem are an error."""
     out: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         if is_image(p):
@@ -122,9 +123,9 @@ def _role_dirs(base: Path, task: str) -> tuple[Path, Path] | None:
 def _pair_folders(a_dir: Path, b_dir: Path, gt_dir: Path | None, label_dir: Path | None,
                   problems: list[Problem]) -> list[PairRecord]:
     """Pair files of two role folders by stem; files without a partner become problems."""
-    a_files, b_files = _images_by_stem(a_dir), _images_by_stem(b_dir)
-    gt_files = _images_by_stem(gt_dir) if gt_dir is not None else {}
-    lab_files = _images_by_stem(label_dir) if label_dir is not None else {}
+    a_files, b_files = images_by_stem(a_dir), images_by_stem(b_dir)
+    gt_files = images_by_stem(gt_dir) if gt_dir is not None else {}
+    lab_files = images_by_stem(label_dir) if label_dir is not None else {}
     records = []
     for stem in sorted(set(a_files) | set(b_files)):
         if stem not in b_files:
@@ -168,7 +169,7 @@ def _sequences(base: Path, problems: list[Problem]) -> list[PairRecord]:
     """Scene folders of 2+ exposures: a = darkest, b = brightest (mean luma); SICE GT from ``Label/``."""
     dirs = _subdirs(base)
     label_dir = _find(dirs, ("label", "labels", "gt"))
-    gt_files = _images_by_stem(label_dir) if label_dir is not None else {}
+    gt_files = images_by_stem(label_dir) if label_dir is not None else {}
     records = []
     for d in dirs.values():
         if d == label_dir:

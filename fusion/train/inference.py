@@ -16,10 +16,11 @@ import torch
 from torch import nn
 
 from fusion.train.checkpoint import load_checkpoint
+from rwkvfusion_io.images import IMAGE_EXTS
+from rwkvfusion_io.layouts import images_by_stem
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 # --------------------------------------------------------------------------- model
@@ -138,7 +139,7 @@ def write_image(path: str | Path, img: np.ndarray) -> Path:
     from rwkvfusion_io.files import atomic_write
 
     path = Path(path)
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
+    if path.suffix.lower() not in IMAGE_EXTS:
         path = path.with_suffix(".png")
     arr = np.asarray(img)
     if arr.ndim == 3 and arr.shape[2] == 1:
@@ -150,16 +151,6 @@ def write_image(path: str | Path, img: np.ndarray) -> Path:
     return atomic_write(path, lambda fh: fh.write(buf.getbuffer()))
 
 
-def _images_in(folder: Path) -> dict[str, Path]:
-    files: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
-            if p.stem in files:
-                raise ValueError(f"{folder}: two images share the name {p.stem!r} ({files[p.stem].name}, {p.name})")
-            files[p.stem] = p
-    return files
-
-
 def pair_inputs(a: str | Path, b: str | Path) -> list[tuple[str, Path, Path]]:
     """Pairs ``(name, path_a, path_b)``: two files, or two folders matched by file name (without suffix)."""
     a, b = Path(a), Path(b)
@@ -169,7 +160,7 @@ def pair_inputs(a: str | Path, b: str | Path) -> list[tuple[str, Path, Path]]:
     if a.is_file() and b.is_file():
         return [(a.stem, a, b)]
     if a.is_dir() and b.is_dir():
-        fa, fb = _images_in(a), _images_in(b)
+        fa, fb = images_by_stem(a), images_by_stem(b)
         only_a, only_b = sorted(set(fa) - set(fb)), sorted(set(fb) - set(fa))
         if only_a or only_b:
             msg = [f"--a {a} and --b {b} do not hold the same image names"]
@@ -179,7 +170,7 @@ def pair_inputs(a: str | Path, b: str | Path) -> list[tuple[str, Path, Path]]:
                 msg.append(f"only in {b}: {', '.join(fb[n].name for n in only_b)}")
             raise ValueError("; ".join(msg))
         if not fa:
-            raise ValueError(f"--a {a}: no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise ValueError(f"--a {a}: no images ({', '.join(IMAGE_EXTS)})")
         return [(n, fa[n], fb[n]) for n in sorted(fa)]
     raise ValueError(f"--a {a} and --b {b} must both be files or both be folders")
 
@@ -197,7 +188,7 @@ def fuse_files(fuse_y: FuseY, pairs: list[tuple[str, Path, Path]], out: str | Pa
     and the remaining pairs are still fused; without it the first failure raises.
     """
     out = Path(out)
-    single = len(pairs) == 1 and out.suffix.lower() in IMAGE_SUFFIXES
+    single = len(pairs) == 1 and out.suffix.lower() in IMAGE_EXTS
     written: list[Path] = []
     it = pairs
     if progress and len(pairs) > 1:

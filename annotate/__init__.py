@@ -5,5 +5,5 @@
 :mod:`annotate.discover` (sample pairs of a dataset root), :mod:`annotate.config` (per-task vocabularies,
 prompts, thresholds, stages; YAML in ``annotate/configs``), :mod:`annotate.models` (Florence-2, T5 encoder,
 Grounding DINO, SAM wrappers), :mod:`annotate.pipeline` (rows of manifest schema v1) and
-:mod:`annotate.merge` (seed 000 Algorithms 1-2).
+:mod:`annotate.merge` (the paper's Algorithms 1-2).
 """

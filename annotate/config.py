@@ -1,4 +1,4 @@
-"""Per-task annotation configuration (SPEC 5): vocabularies, prompts, thresholds, stages, model ids.
+"""Per-task annotation configuration (the paper's semantic branch, supplement sec. 2): vocabularies, prompts, thresholds, stages, model ids.
 
 Vocabularies and prompts are configuration: ``annotate/configs/<task>.yaml`` holds each task's values and
 :func:`load_config` layers a user YAML file and explicit overrides on top. :func:`config_hash` is the
@@ -86,7 +86,7 @@ class DatasetLabelsConfig:
     enabled: bool = False
     dir: str = "Segmentation_labels"
     vocab: tuple[str, ...] = ()                  # label value k >= 1 -> vocab[k - 1]
-    binarise: bool = True                        # the release binarises them: one class, "object"
+    binarise: bool = True                        # binarised by default: one class, "object"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
-"""Cross-modality mask merging (seed 000, supplement Algorithms 1-2) and class maps.
+"""Cross-modality mask merging (the paper's supplement, Algorithms 1-2) and class maps.
 
-Interpretation of the printed algorithms (SPEC section 5)
---------------------------------------------------------
+Interpretation of the printed algorithms
+----------------------------------------
 The printed tests ``IoU <= d~`` only make sense if ``d`` is a *distance* ``1 - IoU``: read literally (as
 an IoU) a mask that touches nothing (IoU 0) would "match" every mask of the other modality. Here two
 masks are **the same object** when ``IoU >= iou_threshold`` (i.e. distance ``1 - IoU <= 1 - iou_threshold``).

@@ -1,4 +1,4 @@
-"""Per-task annotation pipelines producing manifest schema-v1 rows (SPEC 5, seed 000 Algorithm 2).
+"""Per-task annotation pipelines producing manifest schema-v1 rows (supplement sec. 2, Algorithm 2).
 
 For each sample pair: load and check both sources, caption them (Florence-2), encode the captions (T5),
 find boxes (Grounding DINO on the class vocabulary, or Florence-2 phrase grounding of the caption),

@@ -1,4 +1,4 @@
-"""Manifest schema v1: one row per sample pair (SPEC section 5, issue 4).
+"""Manifest schema v1: one row per sample pair of the annotation pipeline.
 
 Every column carries a ``doc`` entry in its Arrow field metadata, and every Parquet file written by
 :class:`manifests.io.ManifestWriter` stores :data:`SCHEMA_VERSION` in its key-value metadata under

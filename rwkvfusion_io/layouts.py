@@ -14,13 +14,13 @@ mef_pairs      {ue,oe}[/gt] (U2Fusion, SICE/MEFB pairs)     under- / over-expose
 sequences      <scene>/*.jpg (IFCNN MEDataset, SICE, MEFB)  darkest / brightest by mean luma;
                + optional Label/<scene>.* (SICE GT)         gt = Label/<scene>
 mfi_whu        {source_1,source_2,full_clear}               source_1 / source_2 / full_clear
-realmff        {FAR,NEAR,GT,mask} + {train,test}.txt        FAR / NEAR / GT/<stem>_F.png (release)
+realmff        {FAR,NEAR,GT,mask} + {train,test}.txt        FAR / NEAR / GT/<stem>_F.png
 lytro          lytro-NN-A.jpg, lytro-NN-B.jpg (flat)        *-A / *-B  (any "<stem>[-_]A|B")
 generic        {A,B}[/GT]  or task role names               A / B / GT
 =============  ==========================================  =====================================
 
 ``split``: when ``root/<split>`` exists (MSRS, demo data) it is used; for LLVIP the split sits under
-each role folder; a ``root/<split>.txt`` list of file names (RealMFF release) selects those samples;
+each role folder; a ``root/<split>.txt`` list of file names (RealMFF) selects those samples;
 otherwise (TNO, RoadScene, Harvard test sets) every sample belongs to every split.
 Dataset-provided masks (MSRS ``Segmentation_labels``, a ``mask`` folder) are read as class maps.
 Sample ids are file stems (paired folders), ``<stem>`` of ``<stem>-A`` (suffix pairs) or the scene
@@ -134,7 +134,7 @@ def _pair_folders(a_dir: Path, b_dir: Path, gt_dir: Path | None, label_dir: Path
         if stem not in a_files:
             problems.append(Problem(stem, f"{b_files[stem]}: no matching file in {a_dir}", b=b_files[stem]))
             continue
-        gt = gt_files.get(stem, gt_files.get(f"{stem}_F"))  # RealMFF release names its GT <stem>_F.png
+        gt = gt_files.get(stem, gt_files.get(f"{stem}_F"))  # RealMFF names its GT <stem>_F.png
         records.append(PairRecord(stem, a_files[stem], b_files[stem], gt, lab_files.get(stem)))
     return records
 

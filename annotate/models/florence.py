@@ -1,5 +1,5 @@
 """Florence-2 (transformers' native Florence2ForConditionalGeneration): detailed captions and
-caption-to-phrase grounding (SPEC 5; the release grounds MEF/MFF objects this way)."""
+caption-to-phrase grounding (how MEF/MFF objects are found, supplement sec. 2)."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,4 @@
-"""Grounding DINO open-vocabulary boxes from a prompt of class names (SPEC 5, seed 000 Algorithm 2 'DINO')."""
+"""Grounding DINO open-vocabulary boxes from a prompt of class names (Algorithm 2, 'DINO')."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,4 @@
-"""SAM with box prompts, one mask per box (SPEC 5; seed 000 Algorithm 2 'Seg')."""
+"""SAM with box prompts, one mask per box (Algorithm 2, 'Seg')."""
 from __future__ import annotations
 
 from typing import Any

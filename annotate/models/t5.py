@@ -1,4 +1,4 @@
-"""T5 encoder text features: ``last_hidden_state`` of the real tokens, max 512 tokens (SPEC 5)."""
+"""T5 encoder text features: ``last_hidden_state`` of the real tokens, max 512 tokens (supplement sec. 2)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Training augmentations of seed 000 section 1, applied identically to sources, ground truth and masks.
+"""Training augmentations of the paper's supplement, section 1, applied identically to sources, ground truth and masks.
 
 - VIF: random crop (target aspect, area scale ``cfg.crop_scale`` or [0.5, 1]) resized to ``cfg.crop_size`` (224x280).
 - MEF/MFF: RandomResizedCrop to ``cfg.crop_size`` (256x256), scale ``cfg.crop_scale`` [0.8, 1],

@@ -194,7 +194,7 @@ class PairedImageDataset(_GuidedDataset):
                                   f"{gt.shape[1]}x{gt.shape[0]}, sources {hw[1]}x{hw[0]}", sample_id=rec.id, path=rec.gt)
             yg, cg = split_y_cbcr(gt)
             sample["gt"], sample["gt_cbcr"] = torch.from_numpy(yg), torch.from_numpy(cg)
-        if rec.label is not None:  # dataset masks: MSRS Segmentation_labels (binarised, release), mask/ folders
+        if rec.label is not None:  # dataset masks: MSRS Segmentation_labels (binarised), mask/ folders
             lab = read_label_map(rec.label)
             if lab.shape != hw:
                 raise SampleError(f"sample {rec.id!r}: label {rec.label} is {lab.shape}, sources {hw}",
@@ -306,7 +306,7 @@ def build_dataset(task: str, root: str | Path, split: str = "test", *, layout: s
                   ) -> _GuidedDataset:
     """Dataset of dict samples for ``task`` from ``root`` (any supported layout; the demo data: ``<demo dir>/<task>``).
 
-    ``train`` applies the seed-000 augmentation (``fusion.data.augment``); ``cfg`` (a ``TaskConfig``)
+    ``train`` applies the paper's augmentation (supplement sec. 1) (``fusion.data.augment``); ``cfg`` (a ``TaskConfig``)
     supplies crop sizes, ratio, text_dim and mask_classes; ``manifest`` (.parquet file or directory)
     adds text/mask guidance joined by sample id with sha256 checks (``hash_mismatch`` "error"/"skip").
     ``on_error="skip"`` test-loads every sample and drops bad ones (``dataset.skipped``). ``max_value``

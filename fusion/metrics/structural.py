@@ -3,6 +3,7 @@ Heijmans), all in the toolboxes' MATLAB conventions (MEFB ``metricsQy``, ``metri
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from ._common import filter2, gauss_filter2
 
@@ -79,10 +80,22 @@ def qy(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(q[~np.isnan(q)]))
 
 
+def _flat_valid(x: np.ndarray, size: int) -> np.ndarray:
+    """True where the size x size window ('valid' positions) is constant."""
+    h = size // 2
+    flat = ndimage.maximum_filter(x, size=size) == ndimage.minimum_filter(x, size=size)
+    return flat[h : x.shape[0] - h, h : x.shape[1] - h]
+
+
 def _ssim_yang(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Liu's ``ssim_yang``: SSIM map and covariance, 7 x 7 Gaussian (sigma 1.5), C1 = C2 = 2e-16, 'valid'."""
+    """Liu's ``ssim_yang``: SSIM map and covariance, 7 x 7 Gaussian (sigma 1.5), C1 = C2 = 2e-16, 'valid'.
+
+    Where a window of x or y is constant its variance and the covariance are set to exactly 0 (the value
+    in exact arithmetic; the E[x^2] - E[x]^2 formula leaves rounding noise there)."""
     c = 2e-16
     mx, my, sxx, syy, sxy = _moments(x, y, 7, 1.5)
+    fx, fy = _flat_valid(x, 7), _flat_valid(y, 7)
+    sxx, syy, sxy = np.where(fx, 0.0, sxx), np.where(fy, 0.0, syy), np.where(fx | fy, 0.0, sxy)
     with np.errstate(invalid="ignore", divide="ignore"):
         smap = ((2 * mx * my + c) * (2 * sxy + c)) / ((mx * mx + my * my + c) * (sxx + syy + c))
     return smap, sxy
@@ -93,8 +106,13 @@ def qc(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 
     S_XF = SSIM map of (X, F) with a 7 x 7 Gaussian (sigma 1.5), C1 = C2 = 2e-16, 'valid'; sigma_XF the local
     covariance; mu = sigma_AF / (sigma_AF + sigma_BF); Q = mu S_AF + (1 - mu) S_BF, set to 0 where mu < 0 and
-    to 1 where mu > 1; Qc = mean of Q over its non-NaN pixels (NaN where sigma_AF + sigma_BF = 0), exactly the
-    MATLAB code (no cleaning of flat windows; see :func:`qy` for why C = 2e-16 is fragile there).
+    to 1 where mu > 1; Qc = mean of Q over its non-NaN pixels (NaN where sigma_AF + sigma_BF = 0).
+
+    One deviation, in windows where a source is constant: there sigma_XF is 0 in exact arithmetic, but the
+    MATLAB code's E[xy] - E[x]E[y] leaves rounding noise whose SIGN decides whether mu is just above 1
+    (Q = 1) or at 1 (Q = S_AF), so MATLAB's value depends on its summation order (GNU Octave running the same
+    code differs from it by ~3e-3 on a TNO image with a saturated source). Here the covariance is exactly 0
+    there (mu = 1 or 0 exactly). On images without constant 7 x 7 windows the value equals the MATLAB code's.
     F = A = B gives 1 on textured images.
     """
     s_af, sig_af = _ssim_yang(a, f)

@@ -37,6 +37,12 @@ def _xlog2x_real(p: np.ndarray) -> np.ndarray:
     return out
 
 
+def _seq_sum(x: np.ndarray) -> np.ndarray:
+    """Left-to-right sum over the last axis (MATLAB's order for a short vector). It matters here: for a flat
+    window mean(pdf) is 1/9 only up to rounding, and whether sum(a_c f_c) is exactly 0 decides c = 0 or +-1."""
+    return np.cumsum(x, axis=-1)[..., -1]
+
+
 def _normalise_windows(w: np.ndarray) -> np.ndarray:
     mx, mn = w.max(axis=1, keepdims=True), w.min(axis=1, keepdims=True)
     const = mx == mn
@@ -50,10 +56,12 @@ def _fmi_pairs(xw: np.ndarray, fw: np.ndarray) -> np.ndarray:
     xp = x / x.sum(axis=1, keepdims=True)
     fp = f / f.sum(axis=1, keepdims=True)
     xc, fc = np.cumsum(xp, axis=1), np.cumsum(fp, axis=1)
-    xt, ft = xp - xp.mean(axis=1, keepdims=True), fp - fp.mean(axis=1, keepdims=True)
-    sxy = (xt * ft).sum(axis=1)
+    l = xw.shape[1]
+    xt = xp - (_seq_sum(xp) / l)[:, None]
+    ft = fp - (_seq_sum(fp) / l)[:, None]
+    sxy = _seq_sum(xt * ft)
     with np.errstate(invalid="ignore", divide="ignore"):
-        c = np.where(sxy == 0, 0.0, sxy / np.sqrt((xt * xt).sum(axis=1) * (ft * ft).sum(axis=1)))
+        c = np.where(sxy == 0, 0.0, sxy / np.sqrt(_seq_sum(xt * xt) * _seq_sum(ft * ft)))
     idx = np.arange(1, xw.shape[1] + 1, dtype=np.float64)
     xsd = np.sqrt((idx**2 * xp).sum(axis=1) - (idx * xp).sum(axis=1) ** 2)
     fsd = np.sqrt((idx**2 * fp).sum(axis=1) - (idx * fp).sum(axis=1) ** 2)
@@ -111,7 +119,8 @@ def fmi(f: np.ndarray, a: np.ndarray, b: np.ndarray, window: int = 3) -> float:
     mixture phi M + (1 - phi) p_F p_X of the upper Frechet bound M (c >= 0; phi = c / corr(M)) or
     theta W + ... of the lower bound W (c < 0), c the Pearson correlation of the pdfs; fmi_XF =
     2 MI / (H_X + H_F) (0 if MI = 0). FMI = mean of (fmi_AF + fmi_BF) / 2. Toolbox quirk kept: the B pass
-    compares B with the F window as the A pass left it (normalised when A != F there).
+    compares B with the F window as the A pass left it (normalised when A != F there). Short sums run left
+    to right as MATLAB does: in flat windows the sign of a rounding residue decides c = 0 or 1.
     F = A = B gives 1.
     """
     ea, eb, ef = sobel_edges(a), sobel_edges(b), sobel_edges(f)

@@ -222,7 +222,7 @@ def q_index(reference: np.ndarray, fused: np.ndarray, block: int = 32) -> float:
     32)``, i.e. the mean of the Q map over ALL ``block`` x ``block`` sliding windows (step 1, 'valid'), with
     ``img_qi``'s degenerate cases (zero variance sum -> 2 mx my / (mx^2 + my^2); all zero -> 1).
     Identical images give 1; bounds [-1, 1]."""
-    r, f = _check_pair(fused, reference)
+    f, r = _check_pair(fused, reference)
     if min(r.shape[:2]) < block:
         raise ValueError(f"image {r.shape[:2]} smaller than the Q block size {block}")
     ones = np.ones(block)
@@ -230,7 +230,7 @@ def q_index(reference: np.ndarray, fused: np.ndarray, block: int = 32) -> float:
     def box(z: np.ndarray) -> np.ndarray:
         y = ndimage.correlate1d(ndimage.correlate1d(z, ones, axis=0, mode="constant"), ones, axis=1,
                                 mode="constant")
-        h0 = (block - 1) // 2
+        h0 = block // 2  # scipy centres an even kernel at len // 2
         return y[h0 : h0 + z.shape[0] - block + 1, h0 : h0 + z.shape[1] - block + 1]
 
     n = float(block * block)

@@ -67,11 +67,12 @@ def test_uniform_histogram_entropy_is_8_bits():
 
 
 def test_sf_ag_sd_closed_forms():
-    # horizontal ramp of slope 3: row differences 0, column differences 3 -> SF = 3;
+    # horizontal ramp of slope 3: row differences 0, H (W-1) column differences of 3, divided by H W as the
+    # toolboxes do -> SF = 3 sqrt((W-1)/W);
     # MATLAB gradient gives gx = 3 everywhere (one-sided at borders too), gy = 0 -> AG = 3/sqrt(2) H W/((H-1)(W-1))
     h, w = 20, 30
     f = np.tile(3.0 * np.arange(w), (h, 1))
-    assert spatial_frequency(f) == pytest.approx(3.0)
+    assert spatial_frequency(f) == pytest.approx(3.0 * math.sqrt((w - 1) / w))
     assert average_gradient(f) == pytest.approx(3 / math.sqrt(2) * h * w / ((h - 1) * (w - 1)))
     assert standard_deviation(np.array([[0.0, 2.0], [0.0, 2.0]])) == pytest.approx(1.0)  # population SD
 

@@ -1,8 +1,10 @@
 """Human-visual-system fusion metrics: Qcb (Chen & Blum) and Qcv (Chen & Varshney), VIFB code."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-from scipy import signal
+from scipy import fft as sp_fft
 
 from ._common import filter2, frequency_filter, minmax_255, radial_frequency
 
@@ -16,13 +18,24 @@ def _gauss31_unnormalised(sigma: float) -> np.ndarray:
 _G1, _G2 = _gauss31_unnormalised(2.0), _gauss31_unnormalised(4.0)
 
 
+@functools.lru_cache(maxsize=8)
+def _gauss_spectra(h: int, w: int) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
+    """FFTs of the two 31 x 31 Gaussians on a fast padded grid for a linear ('same') convolution of h x w."""
+    shape = (sp_fft.next_fast_len(h + 30), sp_fft.next_fast_len(w + 30))
+    return shape, sp_fft.fft2(np.outer(_G1, _G1), shape), sp_fft.fft2(np.outer(_G2, _G2), shape)
+
+
 def _qcb_contrast(x: np.ndarray, csf: np.ndarray) -> np.ndarray:
     fx = frequency_filter(x, csf)
-    # filter2(G, fx, 'same') of the (symmetric) 31 x 31 Gaussians by FFT convolution: several times faster
-    # than direct separable passes on complex images
-    g1, g2 = np.outer(_G1, _G1), np.outer(_G2, _G2)
+    # filter2(G, fx, 'same') of the (symmetric) 31 x 31 Gaussians as one zero-padded FFT of fx times both
+    # kernels' spectra: 3 transforms instead of the 6 two separate convolutions need
+    h, w = x.shape
+    shape, s1, s2 = _gauss_spectra(h, w)
+    spec = sp_fft.fft2(fx, shape)
+    num = sp_fft.ifft2(spec * s1)[15 : 15 + h, 15 : 15 + w]
+    den = sp_fft.ifft2(spec * s2)[15 : 15 + h, 15 : 15 + w]
     with np.errstate(divide="ignore", invalid="ignore"):
-        c = np.abs(signal.fftconvolve(fx, g1, mode="same") / signal.fftconvolve(fx, g2, mode="same") - 1)
+        c = np.abs(num / den - 1)
         return c**3 / (c**2 + 1e-4)
 
 

@@ -6,7 +6,7 @@ import functools
 import numpy as np
 from scipy import fft as sp_fft
 
-from ._common import filter2, frequency_filter, minmax_255, radial_frequency
+from ._common import filter2, frequency_filter, memo_by_content, minmax_255, radial_frequency
 
 
 def _gauss31_unnormalised(sigma: float) -> np.ndarray:
@@ -25,8 +25,16 @@ def _gauss_spectra(h: int, w: int) -> tuple[tuple[int, int], np.ndarray, np.ndar
     return shape, sp_fft.fft2(np.outer(_G1, _G1), shape), sp_fft.fft2(np.outer(_G2, _G2), shape)
 
 
-def _qcb_contrast(x: np.ndarray, csf: np.ndarray) -> np.ndarray:
-    fx = frequency_filter(x, csf)
+@functools.lru_cache(maxsize=8)
+def _qcb_csf(h: int, w: int) -> np.ndarray:
+    """DoG contrast sensitivity S(r) = exp(-(r/f0)^2) - a exp(-(r/f1)^2) on the freqspace grid (u, v *= W/30, H/30)."""
+    r = radial_frequency(h, w, 30.0)
+    return np.exp(-((r / 15.3870) ** 2)) - 0.7622 * np.exp(-((r / 1.3456) ** 2))
+
+
+@memo_by_content()
+def _qcb_contrast(x: np.ndarray) -> np.ndarray:
+    fx = frequency_filter(x, _qcb_csf(*x.shape))
     # filter2(G, fx, 'same') of the (symmetric) 31 x 31 Gaussians as one zero-padded FFT of fx times both
     # kernels' spectra: 3 transforms instead of the 6 two separate convolutions need
     h, w = x.shape
@@ -36,7 +44,9 @@ def _qcb_contrast(x: np.ndarray, csf: np.ndarray) -> np.ndarray:
     den = sp_fft.ifft2(spec * s2)[15 : 15 + h, 15 : 15 + w]
     with np.errstate(divide="ignore", invalid="ignore"):
         c = np.abs(num / den - 1)
-        return c**3 / (c**2 + 1e-4)
+        out = c**3 / (c**2 + 1e-4)
+    out.setflags(write=False)
+    return out
 
 
 def qcb(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
@@ -50,10 +60,7 @@ def qcb(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     Qcb = mean(lambda_A Q_AF + lambda_B Q_BF) (SPEC Appendix A).
     """
     a, b, f = minmax_255(a), minmax_255(b), minmax_255(f)
-    h, w = f.shape
-    r = radial_frequency(h, w, 30.0)
-    csf = np.exp(-((r / 15.3870) ** 2)) - 0.7622 * np.exp(-((r / 1.3456) ** 2))
-    ca, cb, cf = (_qcb_contrast(x, csf) for x in (a, b, f))
+    ca, cb, cf = (_qcb_contrast(x) for x in (a, b, f))
     with np.errstate(divide="ignore", invalid="ignore"):
         q_af = np.where(ca < cf, ca / cf, cf / ca)
         q_bf = np.where(cb < cf, cb / cf, cf / cb)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import conv2_same
+from ._common import conv2_same, memo_by_content
 
 # Constants of the toolbox (L = 1)
 TG, KG, DG = 0.9994, -15.0, 0.5
@@ -12,12 +12,15 @@ _SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)
 _SOBEL_Y = np.array([[1, 2, 1], [0, 0, 0], [-1, -2, -1]], dtype=np.float64)
 
 
+@memo_by_content()
 def _strength_orientation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sx = conv2_same(x, _SOBEL_X)
     sy = conv2_same(x, _SOBEL_Y)
     g = np.sqrt(sx * sx + sy * sy)
     with np.errstate(divide="ignore", invalid="ignore"):
         alpha = np.where(sx == 0, np.pi / 2, np.arctan(sy / np.where(sx == 0, 1.0, sx)))
+    g.setflags(write=False)
+    alpha.setflags(write=False)
     return g, alpha
 
 

@@ -269,7 +269,8 @@ def d_lambda_toolbox(fused: np.ndarray, ms_exp: np.ndarray, ratio: int = 4, sens
     computes it, at the PAN scale: 1 - Q2n(MS~, MTF(F)), MS~ the MS interpolated to the PAN grid
     (``interp23tap``), MTF(F) the fused image low-passed band by band with ``genMTF``'s kernels
     (:func:`fusion.metrics.mtf.mtf_filter_toolbox`, no decimation), Q2n on ``block`` x ``block`` blocks.
-    (:func:`d_lambda_khan` is the paper's form at the MS scale.)"""
+    (:func:`d_lambda_khan` is the paper's form at the MS scale.) The toolbox requires H, W to be multiples of
+    ``block``; here Q2n pads by mirroring as ``q2n.m`` does for other sizes."""
     from .mtf import mtf_filter_toolbox
 
     f, m = _check_pair(fused, ms_exp)
@@ -282,6 +283,9 @@ def d_s_toolbox(fused: np.ndarray, ms_exp: np.ndarray, pan: np.ndarray, ratio: i
     (mean_b |Q(F_b, PAN) - Q(MS~_b, PAN~)|^q)^(1/q), Q = :func:`uqi_blocks` (non-overlapping ``block``
     blocks, ``blockproc``), MS~ the MS interpolated to the PAN grid, PAN~ = interp23tap(imresize(PAN,
     1/ratio), ratio) with MATLAB's bicubic antialiased ``imresize`` (:func:`fusion.metrics.mtf.imresize_bicubic`).
+    Two differences in degenerate cases only: the toolbox errors when H, W are not multiples of ``block``
+    (here partial blocks are ignored), and its ``uqi`` gives NaN for a block where both variances vanish
+    (here ``img_qi``'s values, see :func:`uqi_blocks`).
     """
     from fusion.wald import interp23tap
 

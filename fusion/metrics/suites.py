@@ -99,7 +99,7 @@ def _check_fusion_inputs(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> lis
         if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
             raise ValueError(f"{name}: expected HxW (grey) or HxWx3 (RGB), got shape {arr.shape}")
         as_float(arr, name)
-        if arr.dtype.kind == "f" and (arr.min() < 0 or arr.max() > 255):
+        if arr.min() < 0 or arr.max() > 255:
             raise ValueError(f"{name}: values {arr.min():.4g}..{arr.max():.4g} outside 0..255; fusion suites work "
                              "on the 0..255 scale (rescale explicitly, e.g. the CLI's --range)")
         out.append(arr)

@@ -3,9 +3,10 @@
 signal) on the same inputs. Inputs are built deterministically from ../shared/data (fused = floor of the
 source average, so no fusion method is involved).
 
-Octave ran the MATLAB code with two replacements: ``fwind1``/``fsamp2`` (absent from Octave) transcribed
-from MATLAB's source, and MATLAB's Sobel ``edge`` thinning (Octave's ``edge`` thins differently) written
-out from MATLAB's ``computeEdgesWithThinning``.
+Octave ran the MATLAB code with these replacements for Octave gaps: ``fwind1``/``fsamp2`` (absent from
+Octave) transcribed from MATLAB's source; MATLAB's Sobel ``edge`` thinning (Octave's ``edge`` thins
+differently) written out from MATLAB's ``computeEdgesWithThinning``; in ``D_s.m`` ``blockproc`` as explicit
+block loops and ``cov(x, y)`` as ``cov([x y])`` (Octave's differ from MATLAB's).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from fusion.metrics import (
     cross_entropy,
     edge_intensity,
     fmi,
+    hqnr_toolbox,
     mef_ssim,
     nmi,
     psnr_vifb,
@@ -102,3 +104,8 @@ def test_pan_toolbox_pieces_equal_toolbox_code_on_worldview2(shared_data):
     assert small.sum() == pytest.approx(1252571.6875, rel=1e-12)
     assert small[0, 0] == pytest.approx(288.5669709444046, rel=1e-12)
     assert q_index(g, f) == pytest.approx(0.98142560703775439, rel=1e-9)  # Q.m (img_qi, 32 px sliding)
+    # HQNR.m with D_lambda_K (q2n of interp23tap(MS) vs MTF(F)) and D_s (imresize-degraded PAN), S = 32
+    hq, dl, ds = hqnr_toolbox(f, ms, pan, 4, "WV2")
+    assert dl == pytest.approx(0.079952745479862974, rel=1e-6)
+    assert ds == pytest.approx(0.02073214654187075, rel=1e-6)
+    assert hq == pytest.approx(0.90097270001397967, rel=1e-6)

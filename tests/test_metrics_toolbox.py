@@ -329,6 +329,15 @@ def test_suites_reject_out_of_range_and_unknown(scene):
         vifb_suite(f, a, b, ["Qp"])
 
 
+def test_new_metrics_are_selectable_by_name(scene):
+    from fusion.metrics import DEFAULT_FUSION_METRICS, FUSION_METRICS, fusion_metrics
+
+    a, b, f = scene
+    out = fusion_metrics(f, a, b, metrics=["CE", "Qc", "PSNR_vifb"])
+    assert list(out) == ["CE", "Qc", "PSNR_vifb"] and out["CE"] == cross_entropy(f, a, b)
+    assert set(DEFAULT_FUSION_METRICS) < set(FUSION_METRICS) and "FMI" not in DEFAULT_FUSION_METRICS
+
+
 # ---------------------------------------------------------------- image reading and the command
 def test_read_fusion_image_bit_depths(tmp_path):
     import tifffile

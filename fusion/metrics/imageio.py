@@ -4,6 +4,9 @@ Fusion metrics work on the 0..255 scale. 8-bit PNG/JPG/BMP are read as they are 
 ``rgb2gray`` rounding applies). 16-bit PNG/TIFF and float TIFF are only read when asked for
 (``bit_depth="16"`` / ``"float"``) and are mapped linearly from ``value_range`` (default 0..65535 for 16-bit;
 REQUIRED for float) to 0..255 floats; any value outside the declared range is an error naming the file.
+The toolboxes were written for 8-bit images: their histogram metrics (EN, MI, CE, NMI, ...) then quantise
+the mapped values to 256 integer levels (MATLAB ``uint8`` rounding), so 16-bit/float inputs are scored at
+8-bit histogram resolution.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ._common import filter2, gauss_filter2
+from ._common import filter2, gauss_filter2, memo_by_content
 
 
 def _moments(x: np.ndarray, y: np.ndarray, size: int, sigma: float):
@@ -17,11 +17,25 @@ def _moments(x: np.ndarray, y: np.ndarray, size: int, sigma: float):
     return mx, my, sxx, syy, sxy
 
 
+@memo_by_content()
+def _ssim_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, E[x^2]) with the 11 x 11, sigma 1.5 Gaussian, 'valid' (reused across colour channels)."""
+    mu, m2 = gauss_filter2(x, 11, 1.5, "valid"), gauss_filter2(x * x, 11, 1.5, "valid")
+    mu.setflags(write=False)
+    m2.setflags(write=False)
+    return mu, m2
+
+
 def ssim_map(x: np.ndarray, y: np.ndarray, data_range: float = 255.0, *, size: int = 11, sigma: float = 1.5,
              k1: float = 0.01, k2: float = 0.03) -> np.ndarray:
     """Wang et al. ``ssim_index`` map: normalised Gaussian window, 'valid' filtering, C = (K L)^2."""
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    mx, my, sxx, syy, sxy = _moments(x, y, size, sigma)
+    if size == 11 and sigma == 1.5:
+        (mx, exx), (my, eyy) = _ssim_stats(x), _ssim_stats(y)
+        sxx, syy = exx - mx * mx, eyy - my * my
+        sxy = gauss_filter2(x * y, 11, 1.5, "valid") - mx * my
+    else:
+        mx, my, sxx, syy, sxy = _moments(x, y, size, sigma)
     return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
 
 

@@ -700,6 +700,7 @@ def section_metrics(out_dir: Path, st: BenchSettings, data_root: Path, repeats: 
         "per_metric_vifb_colour_s": {n: timed(lambda n=n: vifb_suite(fused, vi, ir, [n])) for n in VIFB_METRICS},
         "per_metric_mefb_grey_s": {n: timed(lambda n=n: mefb_suite(grey_f, grey_vi, ir, [n])) for n in MEFB_METRICS},
         "threads": os.environ.get("OMP_NUM_THREADS"),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,  # other users of the CPU
     }
     res["vifb_within_budget"] = bool(max(res["vifb_grey_s"], res["vifb_colour_s"]) < res["budget_s"])
     (out_dir / "metrics_speed.json").write_text(json.dumps(_jsonable(res), indent=1))

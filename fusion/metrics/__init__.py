@@ -186,7 +186,7 @@ def pansharpening_metrics(fused: np.ndarray, reference: np.ndarray | None = None
                           pan: np.ndarray | None = None, ratio: int = 4, sensor: str | None = None,
                           max_value: float = 2047, block: int = 32, full_resolution: str = "toolbox"
                           ) -> dict[str, float]:
-    """Pansharpening metrics (Vivone's toolbox conventions, SPEC Appendix B).
+    """Pansharpening metrics (Vivone's toolbox conventions).
 
     fused: [H, W, C]. With ``reference`` ([H, W, C], reduced resolution, e.g. made by
     :func:`fusion.wald.wald_degrade`): ``SAM`` (degrees), ``ERGAS``, ``Q2n`` (Q4/Q8, blocks ``block``), ``Q``

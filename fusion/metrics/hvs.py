@@ -58,7 +58,7 @@ def qcb(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     local contrast C = filter2(G1, X)/filter2(G2, X) - 1 (31 x 31 Gaussians, sigma 2 and 4, scaled by
     1/(2 pi sigma^2)), kept complex as MATLAB does, C = |C|, C' = C^3 / (C^2 + 1e-4);
     Q_XF = min ratio of C'_X, C'_F; saliency lambda_X = C'_X^2 / (C'_A^2 + C'_B^2);
-    Qcb = mean(lambda_A Q_AF + lambda_B Q_BF) (SPEC Appendix A).
+    Qcb = mean(lambda_A Q_AF + lambda_B Q_BF).
     """
     a, b, f = minmax_255(a), minmax_255(b), minmax_255(f)
     ca, cb, cf = (_qcb_contrast(x) for x in (a, b, f))

@@ -14,7 +14,7 @@ def _entropy_from_counts(counts: np.ndarray, log=np.log2) -> float:
 def entropy(f: np.ndarray) -> float:
     """EN: Shannon entropy in bits of the 256-bin histogram of the integer grey levels of F.
 
-    Definition (SPEC Appendix A, VIFB ``metricsEntropy``): levels = uint8(F) (round, saturate to 0..255),
+    Definition (VIFB / MEFB ``metricsEntropy``): levels = uint8(F) (round, saturate to 0..255),
     p = counts / N, EN = -sum p log2 p. A constant image gives 0, a uniform histogram 8.
     """
     return _entropy_from_counts(np.bincount(to_levels(f).ravel(), minlength=256))
@@ -46,7 +46,7 @@ def mutual_information(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 def mutual_information_vifb(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     """MI in the VIFB convention: each image min-max scaled to 0..1, levels round(x * 255), NATS.
 
-    MI = MI(A, F) + MI(B, F) with natural logarithms (SPEC Appendix A, VIFB ``metricsMutinf``).
+    MI = MI(A, F) + MI(B, F) with natural logarithms (VIFB ``metricsMutinf``).
     """
     fl = minmax_255(f).astype(np.int64)
     al = minmax_255(a).astype(np.int64)

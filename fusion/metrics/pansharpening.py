@@ -1,4 +1,5 @@
-"""Pansharpening / HMIF metrics in Vivone's Pansharpening Toolbox conventions (SPEC Appendix B).
+"""Pansharpening / HMIF metrics in Vivone's Pansharpening Toolbox conventions
+(Vivone et al. 2015, 2020).
 
 Images are [H, W, C] arrays (C bands) in sensor DN units unless stated otherwise.
 """
@@ -199,7 +200,7 @@ def d_s(fused: np.ndarray, ms: np.ndarray, pan: np.ndarray, ratio: int = 4, sens
     """D_s spatial distortion (Alparone et al. 2008 QNR; toolbox ``D_s`` option 1, expanded-MS domain):
     (mean_b |Q(F_b, PAN) - Q(MS~_b, PAN~)|^q)^(1/q), Q = :func:`uqi_blocks`, MS~ = MS interpolated to the
     PAN grid (``interp23tap``), PAN~ = PAN degraded (MTF-matched low-pass with the PAN gain + decimation,
-    SPEC; the toolbox uses ``imresize``) then interpolated back the same way."""
+    Wald et al. 1997; the toolbox uses ``imresize``, see :func:`d_s_toolbox`) then interpolated back the same way."""
     from fusion.wald import decimate, mtf_filter, upsample
 
     f = np.asarray(fused, dtype=np.float64)

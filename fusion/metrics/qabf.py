@@ -38,7 +38,7 @@ def qabf(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     Sobel by MATLAB ``conv2(.., 'same')`` (zero padding), g = sqrt(sx^2 + sy^2), alpha = atan(sy/sx)
     (not atan2; pi/2 where sx == 0). G_XF = gF/gX where gX > gF, **gF where gX == gF** (toolbox quirk,
     kept), else gX/gF; A_XF = 1 - |alpha_X - alpha_F| / (pi/2); sigmoids with Tg = 0.9994, kg = -15,
-    Dg = 0.5, Ta = 0.9879, ka = -22, Da = 0.8 (SPEC Appendix A). Because of the constants and the quirk
+    Dg = 0.5, Ta = 0.9879, ka = -22, Da = 0.8. Because of the constants and the quirk
     F == A == B gives at most Tg Ta / (1 + exp(ka (1 - Da))) ~= 0.9753, not 1.
     """
     ga, aa = _strength_orientation(a)

@@ -52,7 +52,7 @@ def average_gradient(f: np.ndarray) -> float:
     """AG = sum(sqrt((gx^2 + gy^2) / 2)) / ((H - 1)(W - 1)), gx, gy from MATLAB ``gradient``.
 
     ``gradient`` uses central differences inside and one-sided differences at the borders, exactly what
-    ``numpy.gradient`` (edge_order=1) does (VIFB ``metricsAvg_gradient``; SPEC Appendix A).
+    ``numpy.gradient`` (edge_order=1) does (VIFB ``metricsAvg_gradient``).
     """
     h, w = f.shape
     gy, gx = np.gradient(f)

@@ -48,7 +48,7 @@ def ssim(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     """SSIM = SSIM(A, F) + SSIM(B, F): a SUM over the two sources (VIFB ``metricsSsim``, seed 004).
 
     Window: normalised 11 x 11 Gaussian, sigma 1.5, 'valid'; K = (0.01, 0.03), L = 255; mean of the map.
-    Identical images give 2. (SPEC Appendix A.) Divide by 2 for the averaged convention.
+    Identical images give 2. Divide by 2 for the averaged convention.
     """
     return ssim_pair(a, f) + ssim_pair(b, f)
 

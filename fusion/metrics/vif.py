@@ -69,7 +69,7 @@ def vif(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     """VIF = vifp(A, F) + vifp(B, F), reference = source, distorted = fused, sigma_nsq = 2.
 
     The multi-scale pixel-domain VIF summed over both sources is what most fusion papers report
-    (SPEC section 6 / Appendix A; Tang's and VIFB's evaluation scripts).
+    (Tang's and VIFB's evaluation scripts).
     """
     return vifp(a, f) + vifp(b, f)
 

@@ -353,6 +353,13 @@ def test_read_fusion_image_bit_depths(tmp_path):
     assert got.max() == pytest.approx(x16.max() / 65535 * 255)
     with pytest.raises(ValueError, match="outside the declared range"):
         read_fusion_image(tmp_path / "a16.png", "16", (0, 1000))
+    import cv2
+
+    rgb16 = np.stack([x16, x16 // 2, x16 // 3], axis=2)
+    cv2.imwrite(str(tmp_path / "c16.png"), rgb16[:, :, ::-1])  # a 16-bit colour PNG (Pillow would cut it to 8)
+    with pytest.raises(ValueError, match="bit-depth 8"):
+        read_fusion_image(tmp_path / "c16.png")
+    assert np.allclose(read_fusion_image(tmp_path / "c16.png", "16"), rgb16 / 65535 * 255)
     tifffile.imwrite(tmp_path / "f.tif", np.linspace(0, 1, 24 * 20, dtype=np.float32).reshape(24, 20))
     with pytest.raises(ValueError, match="explicit --range"):
         read_fusion_image(tmp_path / "f.tif", "float")

@@ -17,12 +17,30 @@ import numpy as np
 BIT_DEPTHS = ("8", "16", "float")
 
 
+def _png_bit_depth(path: Path) -> int | None:
+    """Bit depth from a PNG's IHDR chunk (None if the file is not a PNG)."""
+    with open(path, "rb") as fh:
+        head = fh.read(26)
+    if len(head) < 25 or head[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    return head[24]
+
+
 def _raw(path: Path) -> np.ndarray:
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
         import tifffile
 
         return np.asarray(tifffile.imread(path))
+    if _png_bit_depth(path) == 16:  # Pillow reduces 16-bit colour PNGs to 8 bits; OpenCV keeps all 16
+        import cv2
+
+        arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if arr is None:
+            raise ValueError(f"{path}: cannot read the 16-bit PNG")
+        if arr.ndim == 3:
+            arr = arr[:, :, 2::-1] if arr.shape[2] in (3, 4) else arr  # BGR(A) -> RGB, alpha dropped
+        return np.ascontiguousarray(arr)
     from PIL import Image
 
     with Image.open(path) as img:

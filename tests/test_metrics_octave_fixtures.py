@@ -45,6 +45,10 @@ OCTAVE_TNO05 = {
 }
 TOLERANCE = {"Qp": 1e-4, "VIFF": 1e-4}
 
+# RoadScene FLIR_00211 (colour visible, grey infrared), fused = (vi + ir) // 2 per channel: VIFB's
+# metrics*.m with their per-channel wrappers and SF's side-by-side view of the colour image
+OCTAVE_VIFB_ROADSCENE = {"AG": 2.6008655317017251, "CE": 1.548653488979167, "EI": 27.55846871434855, "EN": 6.3791181525453817, "MI": 2.0468643571140706, "Qabf": 0.35154326429803051, "Qcb": 0.49091233185472261, "Qcv": 1286.6272615194957, "PSNR": 56.390877476787466, "RMSE": 0.14944608054441699, "SF": 7.0631737199793401, "SSIM": 1.4260528756490933, "SD": 22.638978931006449}
+
 
 def _grey(path):
     from PIL import Image
@@ -68,6 +72,21 @@ def test_equals_toolbox_code_on_tno(tno05, name):
            "TE": lambda: tsallis_entropy(f, a, b), "Qc": lambda: qc(f, a, b), "Qw": lambda: qw(f, a, b),
            "VIFF": lambda: viff(f, a, b), "Qp": lambda: qp(f, a, b)}
     assert fns[name]() == pytest.approx(OCTAVE_TNO05[name], rel=TOLERANCE.get(name, 1e-6))
+
+
+def test_vifb_suite_equals_toolbox_code_on_a_colour_roadscene_triple(shared_data):
+    from PIL import Image
+
+    from fusion.metrics import vifb_suite
+
+    d = shared_data / "vif/roadscene"
+    vi = np.asarray(Image.open(d / "vi/FLIR_00211.jpg").convert("RGB")).astype(np.int64)
+    ir = np.asarray(Image.open(d / "ir/FLIR_00211.jpg").convert("L")).astype(np.int64)
+    f = ((vi + ir[..., None]) // 2).astype(np.uint8)
+    got = vifb_suite(f, vi.astype(np.uint8), ir.astype(np.uint8))
+    assert set(got) == set(OCTAVE_VIFB_ROADSCENE)
+    for name, want in OCTAVE_VIFB_ROADSCENE.items():
+        assert got[name] == pytest.approx(want, rel=1e-6), name
 
 
 def test_fmi_equals_toolbox_code_on_a_tno_crop(tno05):

@@ -9,7 +9,7 @@ published tables.
 * ``mefb`` - MEFB (Zhang 2021, multi-exposure): CE, EN, FMI, NMI, PSNR, Qncie, TE, AG, EI, Qabf, Qp, SD, SF,
   Qc, Qw, Qy, MEF_SSIM, Qcb, Qcv, VIF (Han et al.'s VIFF). Colour protocol of its wrappers: colour fused with
   two grey sources -> the fused image's FIRST channel; otherwise per channel as VIFB. MEF_SSIM always works
-  on ``rgb2gray`` images.
+  on ``rgb2gray`` images (of the fused image too).
 * ``pan`` - Vivone et al.'s pansharpening toolbox: reduced resolution Q2n, Q, SAM, ERGAS, SCC
   (``indexes_evaluation``), full resolution D_lambda, D_s, HQNR (``indexes_evaluation_FS`` with HQNR).
 
@@ -163,10 +163,10 @@ def mefb_suite(fused: np.ndarray, a: np.ndarray, b: np.ndarray, metrics: list[st
     else:
         triples = [(f.astype(np.float64), _grey(x), _grey(y))]
     out = _score(MEFB_METRICS, triples, [n for n in names if n != "MEF_SSIM"])
-    if "MEF_SSIM" in names:
+    if "MEF_SSIM" in names:  # metricsMEF_SSIM: rgb2gray of every image, no first-channel rule
         ff = np.asarray(fused)
-        out["MEF_SSIM"] = mef_ssim(_grey(ff[:, :, 0] if ff.ndim == 3 and f.ndim == 2 else ff), _grey(x),
-                                   _grey(y))
+        ff = ff[:, :, 0] if ff.ndim == 3 and ff.shape[2] == 1 else ff
+        out["MEF_SSIM"] = mef_ssim(_grey(ff), _grey(x), _grey(y))
     return {n: out[n] for n in names}
 
 

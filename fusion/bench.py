@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-SECTIONS: tuple[str, ...] = ("kernels", "cost", "scaling", "quality", "annotate")
+SECTIONS: tuple[str, ...] = ("kernels", "cost", "scaling", "quality", "annotate", "metrics")
 PAPER_TABLE4 = {"params_M": 0.352, "GFLOPs": 15.08, "images_per_s": 136.6,
                 "images_per_s_with_semantics": 112.7, "device": "NVIDIA RTX 3090", "size": 256}
 REPO = Path(__file__).resolve().parents[1]
@@ -646,6 +646,67 @@ def section_quality(out_dir: Path, st: BenchSettings, data_root: Path) -> dict[s
 
 
 # ============================================================================ 5. annotation
+def _metrics_triple(root: Path, h: int, w: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """An h x w (grey IR, colour visible, colour fused) triple: a RoadScene pair resized when the shared data
+    are present, else scikit-image's astronaut; the fused image is the per-channel average."""
+    from PIL import Image
+
+    vi_dir, ir_dir = root / "vif/roadscene/vi", root / "vif/roadscene/ir"
+    if vi_dir.is_dir() and ir_dir.is_dir() and any(vi_dir.iterdir()):
+        name = sorted(p.name for p in vi_dir.iterdir())[0]
+        vi = Image.open(vi_dir / name).convert("RGB").resize((w, h), Image.BICUBIC)
+        ir = Image.open(ir_dir / name).convert("L").resize((w, h), Image.BICUBIC)
+        source = f"RoadScene {name} resized to {w}x{h}"
+    else:
+        from skimage import data
+
+        img = Image.fromarray(data.astronaut())
+        vi = img.resize((w, h), Image.BICUBIC)
+        ir = img.convert("L").transpose(Image.FLIP_LEFT_RIGHT).resize((w, h), Image.BICUBIC)
+        source = f"scikit-image astronaut (and its mirrored grey) resized to {w}x{h}"
+    vi_a, ir_a = np.asarray(vi), np.asarray(ir)
+    fused = ((vi_a.astype(np.int64) + ir_a[..., None]) // 2).astype(np.uint8)
+    return source, ir_a, vi_a, fused
+
+
+def section_metrics(out_dir: Path, st: BenchSettings, data_root: Path, repeats: int = 3) -> dict[str, Any]:
+    """Speed of the VIFB suite (and the MEFB suite) on one 640 x 480 triple, grey and colour fused image,
+    median of ``repeats`` runs, with per-metric times; budget: the whole VIFB suite under 2 s on the CPU.
+    Also written to ``<out>/metrics_speed.json``."""
+    from fusion.metrics._common import clear_content_caches
+    from fusion.metrics.suites import MEFB_METRICS, VIFB_METRICS, mefb_suite, vifb_suite
+
+    h, w = (120, 160) if st.quick else (480, 640)
+    source, ir, vi, fused = _metrics_triple(data_root, h, w)
+    grey_f = np.asarray(fused.mean(axis=2).round(), dtype=np.uint8)
+    grey_vi = np.asarray(vi.mean(axis=2).round(), dtype=np.uint8)
+    reps = 1 if st.quick else repeats
+
+    def timed(fn: Callable[[], Any]) -> float:
+        ts = []
+        for _ in range(reps):
+            clear_content_caches()  # every run scores the triple afresh
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return _median(ts)
+
+    vifb_suite(grey_f, grey_vi, ir)  # warm caches (FFT plans, filter kernels)
+    res: dict[str, Any] = {
+        "image": source, "size": [h, w], "repeats": reps, "budget_s": 2.0,
+        "vifb_grey_s": timed(lambda: vifb_suite(grey_f, grey_vi, ir)),
+        "vifb_colour_s": timed(lambda: vifb_suite(fused, vi, ir)),
+        "mefb_grey_s": timed(lambda: mefb_suite(grey_f, grey_vi, ir)),
+        "per_metric_vifb_colour_s": {n: timed(lambda n=n: vifb_suite(fused, vi, ir, [n])) for n in VIFB_METRICS},
+        "per_metric_mefb_grey_s": {n: timed(lambda n=n: mefb_suite(grey_f, grey_vi, ir, [n])) for n in MEFB_METRICS},
+        "threads": os.environ.get("OMP_NUM_THREADS"),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,  # other users of the CPU
+    }
+    res["vifb_within_budget"] = bool(max(res["vifb_grey_s"], res["vifb_colour_s"]) < res["budget_s"])
+    (out_dir / "metrics_speed.json").write_text(json.dumps(_jsonable(res), indent=1))
+    return res
+
+
 def section_annotate(out_dir: Path, st: BenchSettings) -> dict[str, Any]:
     """Per-model annotation cost (``annotate.smoke.time_models``: tiny random-weight models, generated images).
 
@@ -957,6 +1018,18 @@ def build_report(results: dict[str, Any], out_dir: Path) -> Report:
         rep.p(f"{an['label']} ({an['device']}; {an['source']}; median of {reps} runs). For scale: {an['paper']}.")
         rep.table(["model", "load [s]", "seconds per image"], [[r["model"], r["load_s"], r["s_per_image"]]
                                                                 for r in an["rows"]])
+
+    rep.h("6. Metric suite speed")
+    ms = sec.get("metrics")
+    _section_status(rep, ms)
+    if ms and "vifb_grey_s" in ms:
+        rep.p(f"{ms['image']}; median of {ms['repeats']} runs; budget {ms['budget_s']} s for the whole VIFB suite "
+              f"({'met' if ms['vifb_within_budget'] else 'NOT met'}).")
+        rep.table(["suite", "seconds"], [["VIFB, grey fused", ms["vifb_grey_s"]],
+                                         ["VIFB, colour fused (per channel)", ms["vifb_colour_s"]],
+                                         ["MEFB, grey fused", ms["mefb_grey_s"]]])
+        rep.table(["VIFB metric (colour)", "seconds"], [[k, v] for k, v in ms["per_metric_vifb_colour_s"].items()])
+        rep.table(["MEFB metric (grey)", "seconds"], [[k, v] for k, v in ms["per_metric_mefb_grey_s"].items()])
     return rep
 
 
@@ -1013,7 +1086,7 @@ def run_bench(out_dir: str | Path, *, quick: bool = False, data_root: str | Path
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "kernels": lambda: section_kernels(out, st), "cost": lambda: section_cost(out, st),
         "scaling": lambda: section_scaling(out, st), "quality": lambda: section_quality(out, st, root),
-        "annotate": lambda: section_annotate(out, st)}
+        "annotate": lambda: section_annotate(out, st), "metrics": lambda: section_metrics(out, st, root)}
     t_all = time.perf_counter()
     for name in sections:
         log(f"[bench] {name} ...")

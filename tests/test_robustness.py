@@ -636,20 +636,26 @@ def test_writer_refuses_a_row_it_cannot_store_and_keeps_the_others(tmp_path):
 
 # 8. huge images and 16-bit / float images
 def test_metrics_reads_16_bit_and_float_images(tmp_path):
+    """16-bit and float images are never scored as clipped 8-bit: refused by name unless their bit depth (and
+    float range) is declared, then read at full precision."""
     from fusion.metrics.cli import read_image
 
     ramp = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "r16.png")
-    arr = read_image(tmp_path / "r16.png")
+    with pytest.raises(ValueError, match=r"r16\.png.*uint16.*--bit-depth"):
+        read_image(tmp_path / "r16.png")
+    arr = read_image(tmp_path / "r16.png", "16")
     assert arr.dtype == np.float64 and arr.max() == pytest.approx(255.0) and len(np.unique(arr)) > 256
     _float_tiff(tmp_path / "unit.tif", ramp / 65535.0)
-    assert read_image(tmp_path / "unit.tif").max() == pytest.approx(255.0, rel=1e-5)
+    with pytest.raises(ValueError, match=r"unit\.tif.*--range"):
+        read_image(tmp_path / "unit.tif", "float")
+    assert read_image(tmp_path / "unit.tif", "float", (0.0, 1.0)).max() == pytest.approx(255.0, rel=1e-5)
     _float_tiff(tmp_path / "wide.tif", ramp.astype(np.float32))
-    with pytest.raises(ValueError, match="wide.tif.*values in"):
-        read_image(tmp_path / "wide.tif")
+    with pytest.raises(ValueError, match=r"wide\.tif.*outside the declared range"):
+        read_image(tmp_path / "wide.tif", "float", (0.0, 1.0))
     from fusion.metrics import fusion_metrics
 
-    grey = np.asarray(read_image(tmp_path / "r16.png"))
+    grey = np.asarray(read_image(tmp_path / "r16.png", "16"))
     assert fusion_metrics(grey, grey, grey, metrics=["EN"])["EN"] > 5.0
 
 

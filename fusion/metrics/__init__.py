@@ -1,8 +1,11 @@
 """Evaluation metrics in the conventions of the MATLAB toolboxes that published tables come from.
 
-* :func:`fusion_metrics` - VIF/MIF/MEF/MFF metrics (VIFB, MEFB, Tang's scripts; SPEC section 6, App. A).
-* :func:`pansharpening_metrics` - reduced-resolution (SAM, ERGAS, Q2n, SCC) and full-resolution
-  (D_lambda Khan, D_s, HQNR) pansharpening metrics (Vivone's toolbox; SPEC App. B).
+* :func:`fusion_metrics` - VIF/MIF/MEF/MFF metrics (VIFB, MEFB, Tang's scripts).
+* :func:`pansharpening_metrics` - reduced-resolution (SAM, ERGAS, Q2n, Q, SCC) and full-resolution
+  (D_lambda, D_s, HQNR as the toolbox computes them, or the Khan / MTF-Gaussian forms) pansharpening metrics
+  (Vivone's toolbox).
+* :mod:`fusion.metrics.suites` - the VIFB, MEFB and pansharpening-toolbox metric sets in their published order
+  and colour protocols (``python -m fusion metrics --suite vifb|mefb|pan``).
 * :func:`hmif_metrics` - hyperspectral/multispectral fusion (PSNR, SSIM, SAM, ERGAS).
 
 One function per metric lives in the family modules (``information``, ``statistics``, ``structural``, ``vif``,
@@ -16,22 +19,51 @@ from pathlib import Path
 import numpy as np
 
 from ._common import as_float, rgb2gray
+from .fmi import fmi
 from .hvs import qcb, qcv
-from .information import entropy, mutual_information, mutual_information_pair, mutual_information_vifb
+from .information import (
+    cross_entropy,
+    entropy,
+    mutual_information,
+    mutual_information_pair,
+    mutual_information_vifb,
+    nmi,
+    qncie,
+    tsallis_entropy,
+)
 from .lpips import LPIPS_SKIP_MESSAGE, lpips_distance
-from .pansharpening import d_lambda_khan, d_s, ergas, q2n, sam, scc, uqi_blocks
+from .mef_ssim import mef_ssim
+from .pansharpening import (
+    cut_bounds,
+    d_lambda_khan,
+    d_lambda_toolbox,
+    d_s,
+    d_s_toolbox,
+    ergas,
+    hqnr_toolbox,
+    q2n,
+    q_index,
+    sam,
+    scc,
+    uqi_blocks,
+)
+from .phase_congruency import phase_congruency, qp
 from .qabf import qabf
 from .statistics import (
     average_gradient,
     correlation_coefficient,
+    edge_intensity,
     psnr,
     psnr_pair,
+    psnr_vifb,
+    rmse_vifb,
     scd,
     spatial_frequency,
     standard_deviation,
 )
-from .structural import qy, ssim, ssim_pair
-from .vif import vif, vifp
+from .structural import qc, qw, qy, ssim, ssim_pair
+from .suites import SUITES, mefb_suite, pan_suite, vifb_suite
+from .vif import vif, viff, vifp
 
 Metric = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
 
@@ -53,14 +85,34 @@ FUSION_METRICS: dict[str, Metric] = {
     "PSNR": psnr,
     "CC": correlation_coefficient,
 }
-LOWER_IS_BETTER = frozenset({"Qcv", "LPIPS", "SAM", "ERGAS", "D_lambda", "D_s"})
+#: what :func:`fusion_metrics` computes when no ``metrics`` are named (the fast, long-standing set)
+DEFAULT_FUSION_METRICS: tuple[str, ...] = tuple(FUSION_METRICS)
+FUSION_METRICS.update({
+    "PSNR_vifb": psnr_vifb,
+    "RMSE_vifb": rmse_vifb,
+    "EI": lambda f, a, b: edge_intensity(f),
+    "CE": cross_entropy,
+    "NMI": nmi,
+    "Qncie": qncie,
+    "TE": tsallis_entropy,
+    "Qc": qc,
+    "Qw": qw,
+    "Qp": qp,
+    "FMI": fmi,
+    "MEF_SSIM": lambda f, a, b: mef_ssim(f, a, b),
+    "VIFF": viff,
+})
+LOWER_IS_BETTER = frozenset({"Qcv", "LPIPS", "SAM", "ERGAS", "D_lambda", "D_s", "CE", "RMSE_vifb"})
 
 __all__ = [
-    "FUSION_METRICS", "LOWER_IS_BETTER", "LPIPS_SKIP_MESSAGE", "average_gradient", "correlation_coefficient",
-    "d_lambda_khan", "d_s", "entropy", "ergas", "fusion_metrics", "hmif_metrics", "lpips_distance",
-    "mutual_information", "mutual_information_pair", "mutual_information_vifb", "pansharpening_metrics", "psnr",
-    "psnr_pair", "q2n", "qabf", "qcb", "qcv", "qy", "rgb2gray", "sam", "scc", "scd", "spatial_frequency", "ssim",
-    "ssim_pair", "standard_deviation", "uqi_blocks", "vif", "vifp",
+    "DEFAULT_FUSION_METRICS", "FUSION_METRICS", "LOWER_IS_BETTER", "LPIPS_SKIP_MESSAGE", "SUITES",
+    "average_gradient", "correlation_coefficient", "cross_entropy", "cut_bounds", "d_lambda_khan",
+    "d_lambda_toolbox", "d_s", "d_s_toolbox", "edge_intensity", "entropy", "ergas", "fmi", "fusion_metrics",
+    "hmif_metrics", "hqnr_toolbox", "lpips_distance", "mef_ssim", "mefb_suite", "mutual_information",
+    "mutual_information_pair", "mutual_information_vifb", "nmi", "pan_suite", "pansharpening_metrics",
+    "phase_congruency", "psnr", "psnr_pair", "psnr_vifb", "q2n", "q_index", "qabf", "qc", "qcb", "qcv", "qncie",
+    "qp", "qw", "qy", "rgb2gray", "rmse_vifb", "sam", "scc", "scd", "spatial_frequency", "ssim", "ssim_pair",
+    "standard_deviation", "tsallis_entropy", "uqi_blocks", "vif", "vifb_suite", "viff", "vifp",
 ]
 
 
@@ -79,7 +131,8 @@ def _prepare(x: np.ndarray, name: str) -> np.ndarray:
 def fusion_metrics(fused: np.ndarray, a: np.ndarray, b: np.ndarray, *, color: str = "gray",
                    metrics: Iterable[str] | None = None, lpips_weights: str | Path | None = None,
                    lpips_net: str = "alex", lpips_lin: str | Path | None = None) -> dict[str, float]:
-    """All fusion metrics of F against sources A, B -> ``{name: value}`` (keys of :data:`FUSION_METRICS`).
+    """Fusion metrics of F against sources A, B -> ``{name: value}`` (default: :data:`DEFAULT_FUSION_METRICS`;
+    ``metrics`` may name any key of :data:`FUSION_METRICS`).
 
     Inputs: HxW or HxWx3, uint8 or float on the 0..255 scale (no rescaling is done; [0, 1] floats must be
     multiplied by 255 first). ``color="gray"`` (default, the Tang/MEFB convention): every colour image is
@@ -93,7 +146,7 @@ def fusion_metrics(fused: np.ndarray, a: np.ndarray, b: np.ndarray, *, color: st
     for name, arr in (("a", a0), ("b", b0)):
         if arr.shape[:2] != f0.shape[:2]:
             raise ValueError(f"{name}: size {arr.shape[:2]} differs from fused size {f0.shape[:2]}")
-    names = list(FUSION_METRICS) if metrics is None else list(metrics)
+    names = list(DEFAULT_FUSION_METRICS) if metrics is None else list(metrics)
     unknown = [n for n in names if n not in FUSION_METRICS and n != "LPIPS"]
     if unknown:
         raise ValueError(f"unknown fusion metrics {unknown}; known: {list(FUSION_METRICS)} + LPIPS")
@@ -131,13 +184,19 @@ def _bands(x: np.ndarray | None, name: str) -> np.ndarray | None:
 
 def pansharpening_metrics(fused: np.ndarray, reference: np.ndarray | None = None, *, ms: np.ndarray | None = None,
                           pan: np.ndarray | None = None, ratio: int = 4, sensor: str | None = None,
-                          max_value: float = 2047, block: int = 32) -> dict[str, float]:
-    """Pansharpening metrics (Vivone's toolbox conventions, SPEC Appendix B).
+                          max_value: float = 2047, block: int = 32, full_resolution: str = "toolbox"
+                          ) -> dict[str, float]:
+    """Pansharpening metrics (Vivone's toolbox conventions).
 
     fused: [H, W, C]. With ``reference`` ([H, W, C], reduced resolution, e.g. made by
-    :func:`rwkvfusion_io.wald.wald_degrade`): ``SAM`` (degrees), ``ERGAS``, ``Q2n`` (Q4/Q8, blocks ``block``),
-    ``SCC``. With ``ms`` ([H/ratio, W/ratio, C]) and ``pan`` ([H, W]), full resolution: ``D_lambda`` (Khan),
-    ``D_s``, ``HQNR`` = (1 - D_lambda)(1 - D_s); ``sensor`` picks the MTF gains (None = generic 0.29/0.15).
+    :func:`rwkvfusion_io.wald.wald_degrade`): ``SAM`` (degrees), ``ERGAS``, ``Q2n`` (Q4/Q8, blocks ``block``), ``Q``
+    (band-averaged UIQI on sliding ``block`` windows, toolbox ``Q.m``), ``SCC``. With ``ms`` ([H/ratio,
+    W/ratio, C]) and ``pan`` ([H, W]), full resolution: ``D_lambda``, ``D_s``, ``HQNR`` = (1 - D_lambda)(1 - D_s).
+    ``full_resolution="toolbox"`` (default): as the toolbox's ``HQNR.m`` computes them
+    (:func:`hqnr_toolbox`: D_lambda_K at the PAN scale with ``genMTF`` kernels, D_s with ``imresize``-degraded
+    PAN; ``sensor`` picks genMTF's gains, None = 0.3). ``"khan"``: D_lambda in Khan's MS-scale form and D_s
+    with the MTF-Gaussian-degraded PAN (:func:`d_lambda_khan`, :func:`d_s`; None = generic 0.29/0.15). For
+    the toolbox's border cut and thresholding see :func:`fusion.metrics.suites.pan_suite`.
     Units: sensor DN (Q2n casts to integer DN as the toolbox does). If every given array is float and
     within [0, 1] the data are taken as normalised and multiplied by ``max_value`` (the sensor's DN peak,
     2047 for 11-bit, 255 for 8-bit). With ``max_value <= 1`` the data are not in DN and Q2n's integer cast
@@ -160,10 +219,16 @@ def pansharpening_metrics(fused: np.ndarray, reference: np.ndarray | None = None
         out["SAM"] = sam(f, r)
         out["ERGAS"] = ergas(f, r, ratio)
         out["Q2n"] = q2n(r, f, block, block, quantize=quantize)[0]
+        out["Q"] = q_index(r, f, block)
         out["SCC"] = scc(f, r)
     if m is not None and p is not None:
-        dl = d_lambda_khan(f, m, ratio, sensor, block, quantize=quantize)
-        ds = d_s(f, m, p, ratio, sensor, block)
+        if full_resolution == "toolbox":
+            hq, dl, ds = hqnr_toolbox(f, m, p, ratio, sensor, block, quantize=quantize)
+        elif full_resolution == "khan":
+            dl = d_lambda_khan(f, m, ratio, sensor, block, quantize=quantize)
+            ds = d_s(f, m, p, ratio, sensor, block)
+        else:
+            raise ValueError(f"full_resolution must be 'toolbox' or 'khan', got {full_resolution!r}")
         out.update(D_lambda=dl, D_s=ds, HQNR=(1 - dl) * (1 - ds))
     return out
 

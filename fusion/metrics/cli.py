@@ -15,6 +15,14 @@ scipy; the variable is the only array in the file or the first of the role's usu
 ``.tif`` (tifffile). ``--ref`` gives reduced-resolution metrics (SAM, ERGAS, Q2n, SCC; HMIF: PSNR, SSIM, SAM,
 ERGAS); ``--a`` (low-res MS) with ``--b`` (PAN) gives full-resolution D_lambda, D_s, HQNR.
 
+Benchmark suites (``--suite vifb|mefb|pan``): the toolbox's metric set in its published order and colour
+protocol (:mod:`fusion.metrics.suites`), e.g. ``python -m fusion metrics --suite vifb --a VIS --b IR --fused M``.
+Fusion images: ``--bit-depth 8`` (default: 8-bit files only), ``16`` (16-bit PNG/TIFF, mapped from ``--range``,
+default 0,65535, to 0..255) or ``float`` (float TIFF, ``--range LO,HI`` required); a file of another bit depth
+or with values outside ``--range`` is reported as an error, never clipped. Pansharpening suite: arrays in sensor
+DN; ``--cut 21`` applies the toolbox's border cut, ``--threshold`` its clipping of F to [0, 2^bits]
+(``--bits``), both off unless asked for; normalised [0, 1] data need ``--max-value`` (DN peak) explicitly.
+
 Output: a progress bar, a table of mean +- std (rows metrics, columns methods) (population std), and with ``--out`` a CSV of every
 image (columns method, image, metrics...) followed by ``mean`` and ``std`` rows per method. Missing or
 size-mismatched files are reported by name and skipped.
@@ -51,49 +59,11 @@ class MetricsReport:
 
 
 # ---------------------------------------------------------------- reading
-def read_image(path: Path) -> np.ndarray:
-    """HxW (grey) or HxWx3 array of an image file on the 0..255 scale.
+def read_image(path: Path, bit_depth: str = "8", value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """HxW (grey) or HxWx3 image on the 0..255 scale (:func:`fusion.metrics.imageio.read_fusion_image`)."""
+    from fusion.metrics.imageio import read_fusion_image
 
-    8-bit images come back as uint8. 16-bit images (PNG/TIFF ``I;16``, or ``I`` with values above 255)
-    are scaled by 255/65535 to float64, keeping their precision; float images (``F``) with values in
-    [0, 1] are multiplied by 255 and those in [0, 255] kept. Anything else (NaN, negative or larger
-    values, images over Pillow's decompression-bomb limit) raises a ValueError naming the file.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-                arr = np.asarray(img, dtype=np.float64)
-            else:
-                arr = np.asarray(img if mode in ("L", "RGB") else img.convert("RGB"))
-    except Image.DecompressionBombError as err:
-        raise ValueError(f"{path}: image too large to read safely ({err})") from err
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"{path}: cannot decode image ({err})") from err
-    if arr.dtype == np.float64:
-        arr = _to_255_scale(arr, mode, path)
-    if arr.ndim == 3 and np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2]):
-        arr = arr[..., 0]  # grey stored as 3 channels
-    return arr
-
-
-def _to_255_scale(arr: np.ndarray, mode: str, path: Path) -> np.ndarray:
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{path}: {int((~np.isfinite(arr)).sum())} pixels are NaN or infinite")
-    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
-    if mode.startswith("I;16") or (mode == "I" and 255 < hi <= 65535 and lo >= 0):
-        return arr * (255.0 / 65535.0)
-    if mode == "I" and 0 <= lo and hi <= 255:
-        return arr
-    if mode == "F" and 0 <= lo and hi <= 1.0:
-        return arr * 255.0
-    if mode == "F" and 0 <= lo and hi <= 255.0:
-        return arr
-    raise ValueError(f"{path}: {mode} image with values in [{lo:g}, {hi:g}]; expected 8/16-bit integers or "
-                     "floats in [0, 1] or [0, 255]")
+    return read_fusion_image(path, bit_depth, value_range)
 
 
 def read_array(path: Path, role: str = "fused") -> np.ndarray:
@@ -166,11 +136,27 @@ def _method_names(fused: list[Path]) -> list[str]:
 
 # ---------------------------------------------------------------- scoring
 def run_metrics(task: str, fused: list[Path], a: Path | None = None, b: Path | None = None, ref: Path | None = None,
-                *, color: str = "gray", ratio: int = 4, sensor: str | None = None, max_value: float = 2047,
+                *, color: str | None = None, ratio: int = 4, sensor: str | None = None, max_value: float = 2047,
                 metrics: list[str] | None = None, lpips_weights: Path | None = None, progress: bool = True,
-                a_suffix: str = "", b_suffix: str = "") -> MetricsReport:
-    """Score every method folder in ``fused``; never stops on a missing or mismatched file (see ``problems``)."""
+                a_suffix: str = "", b_suffix: str = "", suite: str | None = None, bit_depth: str = "8",
+                value_range: tuple[float, float] | None = None, cut: int = 0, threshold: bool = False,
+                bits: int = 11, dn_scale: float | None = None) -> MetricsReport:
+    """Score every method folder in ``fused``; never stops on a missing or mismatched file (see ``problems``).
+
+    With ``suite`` (vifb, mefb, pan) the rows hold that suite's metrics in its order; ``color="gray"`` then
+    converts every image with rgb2gray first, None (default) keeps the suite's own colour protocol; without a
+    suite None means "gray".
+    """
     from fusion.metrics import fusion_metrics, hmif_metrics, pansharpening_metrics
+    from fusion.metrics.suites import SUITES, mefb_suite, pan_suite, vifb_suite
+
+    if suite is not None:
+        if suite not in SUITES:
+            raise ValueError(f"--suite must be one of {list(SUITES)}, got {suite!r}")
+        if suite == "pan" and task not in SHARPEN_TASKS:
+            task = "pan"
+        if suite in ("vifb", "mefb") and task not in FUSION_TASKS:
+            raise ValueError(f"--suite {suite} scores two-source fusion (--task vif/mif/mef/mff), not {task!r}")
 
     if task not in FUSION_TASKS + SHARPEN_TASKS:
         raise ValueError(f"--task must be one of {FUSION_TASKS + SHARPEN_TASKS}, got {task!r}")
@@ -211,14 +197,43 @@ def run_metrics(task: str, fused: list[Path], a: Path | None = None, b: Path | N
             if bp is None:
                 report.problems.append(f"missing source b for {stem!r} in {b}")
                 return None
-            fi, ai, bi = read_image(fp), read_image(ap), read_image(bp)
+            fi, ai, bi = (read_image(x, bit_depth, value_range) for x in (fp, ap, bp))
             for nm, arr, p in (("a", ai, ap), ("b", bi, bp)):
                 if arr.shape[:2] != fi.shape[:2]:
                     report.problems.append(f"{method}: size mismatch for {stem!r}: fused {fp.name} {fi.shape[:2]} "
                                            f"vs {nm} {p.name} {arr.shape[:2]}")
                     return None
-            return fusion_metrics(fi, ai, bi, color=color, metrics=metrics, lpips_weights=lpips_weights)
+            if suite is not None:
+                if color == "gray":
+                    from fusion.metrics import rgb2gray
+
+                    fi, ai, bi = (rgb2gray(x) if x.ndim == 3 else x for x in (fi, ai, bi))
+                fn = vifb_suite if suite == "vifb" else mefb_suite
+                return fn(fi, ai, bi, metrics)
+            return fusion_metrics(fi, ai, bi, color=color or "gray", metrics=metrics, lpips_weights=lpips_weights)
         fi = read_array(fp, "fused")
+        if suite == "pan":
+            arrays = {"fused": fi}
+            if ref is not None:
+                rp = _lookup(idx["ref"], Path(ref), stem)
+                if rp is None:
+                    report.problems.append(f"missing reference for {stem!r} in {ref}")
+                    return None
+                arrays["ref"] = read_array(rp, "ref")
+            if a is not None and b is not None:
+                mp, pp = _lookup(idx["a"], Path(a), stem), _lookup(idx["b"], Path(b), stem)
+                if mp is None or pp is None:
+                    report.problems.append(f"missing MS/PAN for {stem!r} (full-resolution metrics skipped)")
+                else:
+                    arrays["ms"], arrays["pan"] = read_array(mp, "ms"), read_array(pp, "pan")
+            normalised = all(np.asarray(v).dtype.kind == "f" and np.asarray(v).max() <= 1.0 for v in arrays.values())
+            if normalised and dn_scale is None:
+                raise ValueError("the arrays look normalised to [0, 1]; the toolbox works in sensor DN: pass "
+                                 "--max-value (the DN peak, e.g. 2047) to scale them explicitly")
+            if dn_scale is not None:
+                arrays = {k: np.asarray(v, dtype=np.float64) * dn_scale for k, v in arrays.items()}
+            return pan_suite(arrays["fused"], arrays.get("ref"), ms=arrays.get("ms"), pan=arrays.get("pan"),
+                             ratio=ratio, sensor=sensor, bits=bits, cut=cut, threshold=threshold)
         out: dict[str, float] = {}
         if ref is not None:
             rp = _lookup(idx["ref"], Path(ref), stem)
@@ -307,7 +322,10 @@ def print_report(report: MetricsReport, console: Any = None) -> None:
     from rich.table import Table
 
     from fusion.metrics import LOWER_IS_BETTER
+    from fusion.metrics.suites import SUITE_LOWER_IS_BETTER
     from manifests.io import printable
+
+    lower = LOWER_IS_BETTER | SUITE_LOWER_IS_BETTER
 
     console = console or Console()
     table = Table(title="metrics (mean ± std; ↓ lower is better)")
@@ -321,7 +339,7 @@ def print_report(report: MetricsReport, console: Any = None) -> None:
         for method in methods:
             st = report.summary[method].get(k)
             cells.append(f"{st[0]:.4f} ± {st[1]:.4f}" if st else "-")
-        table.add_row(k + (" ↓" if k in LOWER_IS_BETTER else ""), *cells)
+        table.add_row(k + (" ↓" if k in lower else ""), *cells)
     console.print(table)
     for msg in report.problems:
         console.print(f"[yellow]warning:[/yellow] {escape(printable(msg))}", highlight=False)
@@ -339,10 +357,21 @@ def register(app: Any) -> None:
         fused: list[Path] = typer.Option(..., "--fused", help="a method's fused folder/file; repeat per method"),
         ref: Path | None = typer.Option(None, "--ref", help="pan/hmif reference folder/file (reduced resolution)"),
         out: Path | None = typer.Option(None, "--out", help="CSV file of per-image values and mean/std rows"),
-        color: str = typer.Option("gray", "--color", help="gray (rgb2gray, default) or per_channel (VIFB)"),
+        color: str = typer.Option("auto", "--color", help="gray (rgb2gray) or per_channel (VIFB); auto (default): "
+                                  "gray, or with --suite that benchmark's own colour protocol"),
         ratio: int = typer.Option(4, "--ratio", help="pan/hmif resolution ratio"),
         sensor: str | None = typer.Option(None, "--sensor", help="pan sensor for MTF gains (QB, IKONOS, GeoEye1, WV2, WV3)"),
-        max_value: float = typer.Option(2047.0, "--max-value", help="sensor DN peak for normalised pan data"),
+        max_value: float | None = typer.Option(None, "--max-value",
+                                               help="sensor DN peak for normalised pan data (default 2047; "
+                                                    "the pan suite scales only when this is given)"),
+        suite: str | None = typer.Option(None, "--suite", help="vifb, mefb or pan: that benchmark's metric "
+                                         "set, order and colour protocol"),
+        bit_depth: str = typer.Option("8", "--bit-depth", help="fusion images: 8 (default), 16 or float"),
+        value_range: str | None = typer.Option(None, "--range", help="LO,HI of 16-bit/float images, mapped "
+                                               "to 0..255 (values outside are an error)"),
+        cut: int = typer.Option(0, "--cut", help="pan suite: toolbox border cut dim_cut (21 in its demos)"),
+        threshold: bool = typer.Option(False, "--threshold", help="pan suite: clip F to [0, 2^bits] first"),
+        bits: int = typer.Option(11, "--bits", help="pan suite: radiometric resolution L for --threshold"),
         metric: list[str] | None = typer.Option(None, "--metric", help="compute only these fusion metrics"),
         lpips_weights: Path | None = typer.Option(None, "--lpips-weights", help="local LPIPS backbone state dict"),
         a_suffix: str = typer.Option("", "--a-suffix", help="name suffix of A files to strip when matching (e.g. -A)"),
@@ -354,12 +383,24 @@ def register(app: Any) -> None:
         from fusion.metrics import LPIPS_SKIP_MESSAGE
 
         console = Console()
-        if task in FUSION_TASKS and lpips_weights is None:
+        if task in FUSION_TASKS and lpips_weights is None and suite is None:
             console.print(f"[dim]{LPIPS_SKIP_MESSAGE}[/dim]")
         try:
+            vrange = None
+            if value_range is not None:
+                parts = value_range.split(",")
+                if len(parts) != 2:
+                    raise ValueError(f"--range must be LO,HI, got {value_range!r}")
+                vrange = (float(parts[0]), float(parts[1]))
+            if color not in ("auto", "gray", "per_channel"):
+                raise ValueError(f"--color must be auto, gray or per_channel, got {color!r}")
+            if color == "auto":
+                color = None
             report = run_metrics(task, list(fused), a, b, ref, color=color, ratio=ratio, sensor=sensor,
-                                 max_value=max_value, metrics=metric or None, lpips_weights=lpips_weights,
-                                 a_suffix=a_suffix, b_suffix=b_suffix)
+                                 max_value=2047.0 if max_value is None else max_value, metrics=metric or None,
+                                 lpips_weights=lpips_weights, a_suffix=a_suffix, b_suffix=b_suffix, suite=suite,
+                                 bit_depth=bit_depth, value_range=vrange, cut=cut, threshold=threshold,
+                                 bits=bits, dn_scale=max_value)
         except (ValueError, FileNotFoundError) as err:
             raise typer.BadParameter(str(err)) from err
         print_report(report, console)

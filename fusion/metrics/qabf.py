@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import conv2_same
+from ._common import conv2_same, memo_by_content
 
 # Constants of the toolbox (L = 1)
 TG, KG, DG = 0.9994, -15.0, 0.5
@@ -12,12 +12,15 @@ _SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)
 _SOBEL_Y = np.array([[1, 2, 1], [0, 0, 0], [-1, -2, -1]], dtype=np.float64)
 
 
+@memo_by_content()
 def _strength_orientation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sx = conv2_same(x, _SOBEL_X)
     sy = conv2_same(x, _SOBEL_Y)
     g = np.sqrt(sx * sx + sy * sy)
     with np.errstate(divide="ignore", invalid="ignore"):
         alpha = np.where(sx == 0, np.pi / 2, np.arctan(sy / np.where(sx == 0, 1.0, sx)))
+    g.setflags(write=False)
+    alpha.setflags(write=False)
     return g, alpha
 
 
@@ -35,7 +38,7 @@ def qabf(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     Sobel by MATLAB ``conv2(.., 'same')`` (zero padding), g = sqrt(sx^2 + sy^2), alpha = atan(sy/sx)
     (not atan2; pi/2 where sx == 0). G_XF = gF/gX where gX > gF, **gF where gX == gF** (toolbox quirk,
     kept), else gX/gF; A_XF = 1 - |alpha_X - alpha_F| / (pi/2); sigmoids with Tg = 0.9994, kg = -15,
-    Dg = 0.5, Ta = 0.9879, ka = -22, Da = 0.8 (SPEC Appendix A). Because of the constants and the quirk
+    Dg = 0.5, Ta = 0.9879, ka = -22, Da = 0.8. Because of the constants and the quirk
     F == A == B gives at most Tg Ta / (1 + exp(ka (1 - Da))) ~= 0.9753, not 1.
     """
     ga, aa = _strength_orientation(a)

@@ -19,8 +19,8 @@ from fusion.baselines.pan_cs import brovey, gram_schmidt
 from fusion.baselines.pan_interp import exp_method
 from fusion.baselines.pan_mra import mtf_glp_hpm
 from fusion.baselines.simple import average, choose_max
+from rwkvfusion_io.tasks import FUSION_TASKS
 
-FUSION_TASKS: tuple[str, ...] = ("vif", "mif", "mef", "mff")
 PAN_TASKS: tuple[str, ...] = ("pan",)
 
 

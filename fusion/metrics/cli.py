@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+from rwkvfusion_io.images import IMAGE_EXTS
+from rwkvfusion_io.tasks import FUSION_TASKS, SPECTRAL_TASKS
+
 ARRAY_EXTS = (".npy", ".mat", ".tif", ".tiff")
-FUSION_TASKS = ("vif", "mif", "mef", "mff")
-SHARPEN_TASKS = ("pan", "hmif")
 _MAT_NAMES = {
     "fused": ("I_F", "fused", "I_Fus", "sr", "SR", "output", "out"),
     "ref": ("I_GT", "gt", "GT", "I_MS", "ref"),
@@ -153,13 +153,13 @@ def run_metrics(task: str, fused: list[Path], a: Path | None = None, b: Path | N
     if suite is not None:
         if suite not in SUITES:
             raise ValueError(f"--suite must be one of {list(SUITES)}, got {suite!r}")
-        if suite == "pan" and task not in SHARPEN_TASKS:
+        if suite == "pan" and task not in SPECTRAL_TASKS:
             task = "pan"
         if suite in ("vifb", "mefb") and task not in FUSION_TASKS:
             raise ValueError(f"--suite {suite} scores two-source fusion (--task vif/mif/mef/mff), not {task!r}")
 
-    if task not in FUSION_TASKS + SHARPEN_TASKS:
-        raise ValueError(f"--task must be one of {FUSION_TASKS + SHARPEN_TASKS}, got {task!r}")
+    if task not in FUSION_TASKS + SPECTRAL_TASKS:
+        raise ValueError(f"--task must be one of {FUSION_TASKS + SPECTRAL_TASKS}, got {task!r}")
     if not fused:
         raise ValueError("give at least one --fused folder or file")
     report = MetricsReport()

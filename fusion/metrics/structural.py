@@ -45,7 +45,7 @@ def ssim_pair(x: np.ndarray, y: np.ndarray, data_range: float = 255.0) -> float:
 
 
 def ssim(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-    """SSIM = SSIM(A, F) + SSIM(B, F): a SUM over the two sources (VIFB ``metricsSsim``, seed 004).
+    """SSIM = SSIM(A, F) + SSIM(B, F): a SUM over the two sources (VIFB ``metricsSsim``; DTPF reports it this way).
 
     Window: normalised 11 x 11 Gaussian, sigma 1.5, 'valid'; K = (0.01, 0.03), L = 255; mean of the map.
     Identical images give 2. Divide by 2 for the averaged convention.

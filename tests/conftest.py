@@ -40,3 +40,31 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+# ---------------------------------------------------------- module fixtures shared by several test files
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory) -> Path:
+    from fusion.demo import build_demo_data
+
+    root = tmp_path_factory.mktemp("demo")
+    build_demo_data(root, tasks=["mef"])
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> Path:
+    from annotate.smoke import build_tiny_models
+
+    root = tmp_path_factory.mktemp("tiny") / "models"
+    build_tiny_models(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    from fusion.model.build import build_model
+    from fusion.train.checkpoint import export_checkpoint
+
+    torch.manual_seed(0)
+    return export_checkpoint(build_model("mef"), tmp_path_factory.mktemp("ckpt") / "checkpoint.pt")

@@ -1,10 +1,10 @@
 """Trainer: loss goes down, exact resume, DDP under torchrun, NaN batches skipped, corrupt samples named."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import copy_demo, tiny_run
 
 from fusion.train.checkpoint import load_checkpoint, save_atomic
 from fusion.train.sampling import ResumableSampler, SeededSamples
@@ -23,29 +24,8 @@ CPU = DistEnv(0, 1, 0, torch.device("cpu"))
 TINY = {"crop_size": (32, 32), "drop_path": 0.1}
 
 
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory) -> Path:
-    """The embedded MEF demo data, built once for this module."""
-    from fusion.demo import build_demo_data
-
-    root = tmp_path_factory.mktemp("demo")
-    build_demo_data(root, tasks=["mef"])
-    return root
-
-
-def _copy_demo(demo_root: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "demo"
-    shutil.copytree(demo_root, dst)
-    return dst
-
-
-def _tiny_run(demo_root: Path, out: Path, **kw):
-    from fusion.train.runner import run_training
-
-    args = dict(demo_dir=demo_root, steps=4, batch_size=2, overrides=TINY, evaluate=False, progress=False,
-                checkpoint_every=100, log_every=1, device="cpu")
-    args.update(kw)
-    return run_training("mef", out, **args)
+# the MEF demo data: the ``demo_root`` fixture of conftest.py; drop path on, so resume must restore its RNG too
+_tiny_run = functools.partial(tiny_run, steps=4, overrides=TINY)
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -188,7 +168,7 @@ def test_nan_batch_is_skipped_and_counted(demo_root, caplog, tmp_path):
 
 
 def test_corrupt_sample_is_skipped_and_named(demo_root, tmp_path, caplog):
-    root = _copy_demo(demo_root, tmp_path)
+    root = copy_demo(demo_root, tmp_path)
     from fusion.data import build_dataset
 
     victim = Path(build_dataset("mef", root / "mef", "train").samples[1].b)

@@ -27,8 +27,11 @@ def _fail(msg: str) -> None:
 def train(
     task: str = typer.Option(..., "--task", help=TASK_HELP),
     out: Path = typer.Option(None, "--out", help="run folder (default runs/<task>)"),
-    data: Path | None = typer.Option(None, "--data", help="dataset root; omitted = embedded demo data"),
+    data: list[Path] | None = typer.Option(None, "--data", help="dataset root (repeat for several; every "
+                                            "dataset found under it is used); omitted = embedded demo data"),
     manifest: Path | None = typer.Option(None, "--manifest", help="Parquet manifest (file or folder)"),
+    recipe: str | None = typer.Option(None, "--recipe", help="paper (Table 1, default with --data) | cpu "
+                                      "(2-core budget); numbers in fusion.config"),
     demo_dir: Path = typer.Option(Path("demo_data"), "--demo-dir", help="where the demo data lives / is built"),
     layout: str = typer.Option("auto", "--layout", help="dataset layout (auto-detected by default)"),
     steps: int | None = typer.Option(None, "--steps", help="total optimisation steps (overrides epochs)"),
@@ -52,6 +55,11 @@ def train(
     _setup_logging()
     if task not in TASKS:
         _fail(f"--task {task!r}: expected one of {', '.join(TASKS)}")
+    from fusion.config import RECIPES
+
+    if recipe is not None and recipe not in RECIPES:
+        _fail(f"--recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
+    data = list(data) if data else None
     if data is None and manifest is not None:
         _fail("--manifest needs --data (the demo data carries its own guidance)")
     overrides = {}
@@ -63,14 +71,16 @@ def train(
         overrides["crop_size"] = (h, w)
     from fusion.train.runner import run_training
 
-    summary = run_training(task, out or Path("runs") / task, data=data, manifest=manifest, demo_dir=demo_dir,
+    summary = run_training(task, out or Path("runs") / task, data=data, manifest=manifest, recipe=recipe,
+                           demo_dir=demo_dir,
                            layout=layout, steps=steps, epochs=epochs, batch_size=batch_size, device=device,
                            resume=resume, stop_after=stop_after, seed=seed, num_workers=workers,
                            checkpoint_every=checkpoint_every, log_every=log_every, overrides=overrides, evaluate=not no_eval,
                            progress=not no_progress)
     import os
     if int(os.environ.get("RANK", "0")) == 0:
-        brief = {k: summary[k] for k in ("steps", "skipped", "last_loss", "train_seconds", "checkpoint")
+        brief = {k: summary[k] for k in ("steps", "skipped", "last_loss", "train_seconds", "checkpoint",
+                                         "best_validation")
                  if k in summary}
         if "evaluation" in summary:
             brief["evaluation"] = summary["evaluation"]

@@ -29,6 +29,9 @@ class TaskConfig:
     out_channels: int = 1
     head: Literal["fusion", "residual"] = "fusion"   # Y head vs Conv3x3(..) + lms (SPEC 3.2)
     output_clamp: Literal["ste", "hard", "none"] = "ste"
+    # fusion head base: "none" = Conv3x3(res3conv(feat) + embedding) (SPEC 3.2); "mean" adds (A + B) / 2 and
+    # zero-initialises the head, so training starts from the average image (like the residual sharpening head)
+    fusion_base: Literal["none", "mean"] = "none"
     ratio: int = 1                 # spatial ratio LRMS -> PAN (pan/hmif: 4); informational for data/metrics
     # ---- architecture (Table 1)
     arch: Literal["unet", "plain"] = "unet"
@@ -72,6 +75,9 @@ class TaskConfig:
     # ---- losses (Eq. 19-20; SPEC 4)
     eta: tuple[float, float, float] = (10.0, 2.0, 20.0)  # intensity, SSIM, gradient
     gt_weight: float = 5.0         # + gt_weight * L1(F, GT) when a ground truth exists
+    # intensity term target: "sources" = Eq. 20, L1(F, A) + L1(F, B) (mask-aware for VIF); "max" = 2 L1(F, max(A, B))
+    # (the peers' target, SPEC 4: keeps the brighter source's contrast instead of pulling F to the average)
+    intensity_target: Literal["sources", "max"] = "sources"
     pan_lambda: float = 0.1        # Eq. 19: L1 + lambda * (1 - SSIM)
     ssim_window: int = 5
     ssim_sigma: float = 1.5
@@ -101,8 +107,12 @@ class TaskConfig:
             raise ValueError(f"TaskConfig.arch: {self.arch!r} not in ('unet', 'plain')")
         if self.head not in ("fusion", "residual"):
             raise ValueError(f"TaskConfig.head: {self.head!r} not in ('fusion', 'residual')")
+        if self.fusion_base not in ("none", "mean"):
+            raise ValueError(f"TaskConfig.fusion_base: {self.fusion_base!r} not in ('none', 'mean')")
         if self.output_clamp not in ("ste", "hard", "none"):
             raise ValueError(f"TaskConfig.output_clamp: {self.output_clamp!r} not in ('ste', 'hard', 'none')")
+        if self.intensity_target not in ("sources", "max"):
+            raise ValueError(f"TaskConfig.intensity_target: {self.intensity_target!r} not in ('sources', 'max')")
         if self.mask_kind not in ("none", "binary", "two", "onehot"):
             raise ValueError(f"TaskConfig.mask_kind: {self.mask_kind!r} not in none/binary/two/onehot")
         if self.mask_kind == "onehot" and self.mask_classes < 2:

@@ -50,6 +50,7 @@ class FusionLoss(nn.Module):
     """Eq. 20 (seed 000), fusion tasks; F = fused Y, A = ir/MRI/under/far, B = vis/SPECT/over/near:
 
     * intensity ``eta1 (L1(F, A) + L1(F, B))``; for VIF with a mask m, ``eta1 (L1(m F, m A) + L1((1-m) F, (1-m) B))``;
+      with ``intensity_target="max"`` (unmasked samples) ``eta1 * 2 L1(F, max(A, B))`` instead;
     * SSIM ``eta2 (wA (1 - SSIM(F, A)) + wB (1 - SSIM(F, B)))``, Gaussian window ``ssim_window`` (5), sigma
       ``ssim_sigma`` (1.5), wA = (g_A + e) / (g_A + g_B + 2e), wB = 1 - wA, with g_X the mean of S(X) per image
       (``weighting="image"``, default) or per pixel with SSIM maps (``weighting="pixel"``); e = 1e-4 keeps
@@ -60,8 +61,12 @@ class FusionLoss(nn.Module):
     """
 
     def __init__(self, task: str = "vif", eta: tuple[float, float, float] = (10.0, 2.0, 20.0), gt_weight: float = 5.0,
-                 ssim_window: int = 5, ssim_sigma: float = 1.5, weighting: str = "image", eps: float = 1e-4):
+                 ssim_window: int = 5, ssim_sigma: float = 1.5, weighting: str = "image", eps: float = 1e-4,
+                 intensity_target: str = "sources"):
         super().__init__()
+        if intensity_target not in ("sources", "max"):
+            raise ValueError(f"intensity_target must be 'sources' or 'max', got {intensity_target!r}")
+        self.intensity_target = intensity_target
         if weighting not in ("image", "pixel"):
             raise ValueError(f"weighting must be 'image' or 'pixel', got {weighting!r}")
         self.task, self.eta, self.gt_weight = task, tuple(float(e) for e in eta), float(gt_weight)
@@ -75,6 +80,8 @@ class FusionLoss(nn.Module):
         if mask is not None and self.task == "vif":
             m = _binary_mask(mask, out)
             intensity = F.l1_loss(m * out, m * a) + F.l1_loss((1 - m) * out, (1 - m) * b)
+        elif self.intensity_target == "max":
+            intensity = 2.0 * F.l1_loss(out, torch.maximum(a, b))
         else:
             intensity = F.l1_loss(out, a) + F.l1_loss(out, b)
         sa, sb, sf = sobel_abs(a), sobel_abs(b), sobel_abs(out)
@@ -137,4 +144,5 @@ def build_loss(cfg: Any) -> nn.Module:
                        ssim_sigma=getattr(cfg, "ssim_sigma", 1.5))
     return FusionLoss(task=task, eta=getattr(cfg, "eta", (10.0, 2.0, 20.0)), gt_weight=getattr(cfg, "gt_weight", 5.0),
                       ssim_window=getattr(cfg, "ssim_window", 5), ssim_sigma=getattr(cfg, "ssim_sigma", 1.5),
-                      weighting=str(extra.get("ssim_weighting", "image")))
+                      weighting=str(extra.get("ssim_weighting", "image")),
+                      intensity_target=getattr(cfg, "intensity_target", "sources"))

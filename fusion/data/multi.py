@@ -53,7 +53,7 @@ def discover_datasets(task: str, roots: Sequence[str | Path], split: str = "trai
         if not root.is_dir():
             raise FileNotFoundError(f"training root {root} does not exist or is not a directory")
 
-        def walk(folder: Path, depth: int) -> None:
+        def walk(folder: Path, depth: int, root: Path = root) -> None:
             records = _try_list(task, folder, split)
             if records:
                 rel = folder.relative_to(root).as_posix()
@@ -63,7 +63,7 @@ def discover_datasets(task: str, roots: Sequence[str | Path], split: str = "trai
             if depth >= MAX_DEPTH:
                 return
             for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                walk(sub, depth + 1)
+                walk(sub, depth + 1, root)
 
         walk(root, 0)
     if not found:

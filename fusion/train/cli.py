@@ -133,13 +133,17 @@ def fuse(
     out: Path = typer.Option(..., "--out", help="output image (one pair) or folder"),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="trained model"),
     method: str | None = typer.Option(None, "--method", help="classical baseline instead of a checkpoint"),
+    task: str | None = typer.Option(None, "--task", help="vif | mif | mef | mff: the bundled model of the task "
+                                    "(used when neither --checkpoint nor --method is given)"),
     manifest: Path | None = typer.Option(None, "--manifest", help="manifest with captions/masks (guidance)"),
     device: str | None = typer.Option(None, "--device"),
 ) -> None:
     """Fuse registered image pairs (files, or folders matched by name); colour restored, size kept."""
     _setup_logging()
-    if (checkpoint is None) == (method is None):
-        _fail("give exactly one of --checkpoint PATH or --method NAME")
+    if checkpoint is not None and method is not None:
+        _fail("give only one of --checkpoint PATH, --method NAME or --task TASK (bundled model)")
+    if checkpoint is None and method is None and task is None:
+        _fail("give --task TASK (the bundled model), --checkpoint PATH or --method NAME")
     from fusion.train.inference import fuse_files, pair_inputs
 
     try:
@@ -164,7 +168,20 @@ def fuse(
         from fusion.train.distributed import resolve_device
         from fusion.train.inference import load_model, model_fuse_y
 
-        model, ckpt = load_model(checkpoint, resolve_device(device))
+        if checkpoint is None:  # the bundled model of --task
+            from fusion.config import FUSION_TASKS
+            from fusion.pretrained import NoBundledModel, load_pretrained
+
+            if task not in FUSION_TASKS:
+                _fail(f"--task {task!r}: `fuse` fuses image pairs of {', '.join(FUSION_TASKS)}")
+            try:
+                model = load_pretrained(task, resolve_device(device))
+            except NoBundledModel as err:
+                _fail(str(err))
+        else:
+            model, _ckpt = load_model(checkpoint, resolve_device(device))
+            if task is not None and model.cfg.task != task:
+                _fail(f"--task {task} but checkpoint {checkpoint} is a {model.cfg.task} model")
         if not model.cfg.is_fusion:
             _fail(f"checkpoint {checkpoint} is a {model.cfg.task} model; `fuse` handles vif/mif/mef/mff")
         fuse_y = model_fuse_y(model)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 from fusion.train.distributed import DistEnv, barrier, cleanup, init_distributed

@@ -34,7 +34,9 @@ def main(task: str = typer.Option(..., "--task"), data: list[Path] = typer.Optio
     from fusion.config import get_recipe
     from fusion.train.runner import run_training
 
-    names = [n for n in only.split(",") if n] or list(ABLATIONS)
+    names = [n for n in only.split(",") if n and n != "baselines"] or list(ABLATIONS)
+    if "baselines" in only.split(","):
+        names = [n for n in only.split(",") if n and n != "baselines"]
     rec = get_recipe(task, "cpu")
     base: dict[str, Any] = {"crop_size": (crop, crop)}
     if task == "mif":  # exact windows of the 256x256 slices (no resampling), as the CPU recipe
@@ -43,6 +45,10 @@ def main(task: str = typer.Option(..., "--task"), data: list[Path] = typer.Optio
     root.mkdir(parents=True, exist_ok=True)
     results_path = root / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else []
+    if "baselines" in only.split(","):
+        results = [r for r in results if not r["setting"].startswith("baseline:")] + baseline_rows(task, data, rec)
+        results_path.write_text(json.dumps(results, indent=2))
+        write_markdown(results, root / "results.md")
     for name in names:
         over = {**base, **ABLATIONS[name]}
         if "crop_size" in ABLATIONS[name] and task == "mif":
@@ -58,6 +64,24 @@ def main(task: str = typer.Option(..., "--task"), data: list[Path] = typer.Optio
         results_path.write_text(json.dumps(results, indent=2))
         write_markdown(results, root / "results.md")
         typer.echo(json.dumps(row))
+
+
+def baseline_rows(task: str, data: list[Path], rec: Any) -> list[dict[str, Any]]:
+    """The classical baselines scored on the same validation pairs (reference rows of the table)."""
+    from fusion.baselines import methods_for
+    from fusion.config import get_config
+    from fusion.data.multi import MultiDataset
+    from fusion.train.validate import validate
+
+    val = MultiDataset(task, data, "val", cfg=get_config(task))
+    rows = []
+    for spec in methods_for(task):
+        t0 = time.perf_counter()
+        res = validate(spec.fn, val, max_pairs=rec.val_max_pairs, max_side=rec.val_max_side)
+        rows.append({"setting": f"baseline:{spec.name}", "overrides": {}, "steps": 0, "batch": 0,
+                     "minutes": round((time.perf_counter() - t0) / 60, 1), "last_loss": None,
+                     "val": {"step": 0, **res["mean"]}})
+    return rows
 
 
 def write_markdown(results: list[dict[str, Any]], path: Path) -> None:

@@ -53,16 +53,19 @@ def validation_indices(dataset: Any, max_pairs: int) -> dict[str, list[int]]:
 
 
 @torch.no_grad()
-def validate(model: nn.Module, dataset: Any, *, max_pairs: int = 16, max_side: int = 512,
+def validate(model: nn.Module | Any, dataset: Any, *, max_pairs: int = 16, max_side: int = 512,
              metrics: tuple[str, ...] = VAL_METRICS) -> dict[str, Any]:
-    """Scores of ``model`` on the validation ``dataset``: {"score", "per_dataset": {name: {metric: mean}},
-    "mean": {metric: mean over datasets}, "pairs", "seconds"}."""
+    """Scores of ``model`` (a network, or a classical ``fn(ya, yb) -> y`` on [H, W] arrays) on the validation
+    ``dataset``: {"score", "per_dataset": {name: {metric: mean}}, "mean": {metric: mean over datasets},
+    "pairs", "seconds"}."""
     from fusion.metrics import fusion_metrics
     from fusion.train.inference import run_model
 
     t0 = time.perf_counter()
-    was_training = model.training
-    model.eval()
+    is_net = isinstance(model, nn.Module)
+    was_training = model.training if is_net else False
+    if is_net:
+        model.eval()
     per_dataset: dict[str, dict[str, float]] = {}
     n = 0
     with torch.random.fork_rng(devices=[]):
@@ -71,11 +74,15 @@ def validate(model: nn.Module, dataset: Any, *, max_pairs: int = 16, max_side: i
             for i in idx:
                 s = dataset[i]
                 a, b = _downscale(s["a"], max_side), _downscale(s["b"], max_side)
-                f = run_model(model, a[None], b[None])[0, 0].cpu().numpy()
+                if is_net:
+                    f = run_model(model, a[None], b[None])[0, 0].cpu().numpy()
+                else:
+                    f = np.clip(np.asarray(model(a[0].numpy(), b[0].numpy()), dtype=np.float32), 0, 1)
                 rows.append(fusion_metrics(f * 255.0, a[0].numpy() * 255.0, b[0].numpy() * 255.0, metrics=metrics))
                 n += 1
             per_dataset[name] = {m: float(np.nanmean([r[m] for r in rows])) for m in metrics}
-    model.train(was_training)
+    if is_net:
+        model.train(was_training)
     mean = {m: float(np.mean([d[m] for d in per_dataset.values()])) for m in metrics}
     return {"score": mean[SELECT_METRIC], "select_metric": SELECT_METRIC, "mean": mean,
             "per_dataset": per_dataset, "pairs": n, "seconds": time.perf_counter() - t0}

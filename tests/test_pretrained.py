@@ -154,3 +154,16 @@ def test_real_training_roots_are_discovered():
     assert names == ["llvip", "msrs", "roadscene"]
     mif = [f.name for f in discover_datasets("mif", [SHARED / "train" / "mif"])]
     assert mif == ["harvard/CT-MRI", "harvard/PET-MRI", "harvard/SPECT-MRI"]
+
+
+def test_demo_report_without_shared_data_uses_embedded_pairs(tmp_path, monkeypatch):
+    import fusion.pretrained as P
+    from fusion.pretrained.demo import run_demo
+
+    monkeypatch.setattr(P, "WEIGHTS_DIR", tmp_path / "empty")
+    report = run_demo(tmp_path / "demo", data=tmp_path / "absent", demo_dir=tmp_path / "dd", pairs=1,
+                      max_side=64, tasks=("mif",))
+    res = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert "embedded demo pairs" in res["mif"]["source"] and "no bundled model" in res["mif"]["note"]
+    assert set(res["mif"]["summary"]) == {"average", "choose-max", "laplacian", "gff"}
+    assert "MIF" in report.read_text()

@@ -82,7 +82,8 @@ def run_demo(out: Path, *, data: Path | None, demo_dir: Path, pairs: int = 3, ma
             stem = pid.replace("/", "_")
             cells = [("source a", write_image(out / task / f"{stem}_a.png", a)),
                      ("source b", write_image(out / task / f"{stem}_b.png", b))]
-            grey = lambda x: rgb2gray(x * 255.0) if x.ndim == 3 else x * 255.0  # noqa: E731
+            grey = lambda x: (rgb2gray(x * 255.0) if x.ndim == 3 and x.shape[2] == 3  # noqa: E731
+                              else x.reshape(x.shape[:2]) * 255.0)
             for m, fn in methods.items():
                 f = fuse_arrays(fn, a, b)
                 cells.append((m, write_image(out / task / f"{stem}_{m}.png", f)))

@@ -283,6 +283,8 @@ class TrainRecipe:
     val_every: int = 1000          # steps between validations of the EMA weights (the best is kept)
     val_max_pairs: int = 16        # validation pairs per dataset
     val_max_side: int = 512        # validation pairs area-downscaled to this longer side
+    # further TaskConfig fields this recipe changes (loss/head choices justified in docs/ablations.md)
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if (self.steps is None) == (self.epochs is None):
@@ -296,10 +298,12 @@ class TrainRecipe:
     def config_overrides(self) -> dict[str, Any]:
         """The ``TaskConfig`` fields this recipe sets for training."""
         return {"crop_size": self.crop_size, "crop_scale": self.crop_scale, "crop_ratio": self.crop_ratio,
-                "drop_path": self.drop_path, "batch_size": self.batch_size, "lr": self.lr, "min_lr": self.min_lr}
+                "drop_path": self.drop_path, "batch_size": self.batch_size, "lr": self.lr, "min_lr": self.min_lr,
+                **self.overrides}
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else
+                         {k: list(x) if isinstance(x, tuple) else x for k, x in v.items()} if isinstance(v, dict) else v)
                 for f in dataclasses.fields(self)}
 
 

@@ -3,8 +3,17 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# CPU wheel by default; GPU users: make install TORCH_SPEC="torch==2.13.0 --index-url <cuda index>"
+# torch: with no NVIDIA GPU the CPU build from TORCH_CPU_INDEX (the default index when that is unreachable),
+# with one the default index's build; an explicit TORCH_SPEC is installed as given, e.g.
+# make install TORCH_SPEC="torch==2.13.0 --index-url <cuda index>"
 TORCH_SPEC ?= torch==2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+# seconds to wait for TORCH_CPU_INDEX before using the default index
+TORCH_INDEX_TIMEOUT ?= 5
+# 1 when an NVIDIA GPU driver is present (nvidia-smi or /proc/driver/nvidia); override with HAVE_NVIDIA=0/1
+HAVE_NVIDIA ?= $(shell if command -v nvidia-smi >/dev/null 2>&1 || test -e /proc/driver/nvidia; then echo 1; else echo 0; fi)
+# DRY_RUN=1: `make install-torch` prints the pip command it chose instead of running it
+DRY_RUN ?=
 TASK ?= mef
 DEMO_DIR ?= demo_data
 DATA ?=
@@ -30,10 +39,11 @@ export MALLOC_TOP_PAD_ ?= 1073741824
 # one process by default; NPROC>1 launches torchrun (DDP for training, one shard per rank for annotation)
 LAUNCH = $(if $(filter 1,$(NPROC)),$(PY),$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC))
 
-.PHONY: help install test test-fast lint demo-data demo annotate annotate-smoke train evaluate fuse bench bench-kernels clean
+.PHONY: help install install-torch test test-fast lint demo-data demo annotate annotate-smoke train evaluate fuse bench bench-kernels clean
 
 help:
-	@echo "install        create $(VENV), install $(TORCH_SPEC) then this project (editable, with dev extras)"
+	@echo "install        create $(VENV), install torch (CPU build without an NVIDIA GPU) then this project (editable, dev extras)"
+	@echo "install-torch  only the torch step of install (DRY_RUN=1 prints the chosen command)"
 	@echo "test           run the test suite (what CI runs)"
 	@echo "lint           ruff check"
 	@echo "demo-data      build the embedded demo datasets into DEMO_DIR=$(DEMO_DIR)"
@@ -51,8 +61,28 @@ $(PY):
 	$(PY) -m pip install --upgrade pip
 
 install: $(PY)
-	$(PY) -m pip install $(TORCH_SPEC)
+	@$(MAKE) --no-print-directory install-torch
 	$(PY) -m pip install -e '.[dev]'
+
+# Picks where torch comes from and says so; see TORCH_SPEC / TORCH_CPU_INDEX / HAVE_NVIDIA above.
+install-torch:
+	@run() { echo "+ $$*"; if [ -z "$(DRY_RUN)" ]; then "$$@"; fi; }; \
+	if [ "$(origin TORCH_SPEC)" != file ]; then \
+	  echo "torch: installing TORCH_SPEC as given: $(TORCH_SPEC)"; \
+	  run $(PY) -m pip install $(TORCH_SPEC); \
+	elif [ "$(HAVE_NVIDIA)" = 1 ]; then \
+	  echo "torch: NVIDIA GPU found; installing $(TORCH_SPEC) from the default package index (CUDA build)"; \
+	  run $(PY) -m pip install $(TORCH_SPEC); \
+	elif $(PYTHON) -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))' \
+	     "$(TORCH_CPU_INDEX)/torch/" "$(TORCH_INDEX_TIMEOUT)" >/dev/null 2>&1; then \
+	  echo "torch: no NVIDIA GPU; installing the CPU build of $(TORCH_SPEC) from $(TORCH_CPU_INDEX)"; \
+	  run $(PY) -m pip install --index-url $(TORCH_CPU_INDEX) --timeout 20 --retries 1 $(TORCH_SPEC) || { \
+	    echo "torch: $(TORCH_CPU_INDEX) failed; installing $(TORCH_SPEC) from the default package index"; \
+	    run $(PY) -m pip install $(TORCH_SPEC); }; \
+	else \
+	  echo "torch: no NVIDIA GPU; $(TORCH_CPU_INDEX) is unreachable, installing $(TORCH_SPEC) from the default package index"; \
+	  run $(PY) -m pip install $(TORCH_SPEC); \
+	fi
 
 test:
 	$(PY) -m pytest -q
@@ -61,7 +91,7 @@ test-fast:
 	$(PY) -m pytest -q -m "not slow and not distributed"
 
 lint:
-	$(PY) -m ruff check annotate fusion kernels manifests tests
+	$(PY) -m ruff check annotate fusion kernels manifests rwkvfusion_io tests
 
 demo-data:
 	$(PY) -m fusion demo-data --out $(DEMO_DIR)

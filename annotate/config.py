@@ -16,8 +16,9 @@ from typing import Any, Literal
 
 import yaml
 
+from rwkvfusion_io.tasks import TASKS
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-TASKS: tuple[str, ...] = ("vif", "mif", "mef", "mff", "pan", "hmif")
 ROLES: tuple[str, ...] = ("captioner", "text_encoder", "detector", "segmenter")
 
 

@@ -8,7 +8,7 @@ are missing, unreadable, corrupt or of different sizes becomes an error row nami
 problem; so does a sample on which a model fails, and the run goes on.
 
 Pansharpening / HMIF containers (``.h5`` / ``.mat``, :mod:`annotate.discover`) are read with
-:mod:`fusion.data.spectral` (the training readers: PanCollection h5 samples as stored, ``.mat`` scenes
+:mod:`rwkvfusion_io.spectral` (the training readers: PanCollection h5 samples as stored, ``.mat`` scenes
 Wald-reduced), so the captioned images are the model's inputs: ``a`` = the upsampled low-res MS/HS
 ``lms`` as an RGB preview, ``b`` = PAN as grey (or the HR-MSI as an RGB preview), both
 :func:`spectral_preview`.
@@ -29,9 +29,9 @@ from annotate.config import AnnotateConfig, config_hash
 from annotate.discover import Sample
 from annotate.merge import class_map, merge_instances
 from annotate.models.base import Detections, chunks
+from rwkvfusion_io.tasks import SPECTRAL_RATIO, SPECTRAL_TASKS
 
 SOURCES = ("a", "b")
-SPECTRAL_TASKS = ("pan", "hmif")
 
 
 class SampleError(Exception):
@@ -64,6 +64,9 @@ def load_image(path: Path | None, rel: str | None, side: str) -> Any:
         raise SampleError(f"{rel}: cannot read image ({type(e).__name__}: {detail})") from e
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / float sources: min-max to 8 bit
         arr = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr)).sum())
+            raise SampleError(f"{rel}: {bad} of {arr.size} pixels are NaN or infinite")
         lo, hi = float(arr.min()), float(arr.max())
         arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
         image = Image.fromarray(arr.round().astype(np.uint8), mode="L")
@@ -132,7 +135,7 @@ def _mat_rgb_indexes(path: Path, n_bands: int) -> tuple[int, ...] | None:
 
 def load_spectral(s: Sample, task: str, ratio: int) -> tuple[Any, Any]:
     """RGB previews ``(a, b)`` of a ``.h5`` / ``.mat`` sample: ``lms`` and PAN / HR-MSI (:func:`spectral_preview`)."""
-    from fusion.data.spectral import SpectralRecord, read_h5, read_mat
+    from rwkvfusion_io.spectral import SpectralRecord, read_h5, read_mat
 
     assert s.path_a is not None
     rel = s.rel(s.path_a)
@@ -265,13 +268,16 @@ class Annotator:
     # ------------------------------------------------------------------------------------------ rows
     def _base(self, s: Sample) -> dict[str, Any]:
         from manifests import SCHEMA_VERSION, sha256_file
+        from manifests.io import printable
 
-        row: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "sample_id": s.sample_id, "dataset": self.dataset,
+        row: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "sample_id": printable(s.sample_id),
+                               "dataset": self.dataset,
                                "split": s.split, "task": self.cfg.task, "models": self.models,
                                "config_hash": self.config_hash, "package_version": self.version,
                                "created": self.created}
         for key, path in (("a", s.path_a), ("b", s.path_b), ("gt", s.path_gt)):
-            row[f"path_{key}"] = s.rel(path)
+            rel = s.rel(path)
+            row[f"path_{key}"] = None if rel is None else printable(rel)
             row[f"sha256_{key}"] = self._sha256(path, sha256_file) if path is not None and path.is_file() else None
         return row
 
@@ -284,20 +290,27 @@ class Annotator:
         return self._hashes[key]
 
     def error_row(self, s: Sample, message: str, width: int | None = None, height: int | None = None) -> dict[str, Any]:
+        from manifests.io import printable
+
         row = self._base(s)
-        row.update(status="error", error=message, width=width, height=height)
+        row.update(status="error", error=printable(message), width=width, height=height)
         return row
 
     def _load_item(self, s: Sample) -> _Item:
+        from manifests.io import printable
+
         if s.problem:
             raise SampleError(s.problem)
+        for path in (s.path_a, s.path_b, s.path_gt, s.path_label):
+            rel = s.rel(path) if path is not None else None
+            if rel is not None and printable(rel) != rel:
+                raise SampleError(f"{printable(rel)}: the file name is not valid UTF-8; rename it to annotate it")
         if s.spectral:
             if self.cfg.task not in SPECTRAL_TASKS:
                 raise SampleError(f"{s.rel(s.path_a)}: .h5/.mat containers hold pansharpening / HMIF data; "
                                   f"annotate them with --task pan or hmif, not {self.cfg.task}")
-            from fusion.config import get_config
 
-            ia, ib = load_spectral(s, self.cfg.task, get_config(self.cfg.task).ratio)
+            ia, ib = load_spectral(s, self.cfg.task, SPECTRAL_RATIO)
             return _Item(s, {"a": ia, "b": ib}, ia.size[0], ia.size[1])
         ia = load_image(s.path_a, s.rel(s.path_a), "a")
         ib = load_image(s.path_b, s.rel(s.path_b), "b")

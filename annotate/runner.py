@@ -100,6 +100,7 @@ def run_annotation(task: str, data: str | Path, out: str | Path, *, split: str |
     from annotate.discover import discover_samples
     from annotate.pipeline import Annotator
     from manifests import ManifestWriter, status_by_id
+    from manifests.io import printable
 
     rank, world, _ = dist_env()
     out = Path(out)
@@ -109,7 +110,7 @@ def run_annotation(task: str, data: str | Path, out: str | Path, *, split: str |
     sources.update(model_sources or {})
     if sources:
         cfg = load_config(task, config_path, _with_models(overrides, sources))
-    samples = discover_samples(data, split, label_dir=cfg.dataset_labels.dir if cfg.dataset_labels.enabled else None)
+    samples = discover_samples(data, split, task=task, label_dir=cfg.dataset_labels.dir if cfg.dataset_labels.enabled else None)
     distributed = _init_dist(world, device)
     try:
         annotator = Annotator(cfg, dataset=dataset or Path(data).resolve().name.lower(), device=device, dtype=dtype,
@@ -119,7 +120,8 @@ def run_annotation(task: str, data: str | Path, out: str | Path, *, split: str |
             _warn_other_configs(out, annotator.config_hash)
         skip_status = {"ok"} if redo_errors else {"ok", "error"}
         shard = [s for i, s in enumerate(samples) if i % world == rank]
-        todo = [s for s in shard if previous.get(s.sample_id) not in skip_status]
+        # rows store ids that UTF-8 cannot encode (undecodable file names) escaped: compare them that way
+        todo = [s for s in shard if previous.get(printable(s.sample_id)) not in skip_status]
         summary = RunSummary(rank, world, len(samples), len(shard), len(shard) - len(todo))
         bar = _progress(len(todo), enabled=progress and rank == 0, desc=f"annotate {task}")
         try:

@@ -278,14 +278,15 @@ def _write_config(path: Path) -> Path:
     return path
 
 
-def check_manifest(manifest: str | Path, data: str | Path, corrupt: str | None = CORRUPT) -> list[str]:
+def check_manifest(manifest: str | Path, data: str | Path, corrupt: str | None = CORRUPT, task: str = "vif"
+                   ) -> list[str]:
     """Problems that make the smoke manifest incomplete (empty list: complete)."""
     from annotate.discover import discover_samples
     from manifests import read_manifest, rows_by_id
 
     rows = rows_by_id(read_manifest(manifest))
     problems = []
-    for s in discover_samples(data):
+    for s in discover_samples(data, task=task):
         row = rows.get(s.sample_id)
         bad_file = corrupt is not None and corrupt in {s.rel(s.path_a), s.rel(s.path_b)}
         if row is None:

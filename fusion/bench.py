@@ -605,8 +605,8 @@ def _load_pan(path: Path) -> dict[str, Any]:
 
 
 def _wald(ms: np.ndarray, pan: np.ndarray, ratio: int, sensor: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """Reduced-resolution pair by Wald's protocol (``fusion.wald.wald_degrade``: sensor MTF + decimation)."""
-    from fusion.wald import wald_degrade
+    """Reduced-resolution pair by Wald's protocol (``rwkvfusion_io.wald.wald_degrade``: sensor MTF + decimation)."""
+    from rwkvfusion_io.wald import wald_degrade
 
     return wald_degrade(ms, pan, ratio=ratio, sensor=sensor)
 
@@ -652,7 +652,7 @@ def _quality_pan(root: Path, st: BenchSettings) -> dict[str, Any]:
             except Exception as err:  # noqa: BLE001 - full resolution is optional
                 notes.append(f"{f.name} {name} full resolution: {type(err).__name__}: {err}")
     return {"images": [f.name for f in files], "reduced": _summarise(rr), "full": _summarise(fr), "notes": notes,
-            "protocol": "reduced resolution by Wald's protocol (fusion.wald.wald_degrade, sensor MTF gains), "
+            "protocol": "reduced resolution by Wald's protocol (rwkvfusion_io.wald.wald_degrade, sensor MTF gains), "
                         "reference = original MS; "
                         f"full resolution (D_lambda, D_s, HQNR) on a centre crop of {st.pan_full_crop} PAN pixels"}
 

@@ -18,7 +18,7 @@ app = typer.Typer(
 
 # module -> owner of one or more subcommands (each module defines ``register(app)``)
 COMMAND_MODULES: tuple[str, ...] = (
-    "fusion.data.demo",
+    "fusion.demo",
     "fusion.metrics.cli",
     "fusion.train.cli",
     "fusion.bench",

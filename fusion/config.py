@@ -11,9 +11,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-TASKS: tuple[str, ...] = ("vif", "mif", "mef", "mff", "pan", "hmif")
-FUSION_TASKS: tuple[str, ...] = ("vif", "mif", "mef", "mff")
-SHARPENING_TASKS: tuple[str, ...] = ("pan", "hmif")
+from rwkvfusion_io.tasks import FUSION_TASKS, SPECTRAL_RATIO, SPECTRAL_TASKS, TASKS
+
+SHARPENING_TASKS = SPECTRAL_TASKS
 
 MaskKind = Literal["none", "binary", "two", "onehot"]
 
@@ -60,7 +60,7 @@ class TaskConfig:
     # ---- mask guidance
     mask_kind: MaskKind = "binary"
     mask_channels: int = 1         # channels of a float mask input ([B, mask_channels, H, W])
-    mask_classes: int = 0          # one-hot vocabulary size for "onehot" masks (release: 20)
+    mask_classes: int = 0          # one-hot vocabulary size for "onehot" masks (release: 20): ids 1..n, 0 = background
     # ---- optimisation (Table 1)
     batch_size: int = 10
     epochs: int = 200
@@ -196,7 +196,7 @@ class TaskConfig:
 
 
 _COMMON_FUSION = dict(a_channels=1, b_channels=1, out_channels=1, head="fusion", ratio=1)
-_COMMON_SHARP = dict(head="residual", ratio=4, chan_upscales=(2, 1, 1), enc_layers=(2, 1, 1), mid_layers=1,
+_COMMON_SHARP = dict(head="residual", ratio=SPECTRAL_RATIO, chan_upscales=(2, 1, 1), enc_layers=(2, 1, 1), mid_layers=1,
                      dec_layers=(2, 1, 1), ffn_ratios=(2, 2, 2), drop_path=0.2, text_dim=512,
                      text_ds_ratios=(4, 2, 1), mask_kind="none", mask_channels=0, batch_size=64, epochs=800,
                      crop_size=(64, 64), plain_layers=8)

@@ -49,8 +49,10 @@ def _binary_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class FusionLoss(nn.Module):
     """Eq. 20 (seed 000), fusion tasks; F = fused Y, A = ir/MRI/under/far, B = vis/SPECT/over/near:
 
-    * intensity ``eta1 (L1(F, A) + L1(F, B))``; for VIF with a mask m, ``eta1 (L1(m F, m A) + L1((1-m) F, (1-m) B))``;
-      with ``intensity_target="max"`` (unmasked samples) ``eta1 * 2 L1(F, max(A, B))`` instead;
+    * intensity ``eta1 (L1(F, A) + L1(F, B))``; for VIF with a mask m, ``eta1 (L1(m F, m A) + L1((1-m) F, (1-m) B))``,
+      per sample: ``has_mask`` [B] bool marks the samples whose mask is real (collate fills the others with
+      zeros); the rest take the unguided form, so a sample's term does not depend on its batch; with
+      ``intensity_target="max"`` the unguided form is ``2 L1(F, max(A, B))`` instead;
     * SSIM ``eta2 (wA (1 - SSIM(F, A)) + wB (1 - SSIM(F, B)))``, Gaussian window ``ssim_window`` (5), sigma
       ``ssim_sigma`` (1.5), wA = (g_A + e) / (g_A + g_B + 2e), wB = 1 - wA, with g_X the mean of S(X) per image
       (``weighting="image"``, default) or per pixel with SSIM maps (``weighting="pixel"``); e = 1e-4 keeps
@@ -73,17 +75,23 @@ class FusionLoss(nn.Module):
         self.ssim_window, self.ssim_sigma, self.weighting, self.eps = ssim_window, ssim_sigma, weighting, eps
 
     def forward(self, out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None,
-                gt: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                gt: torch.Tensor | None = None, has_mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict[str, float]]:
         if out.shape != a.shape or out.shape != b.shape:
             raise ValueError(f"FusionLoss: out {tuple(out.shape)}, a {tuple(a.shape)}, b {tuple(b.shape)} must match")
         e1, e2, e3 = self.eta
+        per_sample = lambda d: d.abs().flatten(1).mean(dim=1)  # noqa: E731  L1 of each sample, [B]
+        intensity_b = (2.0 * per_sample(out - torch.maximum(a, b)) if self.intensity_target == "max"
+                       else per_sample(out - a) + per_sample(out - b))
         if mask is not None and self.task == "vif":
             m = _binary_mask(mask, out)
-            intensity = F.l1_loss(m * out, m * a) + F.l1_loss((1 - m) * out, (1 - m) * b)
-        elif self.intensity_target == "max":
-            intensity = 2.0 * F.l1_loss(out, torch.maximum(a, b))
-        else:
-            intensity = F.l1_loss(out, a) + F.l1_loss(out, b)
+            guided = per_sample(m * (out - a)) + per_sample((1 - m) * (out - b))
+            if has_mask is not None:
+                if has_mask.shape != (out.shape[0],):
+                    raise ValueError(f"FusionLoss: has_mask must be [B={out.shape[0]}], got {tuple(has_mask.shape)}")
+                guided = torch.where(has_mask.to(out.device, torch.bool), guided, intensity_b)
+            intensity_b = guided
+        intensity = intensity_b.mean()
         sa, sb, sf = sobel_abs(a), sobel_abs(b), sobel_abs(out)
         ssim_fa = ssim_map(out, a, self.ssim_window, self.ssim_sigma)
         ssim_fb = ssim_map(out, b, self.ssim_window, self.ssim_sigma)
@@ -111,7 +119,7 @@ class PanLoss(nn.Module):
 
     SSIM: Gaussian window ``ssim_window`` x ``ssim_window`` (default 11, the standard Wang et al. window),
     sigma 1.5, data range 1, mean over bands and pixels. ``a`` (lms) and ``b`` (PAN / HR-MSI) are accepted for
-    the common call signature but not used; ``gt`` is required.
+    the common call signature but not used (likewise ``mask`` and ``has_mask``); ``gt`` is required.
     """
 
     def __init__(self, lam: float = 0.1, ssim_window: int = 11, ssim_sigma: float = 1.5):
@@ -119,8 +127,8 @@ class PanLoss(nn.Module):
         self.lam, self.ssim_window, self.ssim_sigma = float(lam), ssim_window, ssim_sigma
 
     def forward(self, out: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None, gt: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, dict[str, float]]:
+                mask: torch.Tensor | None = None, gt: torch.Tensor | None = None,
+                has_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         if gt is None:
             raise ValueError("PanLoss: the pansharpening/HMIF loss needs gt (reduced-resolution reference)")
         if gt.shape != out.shape:

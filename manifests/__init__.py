@@ -4,6 +4,7 @@ from __future__ import annotations
 from manifests.decode import decode_boxes, decode_class_map, decode_instance_masks, decode_text
 from manifests.io import (
     ManifestWriter,
+    atomic_write,
     check_schema,
     done_ids,
     list_parts,
@@ -26,7 +27,7 @@ from manifests.validate import Problem, validate_manifest
 
 __all__ = [
     "COLUMNS", "MODALITIES", "SCHEMA", "SCHEMA_VERSION", "STATUSES", "TASKS", "SchemaError",
-    "ManifestWriter", "check_schema", "done_ids", "list_parts", "manifest_files", "merge_manifests",
+    "ManifestWriter", "atomic_write", "check_schema", "done_ids", "list_parts", "manifest_files", "merge_manifests",
     "normalize_row", "part_prefix", "read_manifest", "rows_by_id", "rows_to_table", "sha256_file",
     "status_by_id", "write_table_atomic",
     "decode_boxes", "decode_class_map", "decode_instance_masks", "decode_text",

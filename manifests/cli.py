@@ -48,13 +48,18 @@ def merge(
     inputs: Annotated[list[Path], typer.Argument(help="manifests to merge; for a repeated sample_id the later wins")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output .parquet file, or a directory for part files")],
     rows_per_part: Annotated[int, typer.Option(help="rows per part file when --out is a directory")] = 1024,
+    prefer: Annotated[str | None, typer.Option(
+        help="which input wins when a sample has different ok rows in several inputs: first or last "
+             "(default: refuse such conflicts)")] = None,
 ) -> None:
-    """Merge manifests into one (rows sorted by sample_id)."""
+    """Merge manifests into one (rows sorted by sample_id); conflicting ok rows need --prefer."""
     from manifests.io import merge_manifests
     from manifests.schema import SchemaError
 
+    if prefer is not None and prefer not in ("first", "last"):
+        _fail(f"--prefer {prefer!r}: expected first or last")
     try:
-        written = merge_manifests(inputs, out, rows_per_part=rows_per_part)
+        written = merge_manifests(inputs, out, rows_per_part=rows_per_part, prefer=prefer)
     except (SchemaError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     for f in written:

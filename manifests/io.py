@@ -17,13 +17,14 @@ time is written except the ``created`` column, which the caller sets.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -64,6 +65,39 @@ def _rel_path(value: Any, column: str, sample: str) -> str | None:
     if p.is_absolute() or ".." in p.parts or not text:
         raise ValueError(f"sample {sample!r}: {column} must be a relative path inside the image root, got {text!r}")
     return str(p)
+
+
+def resolve_inside(root: str | os.PathLike[str], rel: str) -> Path:
+    """``root / rel`` for a manifest path ``rel``; ValueError unless ``rel`` names a place inside ``root``.
+
+    Absolute paths, drive letters and ``..`` components are refused, so a manifest cannot make a reader
+    open a file outside its image root. (Symbolic links inside the root are the root owner's choice and
+    are followed, as for any other file there.)
+    """
+    text = os.fspath(rel)
+    p = PurePosixPath(text.replace("\\", "/"))
+    if not text or "\0" in text or p.is_absolute() or ".." in p.parts or re.match(r"^[A-Za-z]:", text):
+        raise ValueError(f"{text!r} is not a relative path inside the image root {root}")
+    return Path(root) / Path(*p.parts)
+
+
+def printable(text: str) -> str:
+    """``text`` with characters UTF-8 cannot encode (undecodable bytes of a file name, which Python keeps
+    as surrogates) written as backslash escapes, so it can be stored and printed."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _check_utf8(out: Mapping[str, Any], sample: str) -> None:
+    for c, v in out.items():
+        values = v if isinstance(v, list) else [v]
+        for x in values:
+            if isinstance(x, str) and printable(x) != x:
+                raise ValueError(f"sample {printable(sample)!r}: column {c!r} holds text that is not valid UTF-8 "
+                                 f"({printable(x)!r}; e.g. a file name in another encoding)")
 
 
 def _float_list(value: Any) -> list[float] | None:
@@ -134,6 +168,7 @@ def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
         bad = sorted(set(out["instance_modality"]) - set(MODALITIES))
         if bad:
             raise ValueError(f"sample {sample!r}: instance_modality values {bad} not in {MODALITIES}")
+    _check_utf8(out, sample)
     lengths = {c: len(out[c]) for c in INSTANCE_COLUMNS if out[c] is not None}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"sample {sample!r}: instance columns have different lengths {lengths}")
@@ -150,16 +185,26 @@ def rows_to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
 
 
 # ------------------------------------------------------------------------------------------- writing
-def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> Path:
-    """Write ``table`` to ``path`` atomically (temporary file in the same directory, fsync, ``os.replace``)."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
+    """Write ``path`` atomically: ``write(fh)`` into a hidden temporary file in the same directory, fsync,
+    then ``os.replace``; a reader or a killed process never sees a partial file.
+
+    The file gets the permissions of an ordinary new file (``0o666`` minus the umask), not the ``0o600``
+    of a temporary file, so shared folders stay shared.
+    """
     path = Path(path)
-    if table.schema.metadata is None or table.schema.metadata.get(VERSION_KEY) != str(SCHEMA_VERSION).encode():
-        table = table.replace_schema_metadata(SCHEMA.metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
-            pq.write_table(table, f, compression=_COMPRESSION)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -167,6 +212,21 @@ def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Temporary files :func:`atomic_write` left beside ``path`` when a process was killed mid-write."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    return sorted(p for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp") if p.is_file())
+
+
+def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> Path:
+    """Write ``table`` to ``path`` atomically (see :func:`atomic_write`)."""
+    if table.schema.metadata is None or table.schema.metadata.get(VERSION_KEY) != str(SCHEMA_VERSION).encode():
+        table = table.replace_schema_metadata(SCHEMA.metadata)
+    return atomic_write(path, lambda f: pq.write_table(table, f, compression=_COMPRESSION))
 
 
 def part_prefix(rank: int) -> str:
@@ -288,11 +348,39 @@ def check_schema(path: str | os.PathLike[str]) -> pa.Schema:
     if found != str(SCHEMA_VERSION):
         raise SchemaError(path, f"manifest schema version {found}, this package reads version {SCHEMA_VERSION}")
     if not schema.remove_metadata().equals(SCHEMA.remove_metadata()):
-        want = {f.name: str(f.type) for f in SCHEMA}
-        got = {f.name: str(f.type) for f in schema}
-        diff = sorted(n for n in set(want) | set(got) if want.get(n) != got.get(n))
-        raise SchemaError(path, f"columns differ from manifest schema v{SCHEMA_VERSION}: {diff}")
+        raise SchemaError(path, f"columns differ from manifest schema v{SCHEMA_VERSION}: {schema_difference(schema)}")
     return schema
+
+
+def schema_difference(schema: pa.Schema) -> str:
+    """What separates ``schema`` from :data:`SCHEMA`: missing, unexpected, retyped or reordered columns.
+
+    Types are compared as Arrow types (a list's child field name, ``item`` or ``element``, is not a
+    difference).
+    """
+    want = {f.name: f for f in SCHEMA}
+    got = {f.name: f for f in schema}
+    parts = []
+    missing = [n for n in want if n not in got]
+    extra = [n for n in got if n not in want]
+    if missing:
+        parts.append(f"missing column(s) {missing}")
+    if extra:
+        parts.append(f"unexpected column(s) {extra}")
+    retyped = [f"{n} is {got[n].type}, expected {want[n].type}" for n in want
+               if n in got and not got[n].type.equals(want[n].type)]
+    if retyped:
+        parts.append("; ".join(retyped))
+    nullable = [n for n in want if n in got and got[n].nullable != want[n].nullable]
+    if nullable:
+        parts.append(f"nullability differs for {nullable}")
+    if not parts:
+        order = [n for n in schema.names if n in want]
+        if order != [n for n in SCHEMA.names if n in got]:
+            parts.append("columns are in another order than the schema's")
+        else:
+            parts.append("field metadata differs")
+    return "; ".join(parts)
 
 
 def manifest_files(path: str | os.PathLike[str]) -> list[Path]:
@@ -369,9 +457,21 @@ def done_ids(out_dir: str | os.PathLike[str], statuses: Sequence[str] = ("ok",))
     return {sid for sid, st in status_by_id(out_dir).items() if st in statuses}
 
 
+MERGE_PREFER = ("first", "last")
+
+
+def _same_row(x: Mapping[str, Any], y: Mapping[str, Any]) -> bool:
+    return all(x[c] == y[c] for c in x if c != "created")
+
+
 def merge_manifests(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
-                    rows_per_part: int = 1024) -> list[Path]:
-    """Merge manifests (files or directories; for a repeated ``sample_id`` the later input wins).
+                    rows_per_part: int = 1024, prefer: str | None = None) -> list[Path]:
+    """Merge manifests (files or directories), each read with its own latest-row-wins resolution.
+
+    A ``sample_id`` found in several inputs: identical rows (apart from ``created``) are one row; when
+    either row is an error row the later input's row is kept (a later run supersedes an earlier one);
+    two different ``ok`` rows are a conflict, which raises a ValueError naming the samples and inputs
+    unless ``prefer`` says which side wins (``"first"`` or ``"last"`` input).
 
     The merged rows are sorted by ``sample_id`` (a canonical, deterministic order). ``out`` ending in
     ``.parquet`` is written as one file; otherwise ``out`` is a directory that receives new parts
@@ -380,7 +480,35 @@ def merge_manifests(inputs: Sequence[str | os.PathLike[str]], out: str | os.Path
     """
     if not inputs:
         raise ValueError("merge_manifests: no inputs")
-    table = read_manifest(list(inputs)).sort_by("sample_id")
+    if prefer is not None and prefer not in MERGE_PREFER:
+        raise ValueError(f"prefer must be one of {MERGE_PREFER} or None, got {prefer!r}")
+    chosen: dict[str, tuple[int, int]] = {}   # sample_id -> (input number, row number)
+    tables = [read_manifest(p) for p in inputs]
+    rows = [t.to_pylist() for t in tables]
+    conflicts: list[tuple[str, int, int]] = []
+    for k, trows in enumerate(rows):
+        for i, row in enumerate(trows):
+            sid = row["sample_id"]
+            if sid not in chosen:
+                chosen[sid] = (k, i)
+                continue
+            pk, pi = chosen[sid]
+            old = rows[pk][pi]
+            if _same_row(old, row) or "error" in (old["status"], row["status"]):
+                chosen[sid] = (k, i)
+            elif old["status"] == row["status"] == "ok":
+                conflicts.append((sid, pk, k))
+                if prefer == "last":
+                    chosen[sid] = (k, i)
+            else:
+                chosen[sid] = (k, i)
+    if conflicts and prefer is None:
+        shown = ", ".join(f"{sid!r} ({inputs[a]} vs {inputs[b]})" for sid, a, b in conflicts[:5])
+        more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
+        raise ValueError(f"{len(conflicts)} sample(s) have different ok rows in several inputs: {shown}{more}; "
+                         "choose the winner with --prefer first or --prefer last")
+    picks = [tables[k].slice(i, 1) for k, i in chosen.values()]
+    table = pa.concat_tables(picks).sort_by("sample_id") if picks else tables[0].slice(0, 0)
     out = Path(out)
     if out.suffix == ".parquet":
         return [write_table_atomic(table, out)]

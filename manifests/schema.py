@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from rwkvfusion_io.tasks import TASKS  # noqa: F401  (the values of the ``task`` column)
+
 SCHEMA_VERSION: int = 1
 """Version of the manifest schema written by this package."""
 
@@ -33,7 +35,6 @@ VERSION_KEY: bytes = b"rwkvfusion.manifest.schema_version"
 
 STATUSES: tuple[str, ...] = ("ok", "error")
 MODALITIES: tuple[str, ...] = ("a", "b", "both")
-TASKS: tuple[str, ...] = ("vif", "mif", "mef", "mff", "pan", "hmif")
 MASK_SOURCES: tuple[str, ...] = ("generated", "dataset", "none")
 
 RLE_TYPE = pa.struct([

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from manifests.decode import decode_boxes, decode_class_map, decode_instance_masks
+from manifests.io import resolve_inside
 
 
 def load_rgb(path: Path) -> np.ndarray | None:
@@ -23,7 +24,7 @@ def load_rgb(path: Path) -> np.ndarray | None:
                 arr = arr / max(float(arr.max()), 1e-12)
                 return np.repeat(arr[..., None], 3, axis=-1)
             return np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
-    except (UnidentifiedImageError, OSError):
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return None
 
 
@@ -51,8 +52,14 @@ def render_sample(row: Mapping[str, Any], out: str | os.PathLike[str], *,
     panels: list[tuple[str, np.ndarray, str]] = []
     for m in ("a", "b"):
         rel = row.get(f"path_{m}")
-        img = load_rgb(root / rel) if root is not None and rel else None
-        note = "" if img is not None else " (image not found)"
+        img, note = None, " (image not found)"
+        if root is not None and rel:
+            try:
+                img = load_rgb(resolve_inside(root, rel))
+            except ValueError:
+                note = " (outside --images: not opened)"
+        if img is not None:
+            note = ""
         if img is None:
             img = np.full((h or 64, w or 64, 3), 0.5)
         panels.append((f"{m}: {rel}{note}", img, _caption(row.get(f"caption_{m}"))))

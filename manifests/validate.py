@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from manifests.decode import decode_class_map, decode_instance_masks, decode_text
-from manifests.io import manifest_files, read_file, sha256_file
+from manifests.io import manifest_files, read_file, resolve_inside, sha256_file
 from manifests.schema import (
     INSTANCE_COLUMNS,
     MASK_SOURCES,
@@ -192,7 +192,11 @@ def check_images(row: Mapping[str, Any], root: Path, cache: dict[Path, str]) -> 
         rel, digest = row.get(f"path_{s}"), row.get(f"sha256_{s}")
         if rel is None or not _is_rel(rel):
             continue
-        path = root / rel
+        try:
+            path = resolve_inside(root, rel)
+        except ValueError as e:
+            out.append((f"path_{s}", str(e)))
+            continue
         if not path.is_file():
             if row.get("status") == "ok" or digest is not None:  # an error row may record a missing file
                 out.append((f"path_{s}", f"image file {path} does not exist"))
@@ -219,7 +223,8 @@ def validate_manifest(path: str | os.PathLike[str], images: str | os.PathLike[st
     """Every problem of a manifest (file or directory of parts); an empty list means it is valid.
 
     Checks: schema and version of each file, each row's content (:func:`check_row`), repeated
-    ``sample_id`` inside one file, and with ``images`` (the local image root) each source file's
+    ``sample_id`` inside one file, an ``ok`` row of one part replaced by a row of a later part (a
+    retried error row is not a problem), and with ``images`` (the local image root) each source file's
     existence, sha256 and size.
     """
     try:
@@ -232,6 +237,7 @@ def validate_manifest(path: str | os.PathLike[str], images: str | os.PathLike[st
         problems.append(Problem(str(root), None, None, "image root is not a directory"))
         root = None
     cache: dict[Path, str] = {}
+    ok_rows: dict[str, str] = {}  # sample_id -> file holding its latest ok row so far
     for f in files:
         try:
             table = read_file(f)
@@ -242,6 +248,17 @@ def validate_manifest(path: str | os.PathLike[str], images: str | os.PathLike[st
         for sid, n in sorted(Counter(r["sample_id"] for r in rows).items()):
             if n > 1:
                 problems.append(Problem(str(f), sid, "sample_id", f"appears {n} times in this file"))
+        superseded = set()
+        for row in rows:
+            sid = row.get("sample_id")
+            if sid in ok_rows and ok_rows[sid] != str(f) and sid not in superseded:
+                superseded.add(sid)
+                problems.append(Problem(str(f), sid, "sample_id", f"also in {ok_rows[sid]}, whose ok row this "
+                                                                  "file's row silently replaces (duplicate id "
+                                                                  "across part files)"))
+        for row in rows:
+            if row.get("status") == "ok":
+                ok_rows[row.get("sample_id")] = str(f)
         for row in rows:
             found = check_row(row)
             if root is not None:

@@ -55,43 +55,78 @@ def _digests(d: Path) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------- discovery
-@pytest.mark.parametrize("layout,files,expect", [
-    ("generic", ["a/x.png", "b/x.png", "a/y.png", "b/y.png"], ["all/x", "all/y"]),
-    ("tno", ["ir/1.png", "vi/1.png", "VI/ignored.txt"], ["all/1"]),
+def _touch(root: Path, files) -> None:
+    for f in files:
+        (root / f).parent.mkdir(parents=True, exist_ok=True)
+        if f.endswith(".txt"):
+            (root / f).write_text("")
+        else:
+            Image.fromarray(np.full((4, 4), 10 * len(f) % 250, np.uint8)).save(root / f)
+
+
+@pytest.mark.parametrize("task,files,expect", [
+    ("vif", ["a/x.png", "b/x.png", "a/y.png", "b/y.png"], ["all/x", "all/y"]),
+    ("vif", ["ir/1.png", "vi/1.png", "VI/ignored.txt"], ["all/1"]),
+    ("vif", ["thermal/1.png", "rgb/1.png"], ["all/1"]),
     ("mif", ["MRI/10.png", "SPECT/10.png"], ["all/10"]),
     ("mef", ["ue/s1.jpg", "oe/s1.jpg"], ["all/s1"]),
-    ("msrs", ["train/ir/00001D.png", "train/vi/00001D.png", "test/ir/00002N.png", "test/vi/00002N.png"],
+    ("mef", ["scene1/1.jpg", "scene1/2.jpg", "scene2/a.jpg", "scene2/b.jpg"], ["all/scene1", "all/scene2"]),
+    ("mff", ["source_1/1.png", "source_2/1.png", "full_clear/1.png"], ["all/1"]),
+    ("vif", ["train/ir/00001D.png", "train/vi/00001D.png", "test/ir/00002N.png", "test/vi/00002N.png"],
      ["test/00002N", "train/00001D"]),
-    ("llvip", ["infrared/train/1.jpg", "visible/train/1.jpg", "infrared/test/2.jpg", "visible/test/2.jpg"],
+    ("vif", ["infrared/train/1.jpg", "visible/train/1.jpg", "infrared/test/2.jpg", "visible/test/2.jpg"],
      ["test/2", "train/1"]),
-    ("lytro", ["lytro-01-A.jpg", "lytro-01-B.jpg", "lytro-02-A.jpg", "lytro-02-B.jpg"], ["all/lytro-01", "all/lytro-02"]),
+    ("mff", ["lytro-01-A.jpg", "lytro-01-B.jpg", "lytro-02-A.jpg", "lytro-02-B.jpg"], ["all/lytro-01", "all/lytro-02"]),
 ])
-def test_discover_layouts(tmp_path, layout, files, expect):
-    for f in files:
-        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / f).write_bytes(b"x")
-    samples = discover_samples(tmp_path)
+def test_discover_layouts(tmp_path, task, files, expect):
+    _touch(tmp_path, files)
+    samples = discover_samples(tmp_path, task=task)
     assert [s.sample_id for s in samples] == expect
     assert all(s.problem is None and s.path_a.is_file() and s.path_b.is_file() for s in samples)
-    assert samples == discover_samples(tmp_path)  # deterministic
+    assert samples == discover_samples(tmp_path, task=task)  # deterministic
+
+
+@pytest.mark.parametrize("task,files", [
+    ("vif", ["train/ir/1.png", "train/vi/1.png", "test/ir/2.png", "test/vi/2.png"]),   # MSRS-like
+    ("vif", ["infrared/train/1.jpg", "visible/train/1.jpg", "infrared/test/2.jpg", "visible/test/2.jpg"]),
+    ("vif", ["thermal/1.png", "rgb/1.png"]),
+    ("mef", ["scene1/1.jpg", "scene1/2.jpg"]),                                          # SICE / IFCNN sequences
+    ("mff", ["source_1/1.png", "source_2/1.png", "full_clear/1.png"]),                  # MFI-WHU
+    ("mff", ["FAR/1.png", "NEAR/1.png", "FAR/2.png", "NEAR/2.png", "train.txt", "test.txt"]),  # RealMFF lists
+])
+def test_annotation_ids_are_the_training_keys(tmp_path, task, files):
+    """Every layout that trains can be annotated, and the manifest id of each pair is the key the training
+    dataset joins by, whatever split the dataset is built for."""
+    from fusion.data import build_dataset
+    from rwkvfusion_io.layouts import list_splits
+
+    _touch(tmp_path, files)
+    if "train.txt" in files:
+        (tmp_path / "train.txt").write_text("1.png\n")
+        (tmp_path / "test.txt").write_text("2.png\n")
+    ids = {s.sample_id for s in discover_samples(tmp_path, task=task)}
+    keys = set()
+    for split in list_splits(task, tmp_path):
+        ds = build_dataset(task, tmp_path, split if split != "all" else "test")
+        keys |= {r.key for r in ds.samples}
+    assert ids == keys and ids
 
 
 def test_discover_split_missing_partner_and_errors(tmp_path):
-    for f in ["train/ir/a.png", "train/vi/a.png", "test/ir/b.png", "test/vi/b.png", "test/ir/c.png",
-              "test/Segmentation_labels/b.png"]:
-        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / f).write_bytes(b"x")
-    samples = discover_samples(tmp_path, "test", label_dir="Segmentation_labels")
+    _touch(tmp_path, ["train/ir/a.png", "train/vi/a.png", "test/ir/b.png", "test/vi/b.png", "test/ir/c.png",
+                      "test/Segmentation_labels/b.png"])
+    samples = discover_samples(tmp_path, "test", task="vif", label_dir="Segmentation_labels")
     assert [s.sample_id for s in samples] == ["test/b", "test/c"]
     assert samples[0].path_label is not None and samples[0].rel(samples[0].path_label) == "test/Segmentation_labels/b.png"
-    assert samples[1].path_b is None and "no image named 'c'" in samples[1].problem and "test/vi" in samples[1].problem
-    with pytest.raises(ValueError, match="no split 'val'"):
-        discover_samples(tmp_path, "val")
+    assert samples[1].path_b is None and samples[1].problem.startswith("test/ir/c.png: no matching file in")
+    assert "test/vi" in samples[1].problem and str(tmp_path) not in samples[1].problem
+    with pytest.raises(ValueError, match="split 'val' not found"):
+        discover_samples(tmp_path, "val", task="vif")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no known layout"):
-        discover_samples(tmp_path / "empty")
+    with pytest.raises(ValueError, match="no known vif layout"):
+        discover_samples(tmp_path / "empty", task="vif")
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        discover_samples(tmp_path / "nope")
+        discover_samples(tmp_path / "nope", task="vif")
 
 
 # --------------------------------------------------------------------------------------- configuration
@@ -272,8 +307,8 @@ def test_bad_inputs_become_error_rows_and_redo_errors(tmp_path, tiny_models):
     assert "ir/mismatch.png is 40x32" in err["all/mismatch"] and "vi/mismatch.png is 40x30" in err["all/mismatch"]
     assert err["all/corrupt"].startswith("vi/corrupt.png: cannot read image")
     assert err["all/empty"].startswith("ir/empty.png: cannot read image")
-    assert "b: no image named 'alone' in vi" in err["all/alone"]
-    assert "a: no image named 'only_b' in ir" in err["all/only_b"]
+    assert err["all/alone"] == "ir/alone.png: no matching file in vi"
+    assert err["all/only_b"] == "vi/only_b.png: no matching file in ir"
     assert rows["all/mismatch"]["sha256_a"] is not None and rows["all/alone"]["path_b"] is None
     # a plain re-run keeps the error rows; --redo-errors retries them and the fixed sample becomes ok
     _png(data / "vi" / "mismatch.png", (32, 40, 3))
@@ -295,8 +330,11 @@ def test_tasks_mef_pan_and_dataset_labels(tmp_path, tiny_models):
     assert all(r["status"] == "ok" and r["mask_source"] == "generated" for r in rows.values())
     assert {m["role"] for m in rows["all/0"]["models"]} == {"caption", "grounding", "text_encoder", "segmenter"}
     assert len(rows["all/0"]["class_vocab"]) == 20
-    _run(data, tmp_path / "o_pan", tiny_models, task="pan")
-    r = _rows(tmp_path / "o_pan")["all/0"]
+    with pytest.raises(ValueError, match=r"mef: no \.h5/\.mat files for task 'pan'"):
+        _run(data, tmp_path / "o_pan", tiny_models, task="pan")  # images cannot make pansharpening samples
+    _pan_h5(tmp_path / "pan" / "train_wv3.h5", n=1)
+    _run(tmp_path / "pan", tmp_path / "o_pan", tiny_models, task="pan")
+    r = _rows(tmp_path / "o_pan")["train/train_wv3_00000"]
     assert r["status"] == "ok" and r["mask_source"] == "none" and r["masks"] is None and r["caption_b"] is not None
     assert {m["role"] for m in r["models"]} == {"caption", "text_encoder"}
     # MSRS-like split layout with the dataset's own segmentation labels
@@ -391,7 +429,7 @@ def test_real_layouts_and_tno_annotation(shared_data, tmp_path, tiny_models):
     counts = {"vif/tno": 25, "vif/roadscene": 50, "mif/mri_spect": 73, "mif/mri_ct": 21, "mff/lytro": 20,
               "mff/u2fusion": 3, "mef/u2fusion/dataset1": 5}
     for rel, n in counts.items():
-        samples = discover_samples(shared_data / rel)
+        samples = discover_samples(shared_data / rel, task=rel.split("/")[0])
         assert len(samples) == n and all(s.problem is None for s in samples), rel
     s = _run(shared_data / "vif" / "tno", tmp_path / "tno", tiny_models, batch_size=4)
     rows = _rows(tmp_path / "tno")
@@ -449,18 +487,18 @@ def test_discover_spectral_containers(tmp_path):
     _pan_h5(tmp_path / "train_wv3.h5", n=2)
     _pan_h5(tmp_path / "sub" / "test_wv3_multiExm1.h5", n=1)
     (tmp_path / "valid_wv3.h5").write_bytes(b"not an h5 file")
-    ids = [s.sample_id for s in discover_samples(tmp_path)]
+    ids = [s.sample_id for s in discover_samples(tmp_path, task="pan")]
     assert ids == ["test/test_wv3_multiExm1_00000", "train/train_wv3_00000", "train/train_wv3_00001",
                    "valid/valid_wv3"]
-    s = discover_samples(tmp_path)[1]
+    s = discover_samples(tmp_path, task="pan")[1]
     assert s.spectral and s.index == 0 and s.rel(s.path_a) == s.rel(s.path_b) == "train_wv3.h5"
-    bad = discover_samples(tmp_path, "valid")
+    bad = discover_samples(tmp_path, "valid", task="pan")
     assert len(bad) == 1 and bad[0].problem.startswith("valid_wv3.h5:") and str(tmp_path) not in bad[0].problem
-    one = discover_samples(tmp_path / "sub" / "test_wv3_multiExm1.h5")  # a single file as the root
+    one = discover_samples(tmp_path / "sub" / "test_wv3_multiExm1.h5", task="pan")  # a single file as the root
     assert [x.sample_id for x in one] == ["test/test_wv3_multiExm1_00000"] and one[0].rel(one[0].path_a) == \
         "test_wv3_multiExm1.h5"
     with pytest.raises(ValueError, match="no split 'val'"):
-        discover_samples(tmp_path, "val")
+        discover_samples(tmp_path, "val", task="pan")
 
 
 def test_pan_h5_annotates_and_joins_training_data(tmp_path, tiny_models):
@@ -508,7 +546,7 @@ def test_real_pan_and_hs_mat_annotation(shared_data, tmp_path, tiny_models):
     assert s.written == 1 and r["status"] == "ok" and r["caption_a"] and r["caption_b"]
     assert r["path_a"] == "WV3_example.mat" and r["sha256_a"] == hashlib.sha256(wv3.read_bytes()).hexdigest()
     assert (r["width"], r["height"]) == (32, 32)  # Wald reduced resolution: MS 32x32, PAN 128 / 4
-    a, b = load_spectral(discover_samples(wv3)[0], "pan", 4)
+    a, b = load_spectral(discover_samples(wv3, task="pan")[0], "pan", 4)
     assert a.size == b.size == (32, 32) and np.asarray(a).std() > 10 and np.asarray(b).std() > 10
     # HS + MS / HS + PAN scenes; the spectral-response table beside them is an error row naming it
     _run(shared_data / "hs", tmp_path / "hs", tiny_models, task="hmif")

@@ -7,7 +7,7 @@ import pytest
 from fusion.baselines import METHODS, get_method, methods_for
 from fusion.baselines.gff import guided_filter
 from fusion.baselines.laplacian import laplacian_pyramid, laplacian_pyramid_fusion, reconstruct
-from fusion.wald import interp23tap
+from rwkvfusion_io.wald import interp23tap
 
 RNG = np.random.default_rng(0)
 FUSION = [n for n, s in METHODS.items() if s.kind == "fusion"]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from fusion.color import fuse_chroma, merge_y_cbcr, rgb_to_ycbcr, ycbcr_to_rgb
+from rwkvfusion_io.color import fuse_chroma, merge_y_cbcr, rgb_to_ycbcr, ycbcr_to_rgb
 
 
 def test_known_colours_bt601():

@@ -10,8 +10,8 @@ from PIL import Image
 
 from fusion.data import ManifestMismatchError, SampleError, build_dataset, collate
 from fusion.data.augment import augment_sample, random_resized_crop_box
-from fusion.data.demo import TASKS as DEMO_TASKS
-from fusion.data.demo import build_demo_data
+from fusion.demo import TASKS as DEMO_TASKS
+from fusion.demo import build_demo_data
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -41,8 +41,8 @@ def test_demo_data_loads_for_every_task(demo_root, task):
     from fusion.config import get_config
 
     cfg = get_config(task)
-    test = build_dataset(task, demo_root, "test")
-    train = build_dataset(task, demo_root, "train", train=True, cfg=cfg)
+    test = build_dataset(task, demo_root / task, "test")
+    train = build_dataset(task, demo_root / task, "train", train=True, cfg=cfg)
     assert (len(train), len(test)) == (12, 4)
     assert train.unannotated_count == 12
     s = test[0]
@@ -71,14 +71,14 @@ def test_demo_data_loads_for_every_task(demo_root, task):
 
 def test_missing_split_is_a_clear_error(demo_root):
     with pytest.raises(ValueError, match=r"split 'val' not found; available splits: \['test', 'train'\]"):
-        build_dataset("mef", demo_root, "val")
+        build_dataset("mef", demo_root / "mef", "val")
 
 
 def test_demo_cli_registers_and_builds(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from fusion.data import demo
+    from fusion import demo
 
     app = typer.Typer()
 
@@ -104,7 +104,7 @@ def _y255(path: Path, studio: bool = False) -> np.ndarray:
 def test_demo_mef_exposures_have_realistic_clipping(demo_root):
     """Real MEF pairs crush 5-72 % of the under exposure (Y <= 5, median ~0.10) and clip 4-97 % of the over
     exposure (Y >= 250, median ~0.45): the demo pairs must be in that regime, not mildly exposed."""
-    from fusion.data.demo import MEF_CLIP_OVER, MEF_CRUSH_UNDER
+    from fusion.demo.images import MEF_CLIP_OVER, MEF_CRUSH_UNDER
 
     crushed, clipped, ue_mean, oe_mean = [], [], [], []
     for split in ("train", "test"):
@@ -126,7 +126,7 @@ def test_demo_mef_exposures_have_realistic_clipping(demo_root):
 @pytest.mark.realdata
 def test_demo_mef_targets_match_real_pairs(shared_data):
     """The demo's clipping targets (MEF_CRUSH_UNDER, MEF_CLIP_OVER) contain the real U2Fusion pairs' medians."""
-    from fusion.data.demo import MEF_CLIP_OVER, MEF_CRUSH_UNDER
+    from fusion.demo.images import MEF_CLIP_OVER, MEF_CRUSH_UNDER
 
     crushed, clipped = [], []
     for d in ("dataset1", "dataset2"):
@@ -257,7 +257,7 @@ def test_realmff_release_layout_with_split_list_gt_suffix_and_masks(tmp_path):
     (root / "mask").mkdir()
     for i in range(4):
         Image.fromarray(np.full((40, 48, 3), 60 * i, np.uint8)).save(root / "GT" / f"{i:02d}_F.png")
-        Image.fromarray(np.full((40, 48), 30 + i, np.uint8)).save(root / "mask" / f"{i:02d}.png")
+        Image.fromarray(np.full((40, 48), 17 + i, np.uint8)).save(root / "mask" / f"{i:02d}.png")
     (root / "train.txt").write_text("00.png\n02.png\n")
     (root / "test.txt").write_text("01.png\n03.png\n")
     train = build_dataset("mff", root, "train", cfg=get_config("mff"))
@@ -265,8 +265,33 @@ def test_realmff_release_layout_with_split_list_gt_suffix_and_masks(tmp_path):
     assert train.ids == ["00", "02"] and test.ids == ["01", "03"]
     s = train[1]
     assert float(s["gt"].mean()) == pytest.approx(120 / 255, abs=1e-3)
-    assert s["mask"].dtype == torch.long and s["mask"].shape == (40, 48) and int(s["mask"].max()) == 19  # clamped
-    assert int(test[0]["mask"].max()) == 31  # no config: raw class ids
+    assert s["mask"].dtype == torch.long and s["mask"].shape == (40, 48) and int(s["mask"].max()) == 19
+    assert int(test[1]["mask"].max()) == 20  # the vocabulary's last class keeps its id (ids 1..20)
+
+
+def test_class_ids_are_never_merged(tmp_path):
+    """MEF/MFF class maps: ids 1..20 each get their own one-hot channel; an id beyond the vocabulary is an
+    error naming the label file (it used to be clamped into class 19)."""
+    from fusion.config import get_config
+    from fusion.model.inputs import mask_to_channels
+
+    cfg = get_config("mff")
+    root = _pair_dir(tmp_path, n=2, roles=("FAR", "NEAR"))
+    (root / "mask").mkdir()
+    lab = np.zeros((40, 48), np.uint8)
+    lab[:, 16:32], lab[:, 32:] = 19, 20
+    Image.fromarray(lab).save(root / "mask" / "00.png")
+    Image.fromarray(np.full((40, 48), 21, np.uint8)).save(root / "mask" / "01.png")
+    ds = build_dataset("mff", root, "all", cfg=cfg)
+    cmap = ds[0]["mask"]
+    assert sorted(torch.unique(cmap).tolist()) == [0, 19, 20]
+    onehot = mask_to_channels(cmap[None], cfg, 1, (40, 48), torch.float32)
+    assert onehot.shape == (1, cfg.mask_classes, 40, 48)
+    assert float(onehot[0, :, :, :16].sum()) == 0  # background sets no channel
+    assert bool((onehot[0, 18, :, 16:32] == 1).all()) and float(onehot[0, 18, :, 32:].sum()) == 0  # class 19
+    assert bool((onehot[0, 19, :, 32:] == 1).all()) and float(onehot[0, 19, :, :32].sum()) == 0   # class 20
+    with pytest.raises(SampleError, match=r"01\.png.*outside the task's vocabulary"):
+        ds[1]
 
 
 def test_llvip_and_suffix_pair_layouts(tmp_path):
@@ -412,7 +437,7 @@ def _write_manifest(root: Path, out: Path, ids, *, tamper: str | None = None, er
 
 def test_manifest_join_text_mask_and_unannotated(tmp_path):
     root = _pair_dir(tmp_path / "data", n=4)
-    man = _write_manifest(root, tmp_path / "m.parquet", ["00", "01", "03"], error_id="03")
+    man = _write_manifest(root, tmp_path / "m.parquet", ["00", "01", "03"], error_id="03", prefix="all/")
     ds = build_dataset("vif", root, "test", manifest=man)
     assert ds.unannotated_count == 2 and sorted(ds.unannotated_ids) == ["02", "03"]
     s0, s1, s2 = ds[0], ds[1], ds[2]
@@ -439,18 +464,27 @@ def test_manifest_hash_mismatch(tmp_path):
     assert "text" not in ds[1] and "text" in ds[0]
 
 
-def test_manifest_mif_two_channel_mask_and_path_join(tmp_path):
+def test_manifest_join_is_by_key_only(tmp_path):
+    """Rows join by "<split>/<id>" exactly: a bare stem or a row of another split does not guide a sample."""
+    root = _pair_dir(tmp_path / "data", n=2)
+    man = _write_manifest(root, tmp_path / "m.parquet", ["00", "01"], prefix="")
+    assert build_dataset("vif", root, "test", manifest=man).unannotated_ids == ["00", "01"]
+    man = _write_manifest(root, tmp_path / "m2.parquet", ["00", "01"], prefix="train/")
+    assert build_dataset("vif", root, "test", manifest=man).unannotated_ids == ["00", "01"]
+
+
+def test_manifest_mif_two_channel_mask(tmp_path):
     import manifests
 
     root = _pair_dir(tmp_path / "data", n=1, roles=("MRI", "SPECT"))
     inst = np.zeros((3, 40, 48), bool)
     inst[0, :10], inst[1, 20:], inst[2, :, :5] = True, True, True
-    row = {"sample_id": "some-other-id", "dataset": "toy", "split": "test", "task": "mif", "status": "ok",
+    row = {"sample_id": "all/00", "dataset": "toy", "split": "all", "task": "mif", "status": "ok",
            "path_a": "MRI/00.png", "path_b": "SPECT/00.png", "height": 40, "width": 48,
            "masks": inst, "instance_modality": ["a", "b", "both"], "labels": ["x", "y", "z"],
            "text_a": np.ones((2, 512), np.float32)}
     manifests.write_table_atomic(manifests.rows_to_table([row]), tmp_path / "m.parquet")
-    s = build_dataset("mif", root, "test", manifest=tmp_path / "m.parquet")[0]  # joined by path_a
+    s = build_dataset("mif", root, "test", manifest=tmp_path / "m.parquet")[0]
     assert s["mask"].shape == (2, 40, 48)
     assert torch.equal(s["mask"][0].bool(), torch.from_numpy(inst[0] | inst[2]))
     assert torch.equal(s["mask"][1].bool(), torch.from_numpy(inst[1] | inst[2]))

@@ -30,7 +30,7 @@ def _rgb(h, w, seed):
 
 
 def _ycbcr(rgb_u8):
-    from fusion.color import rgb_to_ycbcr
+    from rwkvfusion_io.color import rgb_to_ycbcr
 
     return np.asarray(rgb_to_ycbcr(np.asarray(rgb_u8, np.float64) / 255.0))
 
@@ -69,7 +69,7 @@ def test_model_fuse_keeps_odd_sizes_and_colour(checkpoint, tmp_path):
 
 
 def test_colour_plus_colour_uses_fuse_chroma_and_average_y(tmp_path):
-    from fusion.color import fuse_chroma
+    from rwkvfusion_io.color import fuse_chroma
 
     a, b = _rgb(21, 30, 3), _rgb(21, 30, 4)
     fused = fuse_arrays(lambda ya, yb: 0.5 * (ya + yb), a / 255.0, b / 255.0)
@@ -108,7 +108,7 @@ def test_mismatched_pairs_are_named(tmp_path, checkpoint):
     (tmp_path / "b" / "two.png").unlink()
     res = _invoke("--checkpoint", str(checkpoint), "--a", str(tmp_path / "a"), "--b", str(tmp_path / "b"),
                   "--out", str(tmp_path / "o"), "--device", "cpu")
-    assert res.exit_code == 2 and "8x8" in res.output and "8x9" in res.output
+    assert res.exit_code == 1 and "8x8" in res.output and "8x9" in res.output
     # neither or both of --checkpoint/--method; unknown method
     assert _invoke("--a", "x", "--b", "y", "--out", "z").exit_code == 2
     res = _invoke("--method", "nope", "--a", str(tmp_path / "a"), "--b", str(tmp_path / "a"), "--out", "z")

@@ -75,6 +75,28 @@ def test_vif_mask_aware_intensity():
     assert p_mef["intensity"] == pytest.approx(float((out - a).abs().mean() + (out - b).abs().mean()), rel=1e-5)
 
 
+def test_unannotated_sample_trains_unguided_in_a_mixed_batch():
+    """A sample without a mask has the same intensity term alone and beside an annotated sample: collate
+    fills its mask with zeros, ``has_mask`` keeps it from reading as all background."""
+    from fusion.data import collate
+
+    torch.manual_seed(4)
+    loss = FusionLoss(task="vif", eta=(1, 0, 0))
+    out, a, b = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8)
+    m = (torch.rand(1, 8, 8) > 0.5).float()
+    batch = collate([{"id": "annotated", "a": a[0], "mask": m}, {"id": "plain", "a": a[1]}])
+    assert batch["has_mask"].tolist() == [True, False]
+    _, mixed = loss(out, a, b, mask=batch["mask"], has_mask=batch["has_mask"])
+    _, alone_annotated = loss(out[:1], a[:1], b[:1], mask=m[None])
+    _, alone_plain = loss(out[1:], a[1:], b[1:])
+    want = (alone_annotated["intensity"] + alone_plain["intensity"]) / 2
+    assert mixed["intensity"] == pytest.approx(want, rel=1e-6)
+    # and a batch whose masks are all real needs no flag
+    _, both = loss(out, a, b, mask=torch.stack([m, m]))
+    _, flagged = loss(out, a, b, mask=torch.stack([m, m]), has_mask=torch.tensor([True, True]))
+    assert both["intensity"] == pytest.approx(flagged["intensity"], rel=1e-7)
+
+
 def test_fusion_loss_gradcheck():
     torch.manual_seed(3)
     a = torch.rand(1, 1, 8, 8, dtype=torch.float64)

@@ -289,7 +289,7 @@ def test_uqi_blocks_closed_forms():
 
 
 def test_full_resolution_metrics_consistent():
-    from fusion.wald import upsample, wald_degrade
+    from rwkvfusion_io.wald import upsample, wald_degrade
 
     rng = np.random.default_rng(7)
     ms = ndimage.gaussian_filter(rng.uniform(200, 1800, (32, 32, 4)), (1.5, 1.5, 0))
@@ -366,7 +366,7 @@ def test_real_pairs_all_fusion_metrics_finite(shared_data):
 def test_real_pansharpening_and_hmif_metrics_finite(shared_data):
     import scipy.io
 
-    from fusion.wald import upsample, wald_degrade
+    from rwkvfusion_io.wald import upsample, wald_degrade
 
     d = scipy.io.loadmat(shared_data / "pan/imgWV2.mat")
     ms, pan = d["I_MS"][:64, :64].astype(np.float64), d["I_PAN"][:256, :256].astype(np.float64)
@@ -465,7 +465,7 @@ def test_cli_pan_full_resolution_from_mat(shared_data, tmp_path):
     from typer.testing import CliRunner
 
     from fusion.metrics.cli import read_array
-    from fusion.wald import upsample
+    from rwkvfusion_io.wald import upsample
 
     mat = shared_data / "pan/WV3_example.mat"
     ms = read_array(mat, "ms")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from fusion import wald
+from rwkvfusion_io import wald
 
 
 @pytest.mark.parametrize("gain,ratio", [(0.29, 4), (0.15, 4), (0.36, 4), (0.23, 2), (0.29, 3)])

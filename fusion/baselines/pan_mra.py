@@ -3,7 +3,7 @@
 Vivone's Pansharpening Toolbox ``MTF_GLP_HPM.m`` (TGRS 2015): PAN matched to each band, low-passed by
 the sensor-MTF-matched filter, decimated and re-interpolated (GLP), F_k = MS~_k * P_k / P_k^LP.
 
-The MTF filter and its per-sensor Nyquist gains are those of :mod:`fusion.wald` (Vivone's toolbox gains,
+The MTF filter and its per-sensor Nyquist gains are those of :mod:`rwkvfusion_io.wald` (Vivone's toolbox gains,
 e.g. WV3 0.325-0.365, GeoEye-1 0.23, IKONOS 0.26-0.29; a generic 0.29 without a sensor), realised there as
 the spatial Gaussian with the same response at the Nyquist frequency (the toolbox windows it with fwind1).
 """
@@ -21,9 +21,9 @@ def mtf_glp_hpm(ms: np.ndarray, pan: np.ndarray, ratio: int, sensor: str | None 
 
     Per band k: P_k = PAN matched to MS~_k; P_k^LP = EXP(decimate(MTF_k * P_k)) (nearest decimation at
     ratio//2, toolbox interpolation); F_k = MS~_k * P_k / (P_k^LP + eps).  ``sensor`` picks the MTF gains
-    (``fusion.wald.sensor_gains``; None = generic).
+    (``rwkvfusion_io.wald.sensor_gains``; None = generic).
     """
-    from fusion.wald import decimate, mtf_filter, sensor_gains
+    from rwkvfusion_io.wald import decimate, mtf_filter, sensor_gains
 
     ms64, pan64, ratio = pan_pair(ms, pan, ratio)
     lms = upsample_ms(ms64, ratio)

@@ -1,11 +1,10 @@
-"""Datasets, layouts, augmentation, batching and the embedded demo data (SPEC section 7, issues 2 and 5)."""
+"""Datasets, augmentation, batching and the manifest join (the paper's datasets, supplement section 1)."""
 from __future__ import annotations
 
 from fusion.data.collate import collate
 from fusion.data.datasets import PairedImageDataset, SpectralDataset, build_dataset
-from fusion.data.demo import build_demo_data, ensure_demo_data
 from fusion.data.guidance import ManifestMismatchError
-from fusion.data.io import SampleError
+from rwkvfusion_io.images import SampleError
 
-__all__ = ["build_dataset", "collate", "build_demo_data", "ensure_demo_data", "PairedImageDataset", "SpectralDataset", "SampleError",
+__all__ = ["build_dataset", "collate", "PairedImageDataset", "SpectralDataset", "SampleError",
            "ManifestMismatchError"]

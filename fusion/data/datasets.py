@@ -1,4 +1,4 @@
-"""Torch datasets over the standard fusion layouts (see ``fusion.data.layouts``) and spectral files.
+"""Torch datasets over the standard fusion layouts (see ``rwkvfusion_io.layouts``) and spectral files.
 
 Sample dict (tensors float32 unless noted):
 - fusion tasks (vif/mif/mef/mff): "a", "b" Y channels [1, H, W] in [0, 1] (a = ir/MRI/under/far,
@@ -22,11 +22,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fusion.data import layouts as L
+from fusion.config import get_config
 from fusion.data.augment import augment_sample
 from fusion.data.guidance import Guidance
-from fusion.data.io import SampleError, check_finite, read_image, read_label_map, split_y_cbcr
-from fusion.data.spectral import SpectralRecord, list_h5, list_mat, read_h5, read_mat
+from rwkvfusion_io import layouts as L
+from rwkvfusion_io.images import (
+    SampleError,
+    check_finite,
+    checked_class_map,
+    read_image,
+    read_label_map,
+    split_y_cbcr,
+)
+from rwkvfusion_io.spectral import SpectralRecord, file_split, list_h5, list_mat, read_h5, read_mat
 
 TASKS = L.FUSION_TASKS + L.SPECTRAL_TASKS
 
@@ -40,20 +48,19 @@ class _GuidedDataset(Dataset):
     task: str
     samples: list
 
-    def _init_common(self, task: str, root: Path, manifest, train: bool, cfg: Any, hash_mismatch: str,
-                     split: str) -> None:
-        if (root / task).is_dir() and (root / "README.txt").is_file():  # the demo root -> its task folder
-            root = root / task
+    def _init_common(self, task: str, root: Path, manifest, train: bool, cfg: Any, hash_mismatch: str) -> None:
+        if cfg is None:  # the task's registry config (Table 1)
+            cfg = get_config(task)
         self.task, self.root, self.train, self.cfg = task, root, train, cfg
         self.skipped: list[tuple[str, str]] = []
-        self.guidance = (Guidance(manifest, task, root, cfg=cfg, hash_mismatch=hash_mismatch, split=split)
+        self.guidance = (Guidance(manifest, task, root, cfg=cfg, hash_mismatch=hash_mismatch)
                          if manifest else None)
 
     def _attach_guidance(self) -> None:
         if self.guidance is None:
             return
         for rec in self.samples:
-            self.guidance.attach(rec.id, self._local_files(rec))
+            self.guidance.attach(rec.id, rec.key, self._local_files(rec))
 
     @property
     def ids(self) -> list[str]:
@@ -136,7 +143,7 @@ def _fit_mask(m: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
 
 
 class PairedImageDataset(_GuidedDataset):
-    """VIF/MIF/MEF/MFF pairs from any layout of ``fusion.data.layouts`` (Y channel + CbCr)."""
+    """VIF/MIF/MEF/MFF pairs from any layout of ``rwkvfusion_io.layouts`` (Y channel + CbCr)."""
 
     def __init__(self, task: str, root: str | Path, split: str = "test", *, layout: str = "auto",
                  manifest: str | Path | None = None, train: bool = False, cfg: Any = None,
@@ -146,7 +153,7 @@ class PairedImageDataset(_GuidedDataset):
         self.split, self.layout = split, layout
         records, problems = L.list_pairs(task, root, split, layout)
         root = Path(root)
-        self._init_common(task, root, manifest, train, cfg, hash_mismatch, split)
+        self._init_common(task, root, manifest, train, cfg, hash_mismatch)
         if problems and on_error == "raise":
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise SampleError(f"{problems[0].message}{more}", sample_id=problems[0].id)
@@ -196,9 +203,7 @@ class PairedImageDataset(_GuidedDataset):
                 sample["mask"] = torch.from_numpy(np.repeat((lab > 0)[None], 1 if self.task == "vif" else 2, 0)
                                                   .astype(np.float32))
             else:
-                n = int(getattr(self.cfg, "mask_classes", 0) or 0)
-                cmap = lab.astype(np.int64)
-                sample["mask"] = torch.from_numpy(np.minimum(cmap, n - 1) if n > 1 else cmap)
+                sample["mask"] = torch.from_numpy(checked_class_map(lab, self.cfg.mask_classes, rec.label, rec.id))
         self._add_guidance(sample, rec.id, hw)
         return sample
 
@@ -212,7 +217,7 @@ class SpectralDataset(_GuidedDataset):
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         root = Path(root)
-        self._init_common(task, root, manifest, train, cfg, hash_mismatch, split)
+        self._init_common(task, root, manifest, train, cfg, hash_mismatch)
         self.split, self.max_value = split, max_value
         self.ratio = int(getattr(cfg, "ratio", 4) or 4) if cfg is not None else 4
         self.ignored_files: list[tuple[str, str]] = []
@@ -281,17 +286,15 @@ def _tensor(arr: np.ndarray) -> torch.Tensor:
 
 
 def _spectral_files(task: str, root: Path, split: str, layout: str) -> list[Path]:
-    """A file, ``<root>/<task>`` of the demo root, ``<split>.h5`` / ``*<split>*.h5``, else every .h5/.mat."""
+    """A file, ``<split>.h5`` / ``*<split>*.h5``, else every .h5/.mat under ``root``."""
     if root.is_file():
         return [root]
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist")
-    if (root / task).is_dir() and (root / "README.txt").is_file():
-        root = root / task
     exts = {".h5", ".hdf5"} if layout in ("pancollection", "h5") else {".mat"} if layout == "mat" else {".h5", ".hdf5", ".mat"}
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
-    named = [p for p in files if p.stem.lower() == split or split in p.stem.lower().split("_")]
-    out = named or [p for p in files if not any(s in p.stem.lower() for s in L.SPLIT_NAMES)] or files
+    named = [p for p in files if file_split(p) == split]
+    out = named or [p for p in files if file_split(p) == "all"] or files
     if not out:
         raise ValueError(f"{root}: no .h5 or .mat files for {task}")
     return out
@@ -301,7 +304,7 @@ def build_dataset(task: str, root: str | Path, split: str = "test", *, layout: s
                   manifest: str | Path | None = None, train: bool = False, cfg: Any = None,
                   on_error: str = "raise", hash_mismatch: str = "error", max_value: float | None = None
                   ) -> _GuidedDataset:
-    """Dataset of dict samples for ``task`` from ``root`` (any supported layout or the demo root).
+    """Dataset of dict samples for ``task`` from ``root`` (any supported layout; the demo data: ``<demo dir>/<task>``).
 
     ``train`` applies the seed-000 augmentation (``fusion.data.augment``); ``cfg`` (a ``TaskConfig``)
     supplies crop sizes, ratio, text_dim and mask_classes; ``manifest`` (.parquet file or directory)

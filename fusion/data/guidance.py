@@ -1,8 +1,9 @@
-"""Join a dataset with a Parquet annotation manifest: text tokens and masks per sample id.
+"""Join a dataset with a Parquet annotation manifest: text tokens and masks per sample.
 
-Rows are matched by ``sample_id`` (the dataset's id, or ``<split>/<id>`` as ``annotate`` writes it),
-then by ``path_a`` relative to the dataset root, then by its last two or three path components. The sources'
-sha256 recorded in the row are checked against the local files when the dataset is built:
+A dataset sample is matched by its key ``"<split>/<id>"`` (``"all/<id>"`` for layouts without splits), which
+is the ``sample_id`` that ``annotate`` writes for the same root; loose file pairs (``fuse --manifest``) are
+matched by ``path_a`` relative to the manifest's dataset root. The sources' sha256 recorded in the row are
+checked against the local files when the dataset is built:
 ``hash_mismatch="error"`` (default) raises naming the file; ``"skip"`` drops that sample's guidance
 (it then trains unguided) and counts it in ``hash_mismatches``. Rows with ``status != "ok"`` and
 samples without a row run without guidance; ``unannotated_ids`` lists them.
@@ -14,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fusion.config import get_config
+from rwkvfusion_io.images import checked_class_map
 
 
 class ManifestMismatchError(ValueError):
@@ -28,57 +32,40 @@ class Guidance:
     """Manifest rows matched to a dataset's samples; decodes text [L, D] and masks on demand."""
 
     def __init__(self, manifest: str | Path, task: str, root: str | Path, *, cfg: Any = None,
-                 hash_mismatch: str = "error", split: str | None = None) -> None:
+                 hash_mismatch: str = "error") -> None:
         import manifests
 
         if hash_mismatch not in ("error", "skip"):
             raise ValueError(f"hash_mismatch must be 'error' or 'skip', got {hash_mismatch!r}")
-        self.task, self.cfg, self.root, self.split = task, cfg, Path(root), split
+        if cfg is None:  # the task's registry config (Table 1)
+            cfg = get_config(task)
+        self.task, self.cfg, self.root = task, cfg, Path(root)
         self.hash_mismatch = hash_mismatch
         self.path = Path(manifest)
         table = manifests.read_manifest(self.path)
         rows = manifests.rows_by_id(table)
         self.by_id: dict[str, dict] = {k: r for k, r in rows.items() if r.get("task") in (None, task)}
         self.by_path = {str(r["path_a"]).replace("\\", "/"): r for r in self.by_id.values() if r.get("path_a")}
-        # trailing path components (e.g. "ir/01.png"), kept only where unique, for manifests made from
-        # another root folder of the same dataset
-        tails: dict[str, list[dict]] = {}
-        for rel, r in self.by_path.items():
-            parts = rel.split("/")
-            for n in (2, 3):
-                if len(parts) >= n:
-                    tails.setdefault("/".join(parts[-n:]), []).append(r)
-        self.by_tail = {k: v[0] for k, v in tails.items() if len(v) == 1}
         self.matched: dict[str, dict] = {}
         self.unannotated_ids: list[str] = []
         self.error_rows: list[str] = []
         self.hash_mismatches: list[str] = []
 
-    def _find_row(self, sample_id: str, a_path: Path | None) -> dict | None:
-        """Row by id (``id``, ``<split>/id``, ``all/id`` as ``annotate`` names them), then by path_a."""
-        for key in (sample_id, f"{self.split}/{sample_id}" if self.split else None, f"all/{sample_id}"):
-            if key is not None and key in self.by_id:
-                return self.by_id[key]
-        if a_path is None:
+    def _row_by_path(self, path: Path | None) -> dict | None:
+        if path is None:
             return None
         try:
-            rel = Path(a_path).resolve().relative_to(self.root.resolve()).as_posix()
-        except ValueError:
-            rel = Path(a_path).name
-        if rel in self.by_path:
-            return self.by_path[rel]
-        parts = Path(a_path).resolve().as_posix().split("/")
-        for n in (3, 2):
-            row = self.by_tail.get("/".join(parts[-n:]))
-            if row is not None:
-                return row
-        return None
+            return self.by_path.get(Path(path).resolve().relative_to(self.root.resolve()).as_posix())
+        except ValueError:  # outside the dataset root
+            return None
 
-    def attach(self, sample_id: str, local: Mapping[str, Path | None]) -> bool:
-        """Match one sample; ``local`` maps roles a/b/gt to files whose sha256 is checked. True if guided."""
+    def attach(self, sample_id: str, key: str | None, local: Mapping[str, Path | None]) -> bool:
+        """Match one sample by its ``key`` (``"<split>/<id>"``, the manifest's ``sample_id`` as ``annotate``
+        writes it), or with ``key=None`` by ``local["a"]`` relative to ``root``; ``local`` maps roles a/b/gt
+        to files whose sha256 is checked. True if guided."""
         import manifests
 
-        row = self._find_row(sample_id, local.get("a"))
+        row = self.by_id.get(key) if key is not None else self._row_by_path(local.get("a"))
         if row is None:
             self.unannotated_ids.append(sample_id)
             return False
@@ -95,7 +82,8 @@ class Guidance:
                 msg = (f"{path}: sha256 {got[:12]}... differs from manifest {self.path} "
                        f"(sample {sample_id!r}, sha256_{role} {want[:12]}...)")
                 if self.hash_mismatch == "error":
-                    raise ManifestMismatchError(msg + "; pass hash_mismatch='skip' to train it unguided")
+                    raise ManifestMismatchError(msg + "; pass --hash-mismatch skip (hash_mismatch='skip') to use "
+                                                       "that sample without guidance")
                 self.hash_mismatches.append(sample_id)
                 self.unannotated_ids.append(sample_id)
                 return False
@@ -135,7 +123,7 @@ class Guidance:
 
     def mask(self, sample_id: str) -> np.ndarray | None:
         """VIF: [1, H, W] float binary; MIF: [2, H, W] float (instances of a | both, b | both);
-        MEF/MFF: [H, W] int64 class map (clamped to the config's vocabulary). None when absent."""
+        MEF/MFF: [H, W] int64 class map, ids checked against the config's vocabulary. None when absent."""
         import manifests
 
         row = self.matched.get(sample_id)
@@ -159,9 +147,7 @@ class Guidance:
             cmap = np.any(inst, axis=0).astype(np.uint8)
         if self.task == "vif":
             return (cmap > 0)[None].astype(np.float32)
-        n = int(getattr(self.cfg, "mask_classes", 0) or 0)
-        out = cmap.astype(np.int64)
-        return np.minimum(out, n - 1) if n > 1 else out
+        return checked_class_map(cmap, self.cfg.mask_classes, self.path, sample_id)
 
     def summary(self) -> dict[str, int]:
         return {"annotated": len(self.matched), "unannotated": len(self.unannotated_ids),

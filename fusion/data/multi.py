@@ -1,7 +1,7 @@
 """Training on several datasets at once: discovery under roots, weighted mixing, a held-out validation split.
 
 ``discover_datasets(task, roots)`` walks each root and returns every folder that one of the standard
-layouts of ``fusion.data.layouts`` recognises (the discovery itself is ``layouts.list_pairs``; this module
+layouts of ``rwkvfusion_io.layouts`` recognises (the discovery itself is ``layouts.list_pairs``; this module
 only walks the tree). ``MultiDataset`` concatenates their ``PairedImageDataset``s, exposes per-sample
 sampling weights from ``TaskConfig.dataset_weights`` and carves a validation split: groups of samples
 (Harvard: the series, i.e. the file name minus its 3-digit slice number, because adjacent slices are
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from fusion.data import layouts as L
+from rwkvfusion_io import layouts as L
 
 _SLICE_RE = re.compile(r"^(?P<series>.*?)(?P<slice>\d{3})$")
 MAX_DEPTH = 4

@@ -135,7 +135,7 @@ def pansharpening_metrics(fused: np.ndarray, reference: np.ndarray | None = None
     """Pansharpening metrics (Vivone's toolbox conventions, SPEC Appendix B).
 
     fused: [H, W, C]. With ``reference`` ([H, W, C], reduced resolution, e.g. made by
-    :func:`fusion.wald.wald_degrade`): ``SAM`` (degrees), ``ERGAS``, ``Q2n`` (Q4/Q8, blocks ``block``),
+    :func:`rwkvfusion_io.wald.wald_degrade`): ``SAM`` (degrees), ``ERGAS``, ``Q2n`` (Q4/Q8, blocks ``block``),
     ``SCC``. With ``ms`` ([H/ratio, W/ratio, C]) and ``pan`` ([H, W]), full resolution: ``D_lambda`` (Khan),
     ``D_s``, ``HQNR`` = (1 - D_lambda)(1 - D_s); ``sensor`` picks the MTF gains (None = generic 0.29/0.15).
     Units: sensor DN (Q2n casts to integer DN as the toolbox does). If every given array is float and

@@ -52,16 +52,48 @@ class MetricsReport:
 
 # ---------------------------------------------------------------- reading
 def read_image(path: Path) -> np.ndarray:
-    """HxW (grey) or HxWx3 uint8 array of an image file."""
-    from PIL import Image
+    """HxW (grey) or HxWx3 array of an image file on the 0..255 scale.
 
-    with Image.open(path) as img:
-        if img.mode not in ("L", "RGB"):
-            img = img.convert("RGB")
-        arr = np.asarray(img)
+    8-bit images come back as uint8. 16-bit images (PNG/TIFF ``I;16``, or ``I`` with values above 255)
+    are scaled by 255/65535 to float64, keeping their precision; float images (``F``) with values in
+    [0, 1] are multiplied by 255 and those in [0, 255] kept. Anything else (NaN, negative or larger
+    values, images over Pillow's decompression-bomb limit) raises a ValueError naming the file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+                arr = np.asarray(img, dtype=np.float64)
+            else:
+                arr = np.asarray(img if mode in ("L", "RGB") else img.convert("RGB"))
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"{path}: image too large to read safely ({err})") from err
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(f"{path}: cannot decode image ({err})") from err
+    if arr.dtype == np.float64:
+        arr = _to_255_scale(arr, mode, path)
     if arr.ndim == 3 and np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2]):
         arr = arr[..., 0]  # grey stored as 3 channels
     return arr
+
+
+def _to_255_scale(arr: np.ndarray, mode: str, path: Path) -> np.ndarray:
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{path}: {int((~np.isfinite(arr)).sum())} pixels are NaN or infinite")
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if mode.startswith("I;16") or (mode == "I" and 255 < hi <= 65535 and lo >= 0):
+        return arr * (255.0 / 65535.0)
+    if mode == "I" and 0 <= lo and hi <= 255:
+        return arr
+    if mode == "F" and 0 <= lo and hi <= 1.0:
+        return arr * 255.0
+    if mode == "F" and 0 <= lo and hi <= 255.0:
+        return arr
+    raise ValueError(f"{path}: {mode} image with values in [{lo:g}, {hi:g}]; expected 8/16-bit integers or "
+                     "floats in [0, 1] or [0, 255]")
 
 
 def read_array(path: Path, role: str = "fused") -> np.ndarray:
@@ -215,8 +247,9 @@ def run_metrics(task: str, fused: list[Path], a: Path | None = None, b: Path | N
         for method, fsrc, fidx, stem in iterable:
             try:
                 res = score(method, fsrc, fidx, stem)
-            except (ValueError, OSError) as err:
-                report.problems.append(f"{method}: {stem!r}: {err}")
+            except (ValueError, OSError, MemoryError) as err:
+                lines = str(err).strip().splitlines()
+                report.problems.append(f"{method}: {stem!r}: {lines[0] if lines else type(err).__name__}")
                 continue
             if res is not None:
                 report.rows.append({"method": method, "image": stem, **res})
@@ -242,26 +275,39 @@ def run_metrics(task: str, fused: list[Path], a: Path | None = None, b: Path | N
 
 
 def write_csv(report: MetricsReport, out: Path) -> None:
-    """Per-image rows, then ``mean`` and ``std`` rows per method."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Per-image rows, then ``mean`` and ``std`` rows per method (written atomically).
+
+    File names that are not valid UTF-8 are written with their original bytes.
+    """
+    import io
+
+    from manifests.io import atomic_write
+
     cols = ["method", "image", *report.metric_names]
-    with out.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
+
+    def write(fh: Any) -> None:
+        text = io.TextIOWrapper(fh, encoding="utf-8", errors="surrogateescape", newline="")
+        w = csv.DictWriter(text, fieldnames=cols)
         w.writeheader()
         for row in report.rows:
             w.writerow({k: row.get(k, "") for k in cols})
         for method, stats in report.summary.items():
             for i, label in ((0, "mean"), (1, "std")):
                 w.writerow({"method": method, "image": label, **{k: v[i] for k, v in stats.items()}})
+        text.flush()
+        text.detach()
+
+    atomic_write(out, write)
 
 
 def print_report(report: MetricsReport, console: Any = None) -> None:
     """A rich table of mean +- std, one row per metric and one column per method, then the problems."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from fusion.metrics import LOWER_IS_BETTER
+    from manifests.io import printable
 
     console = console or Console()
     table = Table(title="metrics (mean ± std; ↓ lower is better)")
@@ -269,7 +315,7 @@ def print_report(report: MetricsReport, console: Any = None) -> None:
     methods = list(report.summary)
     for method in methods:
         n = max(v[2] for v in report.summary[method].values())
-        table.add_column(f"{method} (n={n})", justify="right")
+        table.add_column(printable(f"{method} (n={n})"), justify="right")
     for k in report.metric_names:
         cells = []
         for method in methods:
@@ -278,7 +324,7 @@ def print_report(report: MetricsReport, console: Any = None) -> None:
         table.add_row(k + (" ↓" if k in LOWER_IS_BETTER else ""), *cells)
     console.print(table)
     for msg in report.problems:
-        console.print(f"[yellow]warning:[/yellow] {msg}", highlight=False)
+        console.print(f"[yellow]warning:[/yellow] {escape(printable(msg))}", highlight=False)
 
 
 def register(app: Any) -> None:
@@ -319,6 +365,8 @@ def register(app: Any) -> None:
         print_report(report, console)
         if out is not None:
             write_csv(report, out)
-            console.print(f"wrote {out}")
+            from manifests.io import printable
+
+            console.print(f"wrote {printable(str(out))}", markup=False)
         if not report.rows:
             raise typer.Exit(code=1)

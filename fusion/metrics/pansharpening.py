@@ -184,7 +184,7 @@ def d_lambda_khan(fused: np.ndarray, ms: np.ndarray, ratio: int = 4, sensor: str
                   block: int = 32, *, quantize: bool = True) -> float:
     """D_lambda, Khan form (Khan, Alparone & Chanussot 2009; toolbox ``D_lambda_K``):
     1 - Q2n(MS, fused MTF-filtered with the sensor's MS gains and decimated by ``ratio``), blocks ``block``."""
-    from fusion.wald import decimate, mtf_filter
+    from rwkvfusion_io.wald import decimate, mtf_filter
 
     f = np.asarray(fused, dtype=np.float64)
     m = np.asarray(ms, dtype=np.float64)
@@ -200,7 +200,7 @@ def d_s(fused: np.ndarray, ms: np.ndarray, pan: np.ndarray, ratio: int = 4, sens
     (mean_b |Q(F_b, PAN) - Q(MS~_b, PAN~)|^q)^(1/q), Q = :func:`uqi_blocks`, MS~ = MS interpolated to the
     PAN grid (``interp23tap``), PAN~ = PAN degraded (MTF-matched low-pass with the PAN gain + decimation,
     SPEC; the toolbox uses ``imresize``) then interpolated back the same way."""
-    from fusion.wald import decimate, mtf_filter, upsample
+    from rwkvfusion_io.wald import decimate, mtf_filter, upsample
 
     f = np.asarray(fused, dtype=np.float64)
     m = np.asarray(ms, dtype=np.float64)

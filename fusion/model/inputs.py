@@ -27,7 +27,8 @@ def mask_to_channels(mask: torch.Tensor, cfg: TaskConfig, batch: int, hw: tuple[
     """Mask argument -> float [B, mask_in_channels, H, W].
 
     Float [B, Cm, H, W] with Cm = cfg.mask_in_channels is used as is. An integer class map [B, H, W] (or
-    [B, 1, H, W]) is one-hot encoded over cfg.mask_classes for "onehot" masks, binarised (> 0) for "binary".
+    [B, 1, H, W]) is one-hot encoded for "onehot" masks: class id c in 1..cfg.mask_classes sets channel c - 1 and
+    background (0) sets none, so every vocabulary class keeps its own channel; binarised (> 0) for "binary".
     """
     want = cfg.mask_in_channels
     if mask.ndim == 4 and mask.is_floating_point():
@@ -49,10 +50,10 @@ def mask_to_channels(mask: torch.Tensor, cfg: TaskConfig, batch: int, hw: tuple[
         return (mask > 0).to(dtype)[:, None]
     if cfg.mask_kind == "onehot":
         lo, hi = int(mask.min()), int(mask.max())
-        if lo < 0 or hi >= cfg.mask_classes:
-            raise ValueError(f"mask: class ids must lie in [0, {cfg.mask_classes - 1}] (cfg.mask_classes), "
-                             f"got range [{lo}, {hi}]")
-        return F.one_hot(mask.long(), cfg.mask_classes).permute(0, 3, 1, 2).to(dtype)
+        if lo < 0 or hi > cfg.mask_classes:
+            raise ValueError(f"mask: class ids must lie in [0, {cfg.mask_classes}] (0 = background, "
+                             f"1..cfg.mask_classes), got range [{lo}, {hi}]")
+        return F.one_hot(mask.long(), cfg.mask_classes + 1)[..., 1:].permute(0, 3, 1, 2).to(dtype)
     raise ValueError(f"mask: task {cfg.task!r} takes a float mask [B, {want}, H, W], not a class map")
 
 

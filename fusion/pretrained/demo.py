@@ -2,7 +2,7 @@
 
 For every fusion task (vif, mif, mef, mff) a few pairs are taken, round-robin over the task's test sets, from
 the shared real test data (``--data``, default ``../shared/data``), or from the embedded demo data
-(``fusion.data.demo``) when that folder is absent. Each pair (area-downscaled to ``--max-side``) is fused by
+(``fusion.demo``) when that folder is absent. Each pair (area-downscaled to ``--max-side``) is fused by
 the task's bundled model (``fusion.pretrained``) and every baseline of ``fusion.baselines``, scored with the
 acceptance metrics and written to ``<out>/report.html``. Tasks without a bundled model show the baselines
 and say so. About 30 s on two CPU cores with the defaults.
@@ -30,8 +30,8 @@ def demo_pairs(task: str, data: Path | None, demo_dir: Path, n: int) -> tuple[li
         groups = fusion_pairs(task, data)
         if groups:
             return _take(groups, n), f"real test pairs from {data}"
-    from fusion.data.demo import build_demo_data
-    from fusion.data.layouts import list_pairs
+    from fusion.demo import build_demo_data
+    from rwkvfusion_io.layouts import list_pairs
 
     if not (demo_dir / task).is_dir():
         build_demo_data(demo_dir, tasks=[task])

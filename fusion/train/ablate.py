@@ -56,7 +56,8 @@ def main(task: str = typer.Option(..., "--task"), data: list[Path] = typer.Optio
             over.update(crop_scale=((c / 256) ** 2,) * 2)
         t0 = time.perf_counter()
         summary = run_training(task, root / name, data=data, recipe="cpu", steps=steps, seed=seed, overrides=over,
-                               evaluate=False, progress=False, checkpoint_every=steps, log_every=25)
+                               evaluate=False, progress=False, checkpoint_every=steps, log_every=25,
+                               overwrite=True)
         row = {"setting": name, "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in over.items()},
                "steps": steps, "batch": rec.batch_size, "minutes": round((time.perf_counter() - t0) / 60, 1),
                "last_loss": summary.get("last_loss"), "val": summary.get("best_validation")}

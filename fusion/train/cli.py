@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import typer
+
+T = TypeVar("T")
 
 TASK_HELP = "vif | mif | mef | mff | pan | hmif"
 
@@ -22,6 +26,38 @@ def _setup_logging() -> None:
 def _fail(msg: str) -> None:
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(2)
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else ""
+    if isinstance(err, KeyError) or not text:  # KeyError quotes its key; bare errors say nothing
+        text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return text
+
+
+def _run(debug: bool, fn: Callable[[], T]) -> T:
+    """``fn()``, with any failure printed as one ``error:`` line (exit 1); ``--debug`` shows the traceback."""
+    try:
+        return fn()
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as err:  # noqa: BLE001 - the CLI reports every failure in one line
+        if debug:
+            raise
+        typer.echo(f"error: {one_line(err)} (run with --debug for the traceback)", err=True)
+        raise typer.Exit(1) from None
+
+
+DEBUG_HELP = "show the full traceback of an error"
+HASH_HELP = "a source file whose sha256 differs from the manifest: error (default) or skip (use it unguided)"
+
+
+def _baseline_names() -> str:
+    from fusion.baselines import METHODS
+
+    return ", ".join(sorted(n for n, s in METHODS.items() if s.kind == "fusion"))
 
 
 def train(
@@ -48,6 +84,9 @@ def train(
     crop: str | None = typer.Option(None, "--crop", help="training crop HxW, e.g. 128x128 (overrides config)"),
     no_eval: bool = typer.Option(False, "--no-eval", help="skip the test-split evaluation and report"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a run already in --out (default: refuse)"),
+    hash_mismatch: str = typer.Option("error", "--hash-mismatch", help=HASH_HELP),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
     """Train TASK (demo data unless --data); writes checkpoint.pt, metrics.json, fused/ and report.html."""
     from fusion.config import TASKS
@@ -69,14 +108,16 @@ def train(
         except ValueError:
             _fail(f"--crop {crop!r}: expected HxW such as 128x128")
         overrides["crop_size"] = (h, w)
+    if hash_mismatch not in ("error", "skip"):
+        _fail(f"--hash-mismatch {hash_mismatch!r}: expected error or skip")
     from fusion.train.runner import run_training
 
-    summary = run_training(task, out or Path("runs") / task, data=data, manifest=manifest, recipe=recipe,
-                           demo_dir=demo_dir,
-                           layout=layout, steps=steps, epochs=epochs, batch_size=batch_size, device=device,
-                           resume=resume, stop_after=stop_after, seed=seed, num_workers=workers,
-                           checkpoint_every=checkpoint_every, log_every=log_every, overrides=overrides, evaluate=not no_eval,
-                           progress=not no_progress)
+    summary = _run(debug, lambda: run_training(
+        task, out or Path("runs") / task, data=data, manifest=manifest, recipe=recipe, demo_dir=demo_dir,
+        layout=layout, steps=steps, epochs=epochs, batch_size=batch_size, device=device,
+        resume=resume, stop_after=stop_after, seed=seed, num_workers=workers,
+        checkpoint_every=checkpoint_every, log_every=log_every, overrides=overrides, evaluate=not no_eval,
+        progress=not no_progress, hash_mismatch=hash_mismatch, overwrite=overwrite))
     import os
     if int(os.environ.get("RANK", "0")) == 0:
         brief = {k: summary[k] for k in ("steps", "skipped", "last_loss", "train_seconds", "checkpoint",
@@ -98,11 +139,22 @@ def evaluate(
     baseline: str | None = typer.Option(None, "--baseline", help="baseline scored alongside (default average)"),
     device: str | None = typer.Option(None, "--device"),
     no_progress: bool = typer.Option(False, "--no-progress"),
+    hash_mismatch: str = typer.Option("error", "--hash-mismatch", help=HASH_HELP),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
     """Fuse a test split with a checkpoint and score it (and a baseline) with the metrics suite."""
     _setup_logging()
     if (data is None) == (demo_dir is None):
         _fail("give exactly one of --data DIR or --demo-dir DIR")
+    if hash_mismatch not in ("error", "skip"):
+        _fail(f"--hash-mismatch {hash_mismatch!r}: expected error or skip")
+    _run(debug, lambda: _evaluate(checkpoint, out, data, demo_dir, manifest, split, layout, baseline, device,
+                                  no_progress, hash_mismatch))
+
+
+def _evaluate(checkpoint: Path, out: Path, data: Path | None, demo_dir: Path | None, manifest: Path | None,
+              split: str, layout: str, baseline: str | None, device: str | None, no_progress: bool,
+              hash_mismatch: str) -> None:
     from fusion.config import TaskConfig
     from fusion.data import build_dataset
     from fusion.train.distributed import resolve_device
@@ -119,7 +171,14 @@ def evaluate(
         root = data
         if not root.exists():
             _fail(f"--data {root} does not exist")
-    ds = build_dataset(cfg.task, root, split, layout=layout, manifest=manifest, train=False, cfg=cfg)
+        from fusion.train.inference import warn_task_mismatch
+
+        if root.is_dir():
+            kids = [p for p in sorted(root.iterdir()) if p.is_dir()]
+            warn_task_mismatch(checkpoint, cfg.task, *kids, *(q for k in kids for q in sorted(k.iterdir())
+                                                               if q.is_dir()))
+    ds = build_dataset(cfg.task, root, split, layout=layout, manifest=manifest, train=False, cfg=cfg,
+                       hash_mismatch=hash_mismatch)
     res = evaluate_dataset(model, ds, out, task=cfg.task, baseline=baseline, progress=not no_progress,
                            title=f"RWKVFusion {cfg.task}: {root} ({split})",
                            notes=[f"checkpoint {checkpoint} (step {ckpt.get('step')}, EMA weights)"])
@@ -132,13 +191,19 @@ def fuse(
     b: Path = typer.Option(..., "--b", help="source B image or folder (visible / SPECT / over-exposed / near)"),
     out: Path = typer.Option(..., "--out", help="output image (one pair) or folder"),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="trained model"),
-    method: str | None = typer.Option(None, "--method", help="classical baseline instead of a checkpoint"),
+    method: str | None = typer.Option(None, "--method",
+                                      help=f"classical baseline instead of a checkpoint: {_baseline_names()}"),
     task: str | None = typer.Option(None, "--task", help="vif | mif | mef | mff: the bundled model of the task "
                                     "(used when neither --checkpoint nor --method is given)"),
     manifest: Path | None = typer.Option(None, "--manifest", help="manifest with captions/masks (guidance)"),
     device: str | None = typer.Option(None, "--device"),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
-    """Fuse registered image pairs (files, or folders matched by name); colour restored, size kept."""
+    """Fuse registered image pairs (files, or folders matched by name); colour restored, size kept.
+
+    Over folders, a pair that cannot be fused is reported and the others are still fused; the exit
+    status is 1 when any pair failed.
+    """
     _setup_logging()
     if checkpoint is not None and method is not None:
         _fail("give only one of --checkpoint PATH, --method NAME or --task TASK (bundled model)")
@@ -166,34 +231,40 @@ def fuse(
         fuse_y = lambda ya, yb: spec.fn(ya, yb)  # noqa: E731
     else:
         from fusion.train.distributed import resolve_device
-        from fusion.train.inference import load_model, model_fuse_y
+        from fusion.train.inference import load_model, model_fuse_y, warn_task_mismatch
 
         if checkpoint is None:  # the bundled model of --task
             from fusion.config import FUSION_TASKS
-            from fusion.pretrained import NoBundledModel, load_pretrained
+            from fusion.pretrained import NoBundledModel, bundled_files, load_pretrained
 
             if task not in FUSION_TASKS:
                 _fail(f"--task {task!r}: `fuse` fuses image pairs of {', '.join(FUSION_TASKS)}")
             try:
-                model = load_pretrained(task, resolve_device(device))
+                bundled_files(task)
             except NoBundledModel as err:
                 _fail(str(err))
+            model = _run(debug, lambda: load_pretrained(task, resolve_device(device)))
         else:
-            model, _ckpt = load_model(checkpoint, resolve_device(device))
+            model, _ckpt = _run(debug, lambda: load_model(checkpoint, resolve_device(device)))
             if task is not None and model.cfg.task != task:
                 _fail(f"--task {task} but checkpoint {checkpoint} is a {model.cfg.task} model")
         if not model.cfg.is_fusion:
             _fail(f"checkpoint {checkpoint} is a {model.cfg.task} model; `fuse` handles vif/mif/mef/mff")
+        warn_task_mismatch(checkpoint or f"(bundled {model.cfg.task} model)", model.cfg.task, a, b)
         fuse_y = model_fuse_y(model)
         if manifest is not None:
             from fusion.train.guidance import manifest_guidance
 
-            fuse_y_for = manifest_guidance(model, manifest)
-    try:
-        written = fuse_files(fuse_y, pairs, out, fuse_y_for=fuse_y_for)
-    except ValueError as err:
-        _fail(str(err))
-    typer.echo(f"wrote {len(written)} fused image(s) to {out}")
+            fuse_y_for = _run(debug, lambda: manifest_guidance(model, manifest))
+    failures: list[tuple[str, str]] = []
+    written = _run(debug, lambda: fuse_files(fuse_y, pairs, out, fuse_y_for=fuse_y_for,
+                                             failures=None if debug else failures))
+    for name, why in failures:
+        typer.echo(f"error: pair {name!r}: {why}", err=True)
+    typer.echo(f"wrote {len(written)} fused image(s) to {out}"
+               + (f"; {len(failures)} of {len(pairs)} pair(s) failed (listed above)" if failures else ""))
+    if failures:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -46,7 +46,7 @@ def manifest_guidance(model: nn.Module, manifest: str | Path, root: str | Path |
         if key not in cache:
             cache[key] = Guidance(manifest, cfg.task, base, cfg=cfg)
         g = cache[key]
-        if not g.attach(name, {"a": pa, "b": pb}):
+        if not g.attach(name, None, {"a": pa, "b": pb}):
             logger.warning("%s: no usable row in manifest %s; fused without guidance", name, manifest)
             return model_fuse_y(model)
         mask = g.mask(name)

@@ -1,10 +1,12 @@
 """Inference: rebuild a trained model from its checkpoint and fuse images (Y fused, colour restored).
 
 Fusion tasks fuse the BT.601 Y channel; colour comes back from the sources' CbCr (SPEC 3.2): one colour
-source -> its CbCr, two -> ``fusion.color.fuse_chroma`` (SwinFusion |C - 0.5| weighting).
+source -> its CbCr, two -> ``rwkvfusion_io.color.fuse_chroma`` (SwinFusion |C - 0.5| weighting).
 """
 from __future__ import annotations
 
+import io
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ import torch
 from torch import nn
 
 from fusion.train.checkpoint import load_checkpoint
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -60,7 +64,7 @@ def run_model(model: nn.Module, a: torch.Tensor, b: torch.Tensor, *, text: torch
 # --------------------------------------------------------------------------- colour
 def split_y(img: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """HxWxC float image in [0, 1] -> (Y [H, W], CbCr [H, W, 2] or None for grey input)."""
-    from fusion.color import rgb_to_ycbcr
+    from rwkvfusion_io.color import rgb_to_ycbcr
 
     if img.ndim == 2:
         return img.astype(np.float32), None
@@ -76,7 +80,7 @@ def split_y(img: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 
 def restore_colour(y: np.ndarray, cbcr_a: np.ndarray | None, cbcr_b: np.ndarray | None) -> np.ndarray:
     """Fused Y [H, W] + the sources' CbCr ([H, W, 2] or None) -> HxW (grey) or HxWx3 RGB in [0, 1]."""
-    from fusion.color import fuse_chroma, ycbcr_to_rgb
+    from rwkvfusion_io.color import fuse_chroma, ycbcr_to_rgb
 
     if cbcr_a is None and cbcr_b is None:
         return np.clip(y, 0.0, 1.0).astype(np.float32)
@@ -122,7 +126,7 @@ def model_fuse_y(model: nn.Module, guidance: dict[str, torch.Tensor] | None = No
 # --------------------------------------------------------------------------- files
 def read_image(path: str | Path) -> np.ndarray:
     """HxWxC float32 in [0, 1] (the data package's reader: errors name the file)."""
-    from fusion.data.io import read_image as _read
+    from rwkvfusion_io.images import read_image as _read
 
     return _read(path)
 
@@ -131,16 +135,19 @@ def write_image(path: str | Path, img: np.ndarray) -> Path:
     """Write HxW or HxWx3 float in [0, 1] as 8-bit (format from the suffix; PNG when there is none)."""
     from PIL import Image
 
+    from manifests.io import atomic_write
+
     path = Path(path)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         path = path.with_suffix(".png")
-    path.parent.mkdir(parents=True, exist_ok=True)
     arr = np.asarray(img)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     u8 = np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
-    Image.fromarray(u8).save(path)
-    return path
+    buf = io.BytesIO()
+    Image.fromarray(u8).save(buf, format=Image.registered_extensions()[path.suffix.lower()])
+    # atomic: an interrupted run never leaves a truncated image (or a half-replaced earlier one)
+    return atomic_write(path, lambda fh: fh.write(buf.getbuffer()))
 
 
 def _images_in(folder: Path) -> dict[str, Path]:
@@ -181,10 +188,13 @@ FuseY = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def fuse_files(fuse_y: FuseY, pairs: list[tuple[str, Path, Path]], out: str | Path, *,
-               fuse_y_for: Callable[[str, Path, Path], FuseY] | None = None, progress: bool = True) -> list[Path]:
+               fuse_y_for: Callable[[str, Path, Path], FuseY] | None = None, progress: bool = True,
+               failures: list[tuple[str, str]] | None = None) -> list[Path]:
     """Fuse each pair and write it; ``out`` is a file for one pair given as files, else a folder.
 
     ``fuse_y_for(name, path_a, path_b)``, when given, returns the ``fuse_y`` of one pair (per-pair guidance).
+    With a ``failures`` list a pair that cannot be read or fused is appended as ``(name, one-line reason)``
+    and the remaining pairs are still fused; without it the first failure raises.
     """
     out = Path(out)
     single = len(pairs) == 1 and out.suffix.lower() in IMAGE_SUFFIXES
@@ -194,13 +204,51 @@ def fuse_files(fuse_y: FuseY, pairs: list[tuple[str, Path, Path]], out: str | Pa
         from tqdm.auto import tqdm
         it = tqdm(pairs, desc="fuse", dynamic_ncols=True)
     for name, pa, pb in it:
-        img_a, img_b = read_image(pa), read_image(pb)
-        if img_a.shape[:2] != img_b.shape[:2]:
-            raise ValueError(f"pair {name!r}: {pa} is {img_a.shape[1]}x{img_a.shape[0]} but {pb} is "
-                             f"{img_b.shape[1]}x{img_b.shape[0]} (W x H); fusion needs registered images "
-                             "of one size")
-        fy = fuse_y_for(name, pa, pb) if fuse_y_for is not None else fuse_y
-        fused = fuse_arrays(fy, img_a, img_b)
-        target = out if single else out / f"{name}.png"
-        written.append(write_image(target, fused))
+        try:
+            written.append(_fuse_pair(fuse_y, name, pa, pb, out if single else out / f"{name}.png", fuse_y_for))
+        except (ValueError, OSError, RuntimeError, MemoryError) as err:
+            if failures is None:
+                raise
+            lines = str(err).strip().splitlines()
+            failures.append((name, lines[0] if lines else type(err).__name__))
     return written
+
+
+def _fuse_pair(fuse_y: FuseY, name: str, pa: Path, pb: Path, target: Path,
+               fuse_y_for: Callable[[str, Path, Path], FuseY] | None) -> Path:
+    img_a, img_b = read_image(pa), read_image(pb)
+    if img_a.shape[:2] != img_b.shape[:2]:
+        raise ValueError(f"pair {name!r}: {pa} is {img_a.shape[1]}x{img_a.shape[0]} but {pb} is "
+                         f"{img_b.shape[1]}x{img_b.shape[0]} (W x H); fusion needs registered images "
+                         "of one size")
+    fy = fuse_y_for(name, pa, pb) if fuse_y_for is not None else fuse_y
+    return write_image(target, fuse_arrays(fy, img_a, img_b))
+
+
+def guess_task(*paths: str | Path) -> str | None:
+    """The fusion task whose role folder names (``ir``/``vi``, ``mri``/``spect``, ...) name ``paths``.
+
+    Looks at the folder of each path and its parent (a file's folder and that folder's parent). None when
+    no task's names occur, or when several tasks' names do.
+    """
+    from rwkvfusion_io.layouts import ROLE_ALIASES
+
+    words: set[str] = set()
+    for p in paths:
+        p = Path(p)
+        folder = p.parent if p.is_file() else p
+        words |= {folder.name.lower(), folder.parent.name.lower()}
+    hits = {task for task, roles in ROLE_ALIASES.items()
+            if words & {n for names in roles.values() for n in names if len(n) > 1}}
+    return hits.pop() if len(hits) == 1 else None
+
+
+def warn_task_mismatch(checkpoint: str | Path, task: str, *paths: str | Path) -> str | None:
+    """Log a warning (and return the guessed task) when ``paths`` look like another task's data than ``task``."""
+    guessed = guess_task(*paths)
+    if guessed is not None and guessed != task:
+        logger.warning("checkpoint %s is a %s model but %s look like %s data (folder names); a model of "
+                       "another task gives poor results", checkpoint, task, ", ".join(str(p) for p in paths),
+                       guessed)
+        return guessed
+    return None

@@ -36,7 +36,7 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
 
 def demo_task_root(demo_dir: str | Path, task: str, env: DistEnv) -> Path:
     """The demo dataset of ``task`` under ``demo_dir``, built by rank 0 when absent."""
-    from fusion.data.demo import build_demo_data
+    from fusion.demo import build_demo_data
 
     demo_dir = Path(demo_dir)
     root = demo_dir / task
@@ -49,13 +49,40 @@ def demo_task_root(demo_dir: str | Path, task: str, env: DistEnv) -> Path:
     return root
 
 
+# what a run writes into its folder (removed by ``overwrite`` so no stale report outlives its checkpoint)
+RUN_OUTPUTS = ("checkpoint.pt", "config.yaml", "train.json", "metrics.csv", "metrics.json", "report.html",
+               "train_summary.json", "fused", "val.json", "best.safetensors")
+
+
+def check_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a fresh run in a folder that already holds one (unless ``resume`` or ``overwrite``)."""
+    ckpt = out / "checkpoint.pt"
+    if resume or overwrite or not ckpt.exists():
+        return
+    raise FileExistsError(f"{out} already holds a training run ({ckpt}); pass --resume to continue it, "
+                          "--overwrite to replace it, or choose another --out")
+
+
+def remove_run_outputs(out: Path) -> None:
+    """Delete the files of a previous run in ``out`` (only the names a run writes)."""
+    import shutil
+
+    for name in RUN_OUTPUTS:
+        p = out / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+
+
 def run_training(task: str, out: str | Path, *, data: str | Path | Sequence[str | Path] | None = None,
                  manifest: str | Path | None = None, recipe: str | None = None,
                  demo_dir: str | Path = "demo_data", layout: str = "auto", steps: int | None = None,
                  epochs: int | None = None, batch_size: int | None = None, device: str | None = None,
                  resume: bool = False, stop_after: int | None = None, seed: int = 0, num_workers: int = 0,
                  checkpoint_every: int | None = None, log_every: int = 10, overrides: dict[str, Any] | None = None,
-                 evaluate: bool = True, eval_split: str = "test", progress: bool = True) -> dict[str, Any]:
+                 evaluate: bool = True, eval_split: str = "test", progress: bool = True,
+                 hash_mismatch: str = "error", overwrite: bool = False) -> dict[str, Any]:
     """Train ``task`` into ``out`` (checkpoint.pt, config.yaml, train.json, metrics.csv; after the last
     step metrics.json, fused/ and report.html).  Works single-process or under torchrun (DDP).
 
@@ -65,15 +92,18 @@ def run_training(task: str, out: str | Path, *, data: str | Path | Sequence[str 
     the final evaluation then runs on that validation split. ``recipe`` ("paper" = Table 1, the default
     with ``data``; "cpu") sets budget, crops, batch, schedule and EMA (``fusion.config.get_recipe``);
     explicit ``steps``/``epochs``/``batch_size``/``checkpoint_every``/``overrides`` win over it.
-    """
+    A folder that already holds a run is continued with ``resume``, replaced with ``overwrite`` (its old
+    outputs removed first), and otherwise refused (FileExistsError), so a finished run is never clobbered.
+    ``hash_mismatch`` ("error" / "skip") is passed to the dataset's manifest join."""
     from fusion.config import FUSION_TASKS, get_config, get_recipe
     from fusion.data import build_dataset, collate
     from fusion.losses import build_loss
     from fusion.train.checkpoint import seed_everything
     from fusion.train.inference import model_from_config
 
-    env = init_distributed(device)
     out = Path(out)
+    check_run_folder(out, resume=resume, overwrite=overwrite)
+    env = init_distributed(device)
     try:
         demo = data is None
         cfg_over: dict[str, Any] = {}
@@ -123,18 +153,21 @@ def run_training(task: str, out: str | Path, *, data: str | Path | Sequence[str 
             val_set = MultiDataset(task, roots, "val", cfg=cfg, train=False)
             assert rec is not None
             validator = Validator(val_set, out, every=rec.val_every, max_pairs=rec.val_max_pairs,
-                                  max_side=rec.val_max_side)
+                                  max_side=rec.val_max_side, resume=resume)
             if env.is_main:
                 logger.info("training datasets %s; validation %s", dataset.datasets,
                             [(n, k) for n, k, _ in val_set.datasets])
         else:
-            dataset = build_dataset(task, root, "train", layout=layout, manifest=manifest, train=True, cfg=cfg)
+            dataset = build_dataset(task, root, "train", layout=layout, manifest=manifest, train=True, cfg=cfg,
+                                    hash_mismatch=hash_mismatch)
         if manifest is not None and env.is_main and hasattr(dataset, "guidance_summary"):
             gs = dataset.guidance_summary()
             logger.info("manifest %s: %s (samples without annotation train unguided)", manifest, gs)
         trainer = Trainer(model, build_loss(cfg), dataset, settings, out, env, collate_fn=collate,
                           config=cfg.to_dict(), task=task)
         if env.is_main:
+            if overwrite and not resume:
+                remove_run_outputs(out)
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.yaml").write_text(cfg.to_yaml())
             (out / "train.json").write_text(json.dumps({"settings": asdict(settings),
@@ -151,6 +184,9 @@ def run_training(task: str, out: str | Path, *, data: str | Path | Sequence[str 
         if summary["skipped"] and env.is_main:
             logger.warning("%d steps skipped for non-finite values (samples %s)", summary["skipped"],
                            sorted(set(summary["nonfinite_samples"])))
+        if summary["unreadable_samples"] and env.is_main:
+            logger.warning("%d unreadable training sample(s) skipped: %s", len(summary["unreadable_samples"]),
+                           "; ".join(f"{k}: {v}" for k, v in sorted(summary["unreadable_samples"].items())))
         # every rank is done with collectives; only rank 0 evaluates (no barrier after it, so a long
         # evaluation cannot time out the process group of the other ranks)
         barrier(env)
@@ -161,7 +197,8 @@ def run_training(task: str, out: str | Path, *, data: str | Path | Sequence[str 
                 summary["evaluation"] = evaluate_best_on_val(trainer, val_set, out, task=task, progress=progress)
             else:
                 summary["evaluation"] = evaluate_run(trainer, task, root, out, layout=layout, manifest=manifest,
-                                                     split=eval_split, cfg=cfg, progress=progress)
+                                                     split=eval_split, cfg=cfg, progress=progress,
+                                                     hash_mismatch=hash_mismatch)
         if env.is_main:
             (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
         return summary
@@ -170,12 +207,13 @@ def run_training(task: str, out: str | Path, *, data: str | Path | Sequence[str 
 
 
 def evaluate_run(trainer: Trainer, task: str, root: Path, out: Path, *, layout: str, manifest: Any,
-                 split: str, cfg: Any, progress: bool) -> dict[str, Any]:
+                 split: str, cfg: Any, progress: bool, hash_mismatch: str = "error") -> dict[str, Any]:
     """Score the EMA weights and the average baseline on ``split``; writes metrics.json, fused/, report.html."""
     from fusion.data import build_dataset
     from fusion.train.evaluate import evaluate_dataset
 
-    test = build_dataset(task, root, split, layout=layout, manifest=manifest, train=False, cfg=cfg)
+    test = build_dataset(task, root, split, layout=layout, manifest=manifest, train=False, cfg=cfg,
+                         hash_mismatch=hash_mismatch)
     notes = []
     if manifest is not None and hasattr(test, "guidance_summary"):
         notes.append(f"guidance from {manifest}: {test.guidance_summary()}")

@@ -6,7 +6,8 @@ Augmentation randomness is made a function of (seed, epoch, index) so that the b
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -72,18 +73,32 @@ class SeededSamples(Dataset):
     """Wraps a dataset: item ``(epoch, index)`` is loaded under RNGs seeded from (seed, epoch, index).
 
     The caller's global RNG states are restored afterwards, so model randomness (drop path, text
-    dropout) is unaffected by data loading.  Loading errors are re-raised naming the sample.
+    dropout) is unaffected by data loading.  Loading errors are re-raised naming the sample, or with
+    ``skip_errors`` returned as an :class:`UnreadableSample` (indices in ``known_bad`` are not read again).
     """
 
-    def __init__(self, dataset: Dataset, seed: int) -> None:
+    def __init__(self, dataset: Dataset, seed: int, *, skip_errors: bool = False) -> None:
         self.dataset = dataset
         self.seed = seed
+        self.skip_errors = skip_errors
+        self.known_bad: dict[int, UnreadableSample] = {}
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         epoch, index = key
+        if not self.skip_errors:
+            return self._get(epoch, index)
+        if index in self.known_bad:
+            return self.known_bad[index]
+        try:
+            return self._get(epoch, index)
+        except SampleLoadError as err:
+            cause = err.__cause__ if err.__cause__ is not None else err
+            return UnreadableSample(index, sample_name(self.dataset, index), _one_line(cause))
+
+    def _get(self, epoch: int, index: int) -> Any:
         s = sample_seed(self.seed, epoch, index)
         py_state, np_state = random.getstate(), np.random.get_state()
         try:
@@ -99,6 +114,55 @@ class SeededSamples(Dataset):
 
 class SampleLoadError(RuntimeError):
     """A sample could not be loaded; the message names the sample and its files."""
+
+
+@dataclass(frozen=True)
+class UnreadableSample:
+    """Stands in for a sample that could not be loaded: its index, name (id) and the reason."""
+
+    index: int
+    name: str
+    reason: str
+
+
+def _one_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def sample_name(dataset: Dataset, index: int) -> str:
+    """The sample's id when the dataset lists records with an ``id``, else ``index N``."""
+    seq = getattr(dataset, "samples", None)
+    try:
+        rid = getattr(seq[index], "id", None) if seq is not None else None
+    except Exception:  # noqa: BLE001
+        rid = None
+    return str(rid) if rid is not None else f"index {index}"
+
+
+class SkipUnreadable:
+    """Collate wrapper: drops :class:`UnreadableSample` entries and lists them under ``"unreadable"``.
+
+    A batch of only unreadable samples is ``{"unreadable": [...]}`` (the trainer skips that step).
+    """
+
+    def __init__(self, collate_fn: Callable[[list[Any]], dict[str, Any]] | None) -> None:
+        self.collate_fn = collate_fn
+
+    def __call__(self, items: list[Any]) -> dict[str, Any]:
+        bad = [x for x in items if isinstance(x, UnreadableSample)]
+        good = [x for x in items if not isinstance(x, UnreadableSample)]
+        if good:
+            if self.collate_fn is None:
+                from torch.utils.data import default_collate
+
+                batch = default_collate(good)
+            else:
+                batch = self.collate_fn(good)
+        else:
+            batch = {}
+        batch["unreadable"] = bad
+        return batch
 
 
 def describe_sample(dataset: Dataset, index: int) -> str:

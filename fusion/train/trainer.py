@@ -16,16 +16,29 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from fusion.train.checkpoint import CHECKPOINT_FORMAT, capture_rng, load_checkpoint, restore_rng, save_atomic
+from fusion.train.checkpoint import (
+    CHECKPOINT_FORMAT,
+    capture_rng,
+    clean_stale_temporaries,
+    load_checkpoint,
+    restore_rng,
+    save_atomic,
+)
 from fusion.train.distributed import DistEnv, all_true, mean_over_ranks
 from fusion.train.ema import ModelEMA
 from fusion.train.runlog import MetricLog
-from fusion.train.sampling import ResumableSampler, SeededSamples, WeightedResumableSampler
+from fusion.train.sampling import (
+    ResumableSampler,
+    SeededSamples,
+    SkipUnreadable,
+    UnreadableSample,
+    WeightedResumableSampler,
+)
 
 logger = logging.getLogger(__name__)
 
 # batch keys that are model/loss inputs (moved to the device and checked for non-finite values)
-TENSOR_KEYS = ("a", "b", "gt", "text", "text_mask", "mask")
+TENSOR_KEYS = ("a", "b", "gt", "text", "text_mask", "mask", "has_mask")
 
 
 @dataclass
@@ -47,6 +60,8 @@ class TrainSettings:
     num_workers: int = 0
     amp: bool = True  # bf16 autocast, CUDA only
     progress: bool = True
+    # unreadable samples (corrupt file, NaN values, ...) are skipped and recorded up to this fraction
+    max_unreadable_fraction: float = 0.1
     extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance (data paths, demo, ...)
 
     def __post_init__(self) -> None:
@@ -58,6 +73,8 @@ class TrainSettings:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.max_unreadable_fraction <= 1.0:
+            raise ValueError(f"max_unreadable_fraction must be in [0, 1], got {self.max_unreadable_fraction}")
         self.betas = tuple(self.betas)  # type: ignore[assignment]
 
 
@@ -65,9 +82,13 @@ class Trainer:
     """Trains ``model`` with ``loss_fn`` on ``dataset``; rank 0 writes checkpoints and logs to ``out_dir``.
 
     Batches are dicts from ``collate``: "id" (list of str), "a" [B, Ca, H, W], "b" [B, Cb, H, W] and
-    optionally "gt", "text" [B, L, D], "text_mask" [B, L], "mask".  ``loss_fn(out, a, b, mask=, gt=)``
+    optionally "gt", "text" [B, L, D], "text_mask" [B, L], "mask".  ``loss_fn(out, a, b, mask=, gt=, has_mask=)``
     returns ``(total, parts)``.  A step whose inputs, loss or gradients are non-finite is skipped on
     every rank and counted in ``skipped`` (the schedule still advances: one step = one batch).
+    A sample that cannot be loaded is left out of its batch, logged by name with the reason and kept in
+    ``unreadable`` (saved in the checkpoint, so a resumed run does not read it again); more than
+    ``settings.max_unreadable_fraction`` of the dataset (and more than one sample) unreadable stops
+    training with a ValueError.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable[..., tuple[torch.Tensor, dict[str, float]]],
@@ -77,6 +98,8 @@ class Trainer:
         self.env, self.settings = env, settings
         self.out_dir = Path(out_dir)
         self.checkpoint_path = self.out_dir / "checkpoint.pt"
+        if env.is_main:
+            clean_stale_temporaries(self.checkpoint_path)
         self.task, self.config = task, dict(config or {})
         self.model = model.to(env.device)
         self.loss_fn = loss_fn.to(env.device) if isinstance(loss_fn, nn.Module) else loss_fn
@@ -103,8 +126,10 @@ class Trainer:
             warnings.warn(f"batch size {self.batch_size} exceeds the {per_rank} samples per rank; "
                           f"using {per_rank}", stacklevel=2)
             self.batch_size = per_rank
-        self.loader = DataLoader(SeededSamples(dataset, settings.seed), batch_size=self.batch_size,
-                                 sampler=self.sampler, collate_fn=collate_fn, drop_last=True,
+        self.samples = SeededSamples(dataset, settings.seed, skip_errors=True)
+        self.n_samples = n
+        self.loader = DataLoader(self.samples, batch_size=self.batch_size,
+                                 sampler=self.sampler, collate_fn=SkipUnreadable(collate_fn), drop_last=True,
                                  num_workers=settings.num_workers, pin_memory=env.device.type == "cuda",
                                  persistent_workers=False,
                                  # own generator: making an iterator must not consume the global RNG (exact resume)
@@ -118,6 +143,7 @@ class Trainer:
         self.batch_in_epoch = 0
         self.skipped = 0
         self.nonfinite_inputs: list[str] = []
+        self.unreadable: dict[str, str] = {}  # sample name -> reason
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -133,6 +159,7 @@ class Trainer:
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "skipped": self.skipped, "world_size": self.env.world_size, "batch_size": self.batch_size,
             "total_steps": self.total_steps, "rng": rngs,
+            "unreadable": [[u.index, u.name, u.reason] for u in self.samples.known_bad.values()],
         }
 
     def save(self) -> None:
@@ -162,6 +189,8 @@ class Trainer:
             self.scheduler.T_max = self.total_steps
         self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
         self.batch_in_epoch, self.skipped = int(ckpt["batch_in_epoch"]), int(ckpt["skipped"])
+        for index, name, reason in ckpt.get("unreadable", []):
+            self._record_unreadable([UnreadableSample(int(index), str(name), str(reason))], quiet=True)
         rngs = ckpt["rng"]
         restore_rng(rngs[self.env.rank] if len(rngs) == self.env.world_size else rngs[0])
         return True
@@ -187,13 +216,32 @@ class Trainer:
                 bad |= ~torch.isfinite(v.reshape(len(ids), -1)).all(dim=1).cpu()
         return [str(ids[i]) for i in torch.nonzero(bad).flatten().tolist()]
 
+    def _record_unreadable(self, items: list[UnreadableSample], *, quiet: bool = False) -> None:
+        for u in items:
+            if u.name not in self.unreadable:
+                self.unreadable[u.name] = u.reason
+                if not quiet:
+                    logger.warning("rank %d: skipping unreadable training sample %s: %s", self.env.rank, u.name,
+                                   u.reason)
+            self.samples.known_bad[u.index] = u
+        frac = self.settings.max_unreadable_fraction
+        limit = max(1.0, frac * self.n_samples) if frac > 0 else 0.0  # one bad sample of a small set is fine
+        if len(self.unreadable) > limit:
+            first, why = next(iter(self.unreadable.items()))
+            raise ValueError(f"{len(self.unreadable)} of {self.n_samples} training samples are unreadable (more "
+                             f"than {self.settings.max_unreadable_fraction:.0%}); first {first}: {why}")
+
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         """One optimisation step on ``batch``; returns the loss parts ("loss", "grad_norm", "skipped")."""
         self.model.train()
         net = self.ddp if self.ddp is not None else self.model
-        batch = self._to_device(batch)
-        bad = self.nonfinite_samples(batch)
-        if bad:
+        self._record_unreadable(list(batch.pop("unreadable", None) or []))
+        if "a" not in batch:  # every sample of this batch was unreadable
+            bad = ["(no readable sample in this batch)"]
+        else:
+            batch = self._to_device(batch)
+            bad = self.nonfinite_samples(batch)
+        if bad and "a" in batch:
             self.nonfinite_inputs.extend(bad)
             logger.warning("rank %d step %d: non-finite values (NaN/Inf) in samples %s; step skipped",
                            self.env.rank, self.step + 1, bad)
@@ -203,7 +251,7 @@ class Trainer:
                 out = net(batch["a"], batch["b"], text=batch.get("text"), text_mask=batch.get("text_mask"),
                           mask=batch.get("mask"))
             loss, parts = self.loss_fn(out.float(), batch["a"], batch["b"], mask=batch.get("mask"),
-                                       gt=batch.get("gt"))
+                                       gt=batch.get("gt"), has_mask=batch.get("has_mask"))
             loss_ok = all_true(bool(torch.isfinite(loss.detach()).item()), self.env)
             # backward on every rank even when some loss is non-finite: DDP needs matching collectives
             loss.backward()
@@ -282,6 +330,7 @@ class Trainer:
             log.close()
         return {"steps": self.step, "steps_this_run": self.step - start_step, "skipped": self.skipped,
                 "nonfinite_samples": list(self.nonfinite_inputs), "last_loss": last_loss,
+                "unreadable_samples": dict(self.unreadable),
                 "seconds": time.perf_counter() - t_run, "total_steps": self.total_steps,
                 "finished": self.step >= self.total_steps}
 

@@ -92,13 +92,14 @@ class Validator:
     """Trainer checkpoint hook: validate the EMA weights every ``every`` steps (and at the last step),
     log to ``<out>/val.json``, keep the best in ``<out>/best.safetensors``."""
 
-    def __init__(self, dataset: Any, out_dir: str | Path, *, every: int, max_pairs: int, max_side: int) -> None:
+    def __init__(self, dataset: Any, out_dir: str | Path, *, every: int, max_pairs: int, max_side: int,
+                 resume: bool = False) -> None:
         self.dataset, self.out = dataset, Path(out_dir)
         self.every, self.max_pairs, self.max_side = every, max_pairs, max_side
         self.log_path, self.best_path = self.out / "val.json", self.out / "best.safetensors"
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
-        if self.log_path.is_file():  # resumed run: keep the best so far
+        if resume and self.log_path.is_file():  # resumed run: keep the best so far
             state = json.loads(self.log_path.read_text())
             self.history, self.best = state.get("history", []), state.get("best")
 

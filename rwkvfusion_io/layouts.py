@@ -32,10 +32,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fusion.data.io import SampleError, is_image
-
-FUSION_TASKS = ("vif", "mif", "mef", "mff")
-SPECTRAL_TASKS = ("pan", "hmif")
+from rwkvfusion_io.images import SampleError, is_image
+from rwkvfusion_io.tasks import FUSION_TASKS, SPECTRAL_TASKS
 
 # role folder aliases per task (lower-case); "generic" names are accepted for every task.
 ROLE_ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -65,6 +63,12 @@ class PairRecord:
     gt: Path | None = None
     label: Path | None = None
     extra: dict = field(default_factory=dict)
+    split: str = "all"  # the split folder / list the pair came from; "all" for layouts without splits
+
+    @property
+    def key(self) -> str:
+        """``"<split>/<id>"``: the pair's ``sample_id`` in an annotation manifest of the same root."""
+        return f"{self.split}/{self.id}"
 
     def paths(self) -> dict[str, str]:
         out = {"a": str(self.a), "b": str(self.b)}
@@ -81,6 +85,8 @@ class Problem:
 
     id: str
     message: str
+    a: Path | None = None  # the files of the pair that do exist
+    b: Path | None = None
 
 
 def _subdirs(path: Path) -> dict[str, Path]:
@@ -122,10 +128,10 @@ def _pair_folders(a_dir: Path, b_dir: Path, gt_dir: Path | None, label_dir: Path
     records = []
     for stem in sorted(set(a_files) | set(b_files)):
         if stem not in b_files:
-            problems.append(Problem(stem, f"{a_files[stem]}: no matching file in {b_dir}"))
+            problems.append(Problem(stem, f"{a_files[stem]}: no matching file in {b_dir}", a=a_files[stem]))
             continue
         if stem not in a_files:
-            problems.append(Problem(stem, f"{b_files[stem]}: no matching file in {a_dir}"))
+            problems.append(Problem(stem, f"{b_files[stem]}: no matching file in {a_dir}", b=b_files[stem]))
             continue
         gt = gt_files.get(stem, gt_files.get(f"{stem}_F"))  # RealMFF release names its GT <stem>_F.png
         records.append(PairRecord(stem, a_files[stem], b_files[stem], gt, lab_files.get(stem)))
@@ -143,7 +149,8 @@ def _suffix_pairs(base: Path, problems: list[Problem]) -> list[PairRecord]:
     for stem, roles in sorted(groups.items()):
         if "A" not in roles or "B" not in roles:
             have = next(iter(roles.values()))
-            problems.append(Problem(stem, f"{have}: its -{'B' if 'A' in roles else 'A'} partner is missing"))
+            problems.append(Problem(stem, f"{have}: its -{'B' if 'A' in roles else 'A'} partner is missing",
+                                    a=roles.get("A"), b=roles.get("B")))
             continue
         records.append(PairRecord(stem, roles["A"], roles["B"]))
     return records
@@ -190,8 +197,34 @@ def resolve_split_base(root: Path, split: str) -> Path:
     return root
 
 
+def list_splits(task: str, root: str | Path, layout: str = "auto") -> list[str]:
+    """The splits a paired-image root defines (split folders, LLVIP ``<role>/<split>`` folders, RealMFF
+    ``<split>.txt`` lists), sorted; ``["all"]`` for layouts without splits (TNO, Harvard, Lytro, ...)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} does not exist or is not a directory")
+    found = {n for n in _subdirs(root) if n in SPLIT_NAMES}
+    roles = _role_dirs(root, task) if task in FUSION_TASKS else None
+    if not found and roles is not None and layout in ("auto", "llvip", "realmff", "generic"):
+        found = {n for n in _subdirs(roles[0]) if n in SPLIT_NAMES} & {n for n in _subdirs(roles[1]) if n in SPLIT_NAMES}
+        if not found:
+            found = {n for n in SPLIT_NAMES if (root / f"{n}.txt").is_file()}
+    return sorted(found) or ["all"]
+
+
 def list_pairs(task: str, root: str | Path, split: str, layout: str = "auto") -> tuple[list[PairRecord], list[Problem]]:
-    """Enumerate the sample pairs of a paired-image dataset; returns (records, problems)."""
+    """Enumerate the sample pairs of a paired-image dataset; returns (records, problems).
+
+    Every record carries the split it was found under (``"all"`` when the layout has no splits, so a
+    pair's ``key`` is the same whichever split is asked for)."""
+    records, problems, split_used = _list_pairs(task, root, split, layout)
+    for r in records:
+        r.split = split.lower() if split_used else "all"
+    return records, problems
+
+
+def _list_pairs(task: str, root: str | Path, split: str, layout: str
+                ) -> tuple[list[PairRecord], list[Problem], bool]:
     if task not in FUSION_TASKS:
         raise ValueError(f"task {task!r}: paired-image layouts are for {FUSION_TASKS}")
     if layout not in LAYOUTS:
@@ -199,8 +232,6 @@ def list_pairs(task: str, root: str | Path, split: str, layout: str = "auto") ->
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist or is not a directory")
-    if (root / task).is_dir() and (root / "README.txt").is_file():  # the demo root
-        root = root / task
     problems: list[Problem] = []
     base = resolve_split_base(root, split)
     splits_here = sorted(n for n in _subdirs(root) if n in SPLIT_NAMES)
@@ -211,14 +242,15 @@ def list_pairs(task: str, root: str | Path, split: str, layout: str = "auto") ->
         roles = _role_dirs(root, task)
         if roles is not None and resolve_split_base(roles[0], split) != roles[0]:
             a_dir, b_dir = (resolve_split_base(r, split) for r in roles)
-            return _pair_folders(a_dir, b_dir, None, None, problems), problems
+            return _pair_folders(a_dir, b_dir, None, None, problems), problems, True
         if layout == "llvip":
             raise ValueError(f"{root}: not an LLVIP layout ({{visible,infrared}}/{{{split}}} folders missing)")
 
+    in_split = base != root
     if layout in ("lytro", "suffix_pairs", "mefb"):
-        return _suffix_pairs(base, problems), problems
+        return _suffix_pairs(base, problems), problems, in_split
     if layout in ("sequences", "sice"):
-        return _sequences(base, problems), problems
+        return _sequences(base, problems), problems, in_split
 
     roles = _role_dirs(base, task)
     if roles is not None:
@@ -231,17 +263,18 @@ def list_pairs(task: str, root: str | Path, split: str, layout: str = "auto") ->
             keep = {Path(line.strip()).stem for line in listing.read_text().splitlines() if line.strip()}
             records = [r for r in records if r.id in keep]
             problems = [p for p in problems if p.id in keep]
-        return records, problems
+            in_split = True
+        return records, problems, in_split
     if layout not in ("auto",):
         found = sorted(_subdirs(base))
         raise ValueError(f"{base}: layout {layout!r} needs role folders {ROLE_ALIASES[task]['a']} and "
                          f"{ROLE_ALIASES[task]['b']} (or A/B); found folders {found}")
     records = _suffix_pairs(base, problems)
     if records or problems:
-        return records, problems
+        return records, problems, in_split
     records = _sequences(base, problems)
     if records:
-        return records, problems
+        return records, problems, in_split
     raise ValueError(
         f"{base}: no known {task} layout (role folders {ROLE_ALIASES[task]['a']} / {ROLE_ALIASES[task]['b']}, "
         f"'<stem>-A/-B' files, or exposure-sequence folders); found folders {sorted(_subdirs(base))}")
@@ -254,5 +287,5 @@ def check_record_files(rec: PairRecord) -> None:
             raise SampleError(f"{p}: {role} file of sample {rec.id!r} not found", sample_id=rec.id, path=p)
 
 
-__all__ = ["PairRecord", "Problem", "list_pairs", "resolve_split_base", "LAYOUTS", "ROLE_ALIASES",
+__all__ = ["PairRecord", "Problem", "list_pairs", "list_splits", "resolve_split_base", "LAYOUTS", "ROLE_ALIASES",
            "FUSION_TASKS", "SPECTRAL_TASKS", "SampleError"]

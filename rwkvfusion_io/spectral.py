@@ -14,12 +14,13 @@ decimated by ``ratio``.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from fusion.data.io import SampleError, check_finite
+from rwkvfusion_io.images import SampleError, check_finite
 
 H5_KEYS = {  # role -> accepted names, first found wins
     "gt": ("gt", "GT", "HRHSI", "hrhsi"),
@@ -76,10 +77,10 @@ def upsample(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def wald_reduce(ms: np.ndarray, b: np.ndarray, ratio: int, sensor: str | None = None) -> dict[str, np.ndarray]:
     """Reduced-resolution sample from full-resolution ``ms`` [C, h, w] and ``b`` [c, h*ratio, w*ratio].
 
-    ``fusion.wald.reduced_resolution_pair`` (sensor MTF gains of Vivone's toolbox, generic gains when the
+    ``rwkvfusion_io.wald.reduced_resolution_pair`` (sensor MTF gains of Vivone's toolbox, generic gains when the
     sensor is unknown or its band count differs; interp23tap/bicubic ``lms``).
     """
-    from fusion import wald
+    from rwkvfusion_io import wald
 
     h, w = ms.shape[1] // ratio * ratio, ms.shape[2] // ratio * ratio
     ms = ms[:, :h, :w]
@@ -96,6 +97,15 @@ def wald_reduce(ms: np.ndarray, b: np.ndarray, ratio: int, sensor: str | None = 
     return {"gt": chw["gt"], "ms": chw["ms"], "lms": chw["lms"], "b": chw["pan"]}
 
 
+SPLIT_WORDS = ("train", "training", "val", "valid", "validation", "test", "testing")
+
+
+def file_split(path: Path) -> str:
+    """The split a container's file name names (its first token in ``SPLIT_WORDS``: ``train_wv3.h5`` ->
+    ``train``), else ``"all"``."""
+    return next((t for t in re.split(r"[^a-z0-9]+", Path(path).stem.lower()) if t in SPLIT_WORDS), "all")
+
+
 @dataclass
 class SpectralRecord:
     """One spectral sample: index ``index`` of an h5 file, or a whole .mat scene (``index`` None)."""
@@ -105,6 +115,12 @@ class SpectralRecord:
     index: int | None = None
     rows: tuple[int, int] | None = None  # row range of a single-cube .mat (train/test regions)
     file_max: float | None = None        # DN range of the h5 file this sample comes from
+    split: str = "all"                   # the file name's split, or the region of a single cube
+
+    @property
+    def key(self) -> str:
+        """``"<split>/<id>"``: the sample's ``sample_id`` in an annotation manifest."""
+        return f"{self.split}/{self.id}"
 
     def __str__(self) -> str:
         return f"{self.id} ({self.path}{'' if self.index is None else f'[{self.index}]'})"
@@ -131,7 +147,7 @@ def list_h5(path: Path, task: str) -> list[SpectralRecord]:
             fmax = h5_max_value(f)
     except OSError as exc:
         raise SampleError(f"{path}: cannot open h5 file ({exc})", path=path) from exc
-    return [SpectralRecord(f"{path.stem}_{i:05d}", path, i, file_max=fmax) for i in range(n)]
+    return [SpectralRecord(f"{path.stem}_{i:05d}", path, i, file_max=fmax, split=file_split(path)) for i in range(n)]
 
 
 def h5_max_value(f, probe: int = 256) -> float:
@@ -213,7 +229,7 @@ def list_mat(path: Path, task: str, split: str, train_fraction: float = 0.6) -> 
     keys = set(d)
     paired = _first(keys, MAT_PAN_KEYS) is not None or ("HSim" in keys and "MSim" in keys)
     if paired:
-        return [SpectralRecord(path.stem, path)]
+        return [SpectralRecord(path.stem, path, split=file_split(path))]
     k = _first(keys, MAT_HS_KEYS) or max((k for k in keys if np.ndim(d[k]) == 3), key=lambda k: d[k].size,
                                            default=None)
     if k is None:
@@ -221,7 +237,7 @@ def list_mat(path: Path, task: str, split: str, train_fraction: float = 0.6) -> 
     h = d[k].shape[0]
     cut = int(round(h * train_fraction))
     rows = (0, cut) if split == "train" else (cut, h)
-    return [SpectralRecord(f"{path.stem}_{split}", path, rows=rows)]
+    return [SpectralRecord(f"{path.stem}_{split}", path, rows=rows, split=split)]
 
 
 def srf_matrix(bands: int, out: int = 3) -> np.ndarray:

@@ -1,11 +1,11 @@
-"""Image and array reading with errors that name the file, plus Y/CbCr splitting (``fusion.color``, BT.601)."""
+"""Image and array reading with errors that name the file, plus Y/CbCr splitting (``rwkvfusion_io.color``, BT.601)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class SampleError(ValueError):
@@ -15,6 +15,21 @@ class SampleError(ValueError):
         super().__init__(message)
         self.sample_id = sample_id
         self.path = str(path) if path is not None else None
+
+
+def checked_class_map(cmap: np.ndarray, n_classes: int, source: str | Path, sample_id: str | None = None
+                      ) -> np.ndarray:
+    """Class map [H, W] -> int64 after checking that every id lies in 0 (background) .. ``n_classes``.
+
+    The one-hot mask guidance has one channel per vocabulary class (ids 1..n); an id beyond the vocabulary is
+    an error naming ``source``, never merged into another class.
+    """
+    out = np.asarray(cmap).astype(np.int64)
+    if out.size and (out.min() < 0 or out.max() > n_classes):
+        bad = sorted({int(v) for v in np.unique(out) if v < 0 or v > n_classes})
+        raise SampleError(f"{source}: class ids {bad[:8]} of sample {sample_id!r} lie outside the task's "
+                          f"vocabulary 1..{n_classes} (0 = background)", sample_id=sample_id, path=source)
+    return out
 
 
 def is_image(path: Path) -> bool:
@@ -42,8 +57,12 @@ def read_image(path: str | Path) -> np.ndarray:
                 if mode not in ("L", "RGB"):
                     im = im.convert("L" if mode in ("1", "LA") else "RGB")
                 arr = np.asarray(im, dtype=np.float32) / 255.0
+    except Image.DecompressionBombError as exc:
+        raise SampleError(f"{path}: image too large to read safely ({exc})", path=path) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise SampleError(f"{path}: cannot decode image ({exc})", path=path) from exc
+    except MemoryError as exc:
+        raise SampleError(f"{path}: not enough memory to decode this image", path=path) from exc
     if arr.ndim == 2:
         arr = arr[:, :, None]
     check_finite(arr, path)
@@ -63,7 +82,7 @@ def split_y_cbcr(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         y = img[:, :, 0]
         cbcr = np.full((2,) + y.shape, 0.5, dtype=np.float32)
         return y[None].astype(np.float32), cbcr
-    from fusion.color import rgb_to_ycbcr
+    from rwkvfusion_io.color import rgb_to_ycbcr
 
     ycc = np.asarray(rgb_to_ycbcr(np.ascontiguousarray(img[:, :, :3], dtype=np.float32)), dtype=np.float32)
     return np.ascontiguousarray(ycc[:, :, 0][None]), np.ascontiguousarray(ycc[:, :, 1:].transpose(2, 0, 1))

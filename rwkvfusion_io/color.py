@@ -60,6 +60,11 @@ def _apply(x: Any, matrix: np.ndarray, pre: np.ndarray, post: np.ndarray, channe
     return np.moveaxis(out, -1, axis)
 
 
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` of an ``[..., 3]`` array (the Y of :func:`rgb_to_ycbcr`)."""
+    return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+
+
 def rgb_to_ycbcr(rgb: Any, *, channel_axis: int | None = None, data_range: float | None = None) -> Any:
     """RGB -> YCbCr (BT.601 full range): Y in [0, 1], Cb/Cr centred on 0.5 (data_range 255: 0-255, offset 128;
     the default data_range is 1 for float input and 255 for integer input)."""

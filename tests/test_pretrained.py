@@ -133,6 +133,16 @@ def test_multi_dataset_run_validates_exports_and_loads_without_pickle(vif_tree, 
     with pytest.raises(NoBundledModel, match="mif"):
         load_pretrained("mif", weights_dir=wdir)
 
+    # the bench quality tables list the bundled model beside the baselines
+    import fusion.pretrained as P
+    from fusion.bench import _bundled_fuser
+
+    monkeypatch.setattr(P, "WEIGHTS_DIR", wdir)
+    notes: list[str] = []
+    fn = _bundled_fuser("vif", notes)
+    assert fn is not None and fn(np.zeros((24, 24)), np.ones((24, 24))).shape == (24, 24)
+    assert _bundled_fuser("mef", notes) is None and any("no bundled mef" in n for n in notes)
+
 
 def test_fuse_cli_uses_the_bundled_model_and_names_missing_tasks(vif_tree, tmp_path, monkeypatch):
     from typer.testing import CliRunner
@@ -167,3 +177,16 @@ def test_demo_report_without_shared_data_uses_embedded_pairs(tmp_path, monkeypat
     assert "embedded demo pairs" in res["mif"]["source"] and "no bundled model" in res["mif"]["note"]
     assert set(res["mif"]["summary"]) == {"average", "choose-max", "laplacian", "gff"}
     assert "MIF" in report.read_text()
+
+
+def test_same_seed_same_validation_and_resume_continues_exactly(vif_tree, tmp_path, monkeypatch):
+    import fusion.config as C
+
+    monkeypatch.setitem(C._CPU_RECIPES, "vif", {**C._CPU_RECIPES["vif"], "val_every": 1, "val_max_pairs": 2})
+    a = _tiny_run(vif_tree, tmp_path / "a", steps=3)
+    b = _tiny_run(vif_tree, tmp_path / "b", steps=3)
+    assert a["best_validation"] == b["best_validation"]
+    _tiny_run(vif_tree, tmp_path / "c", steps=3, stop_after=2)
+    c = _tiny_run(vif_tree, tmp_path / "c", steps=3, resume=True)
+    hist = lambda p: [(h["step"], h["score"]) for h in json.loads((p / "val.json").read_text())["history"]]  # noqa: E731
+    assert hist(tmp_path / "c") == hist(tmp_path / "a") and c["best_validation"] == a["best_validation"]

@@ -10,6 +10,7 @@ rgb2gray of the colour images, 0-255).
 """
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -56,9 +57,19 @@ def evaluate_testsets(task: str, data_root: Path, out: Path, *, model_fuse_y: Ca
                 if m != model_name and target.is_file():
                     continue  # baselines are deterministic: reuse earlier outputs
                 write_image(target, fuse_arrays(fn, img_a, img_b))
-        rep = run_metrics(task, [d / m for m in methods], d / "a", d / "b", metrics=list(TEST_METRICS),
-                          progress=progress)
-        means = {m: {k: float(v[0]) for k, v in rep.summary.get(m, {}).items()} for m in methods}
+        means: dict[str, dict[str, float]] = {}
+        problems: list[str] = []
+        for m in methods:  # one method at a time: deterministic baselines' scores are cached beside their images
+            cache = d / m / "scores.json"
+            key = {"metrics": list(TEST_METRICS), "pairs": sorted(p[0] for p in pairs)}
+            if m != model_name and cache.is_file() and json.loads(cache.read_text()).get("key") == key:
+                means[m] = json.loads(cache.read_text())["means"]
+                continue
+            rep = run_metrics(task, [d / m], d / "a", d / "b", metrics=list(TEST_METRICS), progress=progress)
+            means[m] = {k: float(v[0]) for k, v in next(iter(rep.summary.values()), {}).items()}
+            problems += rep.problems
+            if m != model_name and not rep.problems:
+                cache.write_text(json.dumps({"key": key, "means": means[m]}))
         best = {}
         for k in TEST_METRICS:
             vals = {m: means[m].get(k, float("nan")) for m in methods}
@@ -66,7 +77,7 @@ def evaluate_testsets(task: str, data_root: Path, out: Path, *, model_fuse_y: Ca
             if vals:
                 best[k] = (min if k in LOWER else max)(vals, key=vals.get)
         entry = {"pairs": len(pairs), "metrics": list(TEST_METRICS), "means": means, "best": best,
-                 "problems": rep.problems[:10],
+                 "problems": problems[:10],
                  "command": (f"python -m fusion metrics --task {task} --a {d / 'a'} --b {d / 'b'} "
                              + " ".join(f"--fused {d / m}" for m in methods))}
         if model_fuse_y is not None:

@@ -18,6 +18,8 @@ TASK ?= mef
 DEMO_DIR ?= demo_data
 DATA ?=
 MANIFEST ?=
+# training recipe (fusion.config.get_recipe): paper (Table 1, default with DATA) or cpu (2-core budget)
+RECIPE ?=
 OUT ?=
 CHECKPOINT ?= runs/$(TASK)/checkpoint.pt
 A ?=
@@ -45,10 +47,10 @@ help:
 	@echo "test           run the test suite (what CI runs)"
 	@echo "lint           ruff check"
 	@echo "demo-data      build the embedded demo datasets into DEMO_DIR=$(DEMO_DIR)"
-	@echo "demo           train TASK=mef on the demo data, fuse the test split, write runs/mef/report.html"
+	@echo "demo           bundled models vs classical baselines on real test pairs (or demo pairs): runs/demo/report.html"
 	@echo "annotate       TASK=vif DATA=dir OUT=dir  caption/detect/segment a dataset into Parquet manifests"
 	@echo "annotate-smoke OUT=dir  offline install check with tiny random-weight models"
-	@echo "train          TASK=<vif|mif|mef|mff|pan|hmif> [DATA=dir MANIFEST=dir NPROC=n]"
+	@echo "train          TASK=<vif|mif|mef|mff|pan|hmif> [DATA='dir ...' RECIPE=paper|cpu MANIFEST=dir NPROC=n]"
 	@echo "evaluate       TASK=... CHECKPOINT=... [DATA=dir]"
 	@echo "fuse           CHECKPOINT=... A=path B=path OUT=path [METHOD=name]"
 	@echo "bench          speed, memory scaling and quality report in bench/"
@@ -94,7 +96,8 @@ lint:
 demo-data:
 	$(PY) -m fusion demo-data --out $(DEMO_DIR)
 
-demo: train
+demo:
+	$(PY) -m fusion demo --out runs/demo $(ARGS)
 
 annotate:
 	@test -n "$(DATA)" || { echo "make annotate needs DATA=<dataset dir> (and TASK=, OUT=)"; exit 2; }
@@ -105,7 +108,8 @@ annotate-smoke:
 
 train:
 	$(LAUNCH) -m fusion train --task $(TASK) \
-		$(if $(DATA),--data $(DATA),--demo-dir $(DEMO_DIR)) $(if $(MANIFEST),--manifest $(MANIFEST)) --out runs/$(TASK) $(ARGS)
+		$(if $(DATA),$(foreach d,$(DATA),--data $(d)),--demo-dir $(DEMO_DIR)) $(if $(RECIPE),--recipe $(RECIPE)) \
+		$(if $(MANIFEST),--manifest $(MANIFEST)) --out runs/$(TASK) $(ARGS)
 
 evaluate:
 	$(PY) -m fusion evaluate --checkpoint $(CHECKPOINT) $(if $(DATA),--data $(DATA),--demo-dir $(DEMO_DIR)) --out runs/$(TASK)/eval $(ARGS)

@@ -509,6 +509,28 @@ def _model_fuser(path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     return fn
 
 
+def _bundled_fuser(task: str, notes: list[str]) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+    """Fusion fn(a, b) of the package's bundled model of ``task`` (``fusion.pretrained``), or None."""
+    import torch
+
+    from fusion.pretrained import NoBundledModel, bundled_info, load_pretrained
+    from fusion.train.inference import run_model
+
+    try:
+        model = load_pretrained(task)
+    except NoBundledModel:
+        notes.append(f"no bundled {task} model in fusion/pretrained/weights")
+        return None
+    tr = bundled_info(task)["training"]
+    notes.append(f"bundled:{task} = fusion/pretrained/weights/{task}.safetensors ({tr['weights']}, recipe "
+                 f"{(tr.get('recipe') or {}).get('name')}; no text or mask)")
+
+    def fn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        t = lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]  # noqa: E731
+        return run_model(model, t(a), t(b))[0, 0].double().numpy()
+    return fn
+
+
 def _pan_model_fuser(path: Path) -> Callable[..., np.ndarray]:
     """Pan fn(ms, pan, ratio, max_value) of a checkpoint: inputs scaled by ``max_value`` to [0, 1], lms = EXP."""
     import torch
@@ -534,6 +556,9 @@ def _quality_fusion(task: str, root: Path, st: BenchSettings) -> dict[str, Any]:
     pairs = _take(fusion_pairs(task, root), st.max_pairs)
     methods: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {s.name: s.fn for s in methods_for(task)}
     cks, notes = find_checkpoints(task)
+    bundled = _bundled_fuser(task, notes)
+    if bundled is not None:
+        methods[f"bundled:{task}"] = bundled
     for ck in cks:
         try:
             methods[f"model:{ck.parent.name}"] = _model_fuser(ck)

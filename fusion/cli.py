@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fusion.metrics.cli",
     "fusion.train.cli",
     "fusion.bench",
+    "fusion.pretrained.demo",
 )
 
 

@@ -29,6 +29,9 @@ class TaskConfig:
     out_channels: int = 1
     head: Literal["fusion", "residual"] = "fusion"   # Y head vs Conv3x3(..) + lms (SPEC 3.2)
     output_clamp: Literal["ste", "hard", "none"] = "ste"
+    # fusion head base: "none" = Conv3x3(res3conv(feat) + embedding) (SPEC 3.2); "mean" adds (A + B) / 2 and
+    # zero-initialises the head, so training starts from the average image (like the residual sharpening head)
+    fusion_base: Literal["none", "mean"] = "none"
     ratio: int = 1                 # spatial ratio LRMS -> PAN (pan/hmif: 4); informational for data/metrics
     # ---- architecture (Table 1)
     arch: Literal["unet", "plain"] = "unet"
@@ -72,9 +75,18 @@ class TaskConfig:
     # ---- losses (Eq. 19-20; SPEC 4)
     eta: tuple[float, float, float] = (10.0, 2.0, 20.0)  # intensity, SSIM, gradient
     gt_weight: float = 5.0         # + gt_weight * L1(F, GT) when a ground truth exists
+    # intensity term target: "sources" = Eq. 20, L1(F, A) + L1(F, B) (mask-aware for VIF); "max" = 2 L1(F, max(A, B))
+    # (the peers' target, SPEC 4: keeps the brighter source's contrast instead of pulling F to the average)
+    intensity_target: Literal["sources", "max"] = "sources"
     pan_lambda: float = 0.1        # Eq. 19: L1 + lambda * (1 - SSIM)
     ssim_window: int = 5
     ssim_sigma: float = 1.5
+    # ---- training data mix and validation split (multi-dataset training, `fusion.data.multi`)
+    # sampling weight of each dataset found under the training roots, by its folder name (first path part of
+    # its location under the root, e.g. "msrs", or the full relative path "harvard/SPECT-MRI"); datasets not
+    # named weigh 1. A dataset of weight w is drawn w / sum(w) of the time, uniformly inside it.
+    dataset_weights: dict[str, float] = field(default_factory=dict)
+    val_fraction: float = 0.1      # groups (Harvard: series, else pairs) of each dataset held out for validation
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, carried through serialisation
 
     def __post_init__(self) -> None:
@@ -95,14 +107,22 @@ class TaskConfig:
             raise ValueError(f"TaskConfig.arch: {self.arch!r} not in ('unet', 'plain')")
         if self.head not in ("fusion", "residual"):
             raise ValueError(f"TaskConfig.head: {self.head!r} not in ('fusion', 'residual')")
+        if self.fusion_base not in ("none", "mean"):
+            raise ValueError(f"TaskConfig.fusion_base: {self.fusion_base!r} not in ('none', 'mean')")
         if self.output_clamp not in ("ste", "hard", "none"):
             raise ValueError(f"TaskConfig.output_clamp: {self.output_clamp!r} not in ('ste', 'hard', 'none')")
+        if self.intensity_target not in ("sources", "max"):
+            raise ValueError(f"TaskConfig.intensity_target: {self.intensity_target!r} not in ('sources', 'max')")
         if self.mask_kind not in ("none", "binary", "two", "onehot"):
             raise ValueError(f"TaskConfig.mask_kind: {self.mask_kind!r} not in none/binary/two/onehot")
         if self.mask_kind == "onehot" and self.mask_classes < 2:
             raise ValueError("TaskConfig.mask_classes: a one-hot mask needs at least 2 classes")
         if not 0.0 <= self.text_drop <= 1.0:
             raise ValueError(f"TaskConfig.text_drop: {self.text_drop} not in [0, 1]")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"TaskConfig.val_fraction: {self.val_fraction} not in [0, 1)")
+        if any(float(w) < 0 for w in self.dataset_weights.values()):
+            raise ValueError(f"TaskConfig.dataset_weights: negative weight in {self.dataset_weights}")
         if not 0.0 <= self.drop_path < 1.0:
             raise ValueError(f"TaskConfig.drop_path: {self.drop_path} not in [0, 1)")
         for name in ("a_channels", "b_channels", "out_channels", "base_channels", "text_dim", "text_hidden"):
@@ -233,4 +253,92 @@ def get_config(task: str, **overrides: Any) -> TaskConfig:
     return _replace(cfg, overrides) if overrides else cfg
 
 
-__all__ = ["TASKS", "FUSION_TASKS", "SHARPENING_TASKS", "TaskConfig", "get_config"]
+# --------------------------------------------------------------------------- training recipes
+RecipeName = Literal["paper", "cpu"]
+RECIPES: tuple[str, ...] = ("paper", "cpu")
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """How one task is trained: budget, crops, optimiser schedule, EMA, validation cadence.
+
+    ``paper`` is Table 1 (GPU: the task config's epochs, batch, crop, lr 1e-3 -> 1e-5 cosine); ``cpu`` is
+    sized for a 2-core machine (about 90 minutes). ``steps`` (when set) overrides ``epochs``. The crop
+    fields and ``drop_path`` replace the task config's for training (``config_overrides``); inference is
+    fully convolutional, so the bundled model runs at any size.
+    """
+
+    name: str
+    batch_size: int
+    steps: int | None = None
+    epochs: int | None = None
+    crop_size: tuple[int, int] | None = None
+    crop_scale: tuple[float, float] | None = None
+    crop_ratio: tuple[float, float] | None = None
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    ema_decay: float = 0.999
+    drop_path: float = 0.0
+    checkpoint_every: int = 1000
+    val_every: int = 1000          # steps between validations of the EMA weights (the best is kept)
+    val_max_pairs: int = 16        # validation pairs per dataset
+    val_max_side: int = 512        # validation pairs area-downscaled to this longer side
+    # further TaskConfig fields this recipe changes (loss/head choices justified in docs/ablations.md)
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError(f"TrainRecipe {self.name!r}: give exactly one of steps or epochs")
+        for f in ("batch_size", "checkpoint_every", "val_every", "val_max_pairs", "val_max_side"):
+            if getattr(self, f) < 1:
+                raise ValueError(f"TrainRecipe.{f}: must be >= 1, got {getattr(self, f)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"TrainRecipe.ema_decay: {self.ema_decay} not in [0, 1)")
+
+    def config_overrides(self) -> dict[str, Any]:
+        """The ``TaskConfig`` fields this recipe sets for training."""
+        return {"crop_size": self.crop_size, "crop_scale": self.crop_scale, "crop_ratio": self.crop_ratio,
+                "drop_path": self.drop_path, "batch_size": self.batch_size, "lr": self.lr, "min_lr": self.min_lr,
+                **self.overrides}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else
+                         {k: list(x) if isinstance(x, tuple) else x for k, x in v.items()} if isinstance(v, dict) else v)
+                for f in dataclasses.fields(self)}
+
+
+# CPU recipes: 2 shared cores, about 1-2 s per step at batch 4 and 64x64 (3 s at 128x128) for the U-net of
+# Table 1. MIF crops are exact windows of the 256x256 slices (ratio 1: no resampling, so the network sees
+# test-time statistics); VIF/MEF/MFF keep the paper's random-resized-crop family (not yet tuned on CPU).
+_CPU_RECIPES: dict[str, dict[str, Any]] = {
+    "vif": dict(steps=3000, batch_size=4, crop_size=(128, 128), crop_scale=(0.5, 1.0), ema_decay=0.995,
+                checkpoint_every=100, val_every=250),
+    # MIF: 64x64 windows (no resampling); at equal CPU time more steps beat larger crops (docs/ablations.md)
+    "mif": dict(steps=1800, batch_size=4, crop_size=(64, 64), crop_scale=(0.0625, 0.0625), crop_ratio=(1.0, 1.0),
+                ema_decay=0.995, checkpoint_every=100, val_every=200),
+    "mef": dict(steps=3000, batch_size=4, crop_size=(128, 128), crop_scale=(0.8, 1.0), crop_ratio=(0.8, 1.4),
+                ema_decay=0.995, checkpoint_every=100, val_every=250),
+    "mff": dict(steps=3000, batch_size=4, crop_size=(128, 128), crop_scale=(0.8, 1.0), crop_ratio=(0.8, 1.4),
+                ema_decay=0.995, checkpoint_every=100, val_every=250),
+    "pan": dict(steps=3000, batch_size=8, crop_size=(32, 32), ema_decay=0.995, checkpoint_every=100, val_every=250),
+    "hmif": dict(steps=3000, batch_size=8, crop_size=(32, 32), ema_decay=0.995, checkpoint_every=100,
+                 val_every=250),
+}
+
+
+def get_recipe(task: str, name: str = "paper") -> TrainRecipe:
+    """The ``paper`` (Table 1, from the task config) or ``cpu`` training recipe of ``task``."""
+    if task not in _DEFAULTS:
+        raise ValueError(f"get_recipe: unknown task {task!r}; expected one of {TASKS}")
+    if name == "paper":
+        cfg = get_config(task)
+        return TrainRecipe(name="paper", epochs=cfg.epochs, batch_size=cfg.batch_size, crop_size=cfg.crop_size,
+                           crop_scale=cfg.crop_scale, crop_ratio=cfg.crop_ratio, lr=cfg.lr, min_lr=cfg.min_lr,
+                           ema_decay=0.999, drop_path=cfg.drop_path)
+    if name == "cpu":
+        return TrainRecipe(name="cpu", **_CPU_RECIPES[task])
+    raise ValueError(f"get_recipe: unknown recipe {name!r}; expected one of {RECIPES}")
+
+
+__all__ = ["TASKS", "FUSION_TASKS", "SHARPENING_TASKS", "RECIPES", "TaskConfig", "TrainRecipe", "get_config",
+           "get_recipe"]

@@ -51,7 +51,8 @@ class FusionLoss(nn.Module):
 
     * intensity ``eta1 (L1(F, A) + L1(F, B))``; for VIF with a mask m, ``eta1 (L1(m F, m A) + L1((1-m) F, (1-m) B))``,
       per sample: ``has_mask`` [B] bool marks the samples whose mask is real (collate fills the others with
-      zeros); the rest take the unguided form, so a sample's term does not depend on its batch;
+      zeros); the rest take the unguided form, so a sample's term does not depend on its batch; with
+      ``intensity_target="max"`` the unguided form is ``2 L1(F, max(A, B))`` instead;
     * SSIM ``eta2 (wA (1 - SSIM(F, A)) + wB (1 - SSIM(F, B)))``, Gaussian window ``ssim_window`` (5), sigma
       ``ssim_sigma`` (1.5), wA = (g_A + e) / (g_A + g_B + 2e), wB = 1 - wA, with g_X the mean of S(X) per image
       (``weighting="image"``, default) or per pixel with SSIM maps (``weighting="pixel"``); e = 1e-4 keeps
@@ -62,8 +63,12 @@ class FusionLoss(nn.Module):
     """
 
     def __init__(self, task: str = "vif", eta: tuple[float, float, float] = (10.0, 2.0, 20.0), gt_weight: float = 5.0,
-                 ssim_window: int = 5, ssim_sigma: float = 1.5, weighting: str = "image", eps: float = 1e-4):
+                 ssim_window: int = 5, ssim_sigma: float = 1.5, weighting: str = "image", eps: float = 1e-4,
+                 intensity_target: str = "sources"):
         super().__init__()
+        if intensity_target not in ("sources", "max"):
+            raise ValueError(f"intensity_target must be 'sources' or 'max', got {intensity_target!r}")
+        self.intensity_target = intensity_target
         if weighting not in ("image", "pixel"):
             raise ValueError(f"weighting must be 'image' or 'pixel', got {weighting!r}")
         self.task, self.eta, self.gt_weight = task, tuple(float(e) for e in eta), float(gt_weight)
@@ -76,7 +81,8 @@ class FusionLoss(nn.Module):
             raise ValueError(f"FusionLoss: out {tuple(out.shape)}, a {tuple(a.shape)}, b {tuple(b.shape)} must match")
         e1, e2, e3 = self.eta
         per_sample = lambda d: d.abs().flatten(1).mean(dim=1)  # noqa: E731  L1 of each sample, [B]
-        intensity_b = per_sample(out - a) + per_sample(out - b)
+        intensity_b = (2.0 * per_sample(out - torch.maximum(a, b)) if self.intensity_target == "max"
+                       else per_sample(out - a) + per_sample(out - b))
         if mask is not None and self.task == "vif":
             m = _binary_mask(mask, out)
             guided = per_sample(m * (out - a)) + per_sample((1 - m) * (out - b))
@@ -146,4 +152,5 @@ def build_loss(cfg: Any) -> nn.Module:
                        ssim_sigma=getattr(cfg, "ssim_sigma", 1.5))
     return FusionLoss(task=task, eta=getattr(cfg, "eta", (10.0, 2.0, 20.0)), gt_weight=getattr(cfg, "gt_weight", 5.0),
                       ssim_window=getattr(cfg, "ssim_window", 5), ssim_sigma=getattr(cfg, "ssim_sigma", 1.5),
-                      weighting=str(extra.get("ssim_weighting", "image")))
+                      weighting=str(extra.get("ssim_weighting", "image")),
+                      intensity_target=getattr(cfg, "intensity_target", "sources"))

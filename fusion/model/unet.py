@@ -164,6 +164,9 @@ class RWKVFusion(FusionNet):
         self.body_out = Res3Conv(C, bias=False)
         self.head = nn.Conv2d(C, cfg.out_channels, 3, padding=1)
         init_weights(self)
+        if cfg.head == "fusion" and cfg.fusion_base == "mean":  # start from the average image
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def _forward(self, inp: ModelInputs) -> torch.Tensor:
         cfg = self.cfg
@@ -198,6 +201,8 @@ class RWKVFusion(FusionNet):
         feat = self.body_out(x)
         if cfg.head == "fusion":
             out = self.head(feat + x0)
+            if cfg.fusion_base == "mean":
+                out = out + 0.5 * (inp.a + inp.b)
         else:
             out = self.head(feat) + inp.a
         return out[..., : inp.hw[0], : inp.hw[1]]

@@ -63,8 +63,11 @@ def _baseline_names() -> str:
 def train(
     task: str = typer.Option(..., "--task", help=TASK_HELP),
     out: Path = typer.Option(None, "--out", help="run folder (default runs/<task>)"),
-    data: Path | None = typer.Option(None, "--data", help="dataset root; omitted = embedded demo data"),
+    data: list[Path] | None = typer.Option(None, "--data", help="dataset root (repeat for several; every "
+                                            "dataset found under it is used); omitted = embedded demo data"),
     manifest: Path | None = typer.Option(None, "--manifest", help="Parquet manifest (file or folder)"),
+    recipe: str | None = typer.Option(None, "--recipe", help="paper (Table 1, default with --data) | cpu "
+                                      "(2-core budget); numbers in fusion.config"),
     demo_dir: Path = typer.Option(Path("demo_data"), "--demo-dir", help="where the demo data lives / is built"),
     layout: str = typer.Option("auto", "--layout", help="dataset layout (auto-detected by default)"),
     steps: int | None = typer.Option(None, "--steps", help="total optimisation steps (overrides epochs)"),
@@ -91,6 +94,11 @@ def train(
     _setup_logging()
     if task not in TASKS:
         _fail(f"--task {task!r}: expected one of {', '.join(TASKS)}")
+    from fusion.config import RECIPES
+
+    if recipe is not None and recipe not in RECIPES:
+        _fail(f"--recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
+    data = list(data) if data else None
     if data is None and manifest is not None:
         _fail("--manifest needs --data (the demo data carries its own guidance)")
     overrides = {}
@@ -105,14 +113,15 @@ def train(
     from fusion.train.runner import run_training
 
     summary = _run(debug, lambda: run_training(
-        task, out or Path("runs") / task, data=data, manifest=manifest, demo_dir=demo_dir,
+        task, out or Path("runs") / task, data=data, manifest=manifest, recipe=recipe, demo_dir=demo_dir,
         layout=layout, steps=steps, epochs=epochs, batch_size=batch_size, device=device,
         resume=resume, stop_after=stop_after, seed=seed, num_workers=workers,
         checkpoint_every=checkpoint_every, log_every=log_every, overrides=overrides, evaluate=not no_eval,
         progress=not no_progress, hash_mismatch=hash_mismatch, overwrite=overwrite))
     import os
     if int(os.environ.get("RANK", "0")) == 0:
-        brief = {k: summary[k] for k in ("steps", "skipped", "last_loss", "train_seconds", "checkpoint")
+        brief = {k: summary[k] for k in ("steps", "skipped", "last_loss", "train_seconds", "checkpoint",
+                                         "best_validation")
                  if k in summary}
         if "evaluation" in summary:
             brief["evaluation"] = summary["evaluation"]
@@ -184,6 +193,8 @@ def fuse(
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="trained model"),
     method: str | None = typer.Option(None, "--method",
                                       help=f"classical baseline instead of a checkpoint: {_baseline_names()}"),
+    task: str | None = typer.Option(None, "--task", help="vif | mif | mef | mff: the bundled model of the task "
+                                    "(used when neither --checkpoint nor --method is given)"),
     manifest: Path | None = typer.Option(None, "--manifest", help="manifest with captions/masks (guidance)"),
     device: str | None = typer.Option(None, "--device"),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
@@ -194,8 +205,10 @@ def fuse(
     status is 1 when any pair failed.
     """
     _setup_logging()
-    if (checkpoint is None) == (method is None):
-        _fail("give exactly one of --checkpoint PATH or --method NAME")
+    if checkpoint is not None and method is not None:
+        _fail("give only one of --checkpoint PATH, --method NAME or --task TASK (bundled model)")
+    if checkpoint is None and method is None and task is None:
+        _fail("give --task TASK (the bundled model), --checkpoint PATH or --method NAME")
     from fusion.train.inference import fuse_files, pair_inputs
 
     try:
@@ -220,10 +233,24 @@ def fuse(
         from fusion.train.inference import load_model, model_fuse_y, warn_task_mismatch
         from rwkvfusion_io.distributed import resolve_device
 
-        model, ckpt = _run(debug, lambda: load_model(checkpoint, resolve_device(device)))
+        if checkpoint is None:  # the bundled model of --task
+            from fusion.config import FUSION_TASKS
+            from fusion.pretrained import NoBundledModel, bundled_files, load_pretrained
+
+            if task not in FUSION_TASKS:
+                _fail(f"--task {task!r}: `fuse` fuses image pairs of {', '.join(FUSION_TASKS)}")
+            try:
+                bundled_files(task)
+            except NoBundledModel as err:
+                _fail(str(err))
+            model = _run(debug, lambda: load_pretrained(task, resolve_device(device)))
+        else:
+            model, _ckpt = _run(debug, lambda: load_model(checkpoint, resolve_device(device)))
+            if task is not None and model.cfg.task != task:
+                _fail(f"--task {task} but checkpoint {checkpoint} is a {model.cfg.task} model")
         if not model.cfg.is_fusion:
             _fail(f"checkpoint {checkpoint} is a {model.cfg.task} model; `fuse` handles vif/mif/mef/mff")
-        warn_task_mismatch(checkpoint, model.cfg.task, a, b)
+        warn_task_mismatch(checkpoint or f"(bundled {model.cfg.task} model)", model.cfg.task, a, b)
         fuse_y = model_fuse_y(model)
         if manifest is not None:
             from fusion.train.guidance import manifest_guidance

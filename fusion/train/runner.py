@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ def demo_task_root(demo_dir: str | Path, task: str, env: DistEnv) -> Path:
 
 # what a run writes into its folder (removed by ``overwrite`` so no stale report outlives its checkpoint)
 RUN_OUTPUTS = ("checkpoint.pt", "config.yaml", "train.json", "metrics.csv", "metrics.json", "report.html",
-               "train_summary.json", "fused")
+               "train_summary.json", "fused", "val.json", "best.safetensors")
 
 
 def check_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
@@ -74,7 +75,8 @@ def remove_run_outputs(out: Path) -> None:
             p.unlink()
 
 
-def run_training(task: str, out: str | Path, *, data: str | Path | None = None, manifest: str | Path | None = None,
+def run_training(task: str, out: str | Path, *, data: str | Path | Sequence[str | Path] | None = None,
+                 manifest: str | Path | None = None, recipe: str | None = None,
                  demo_dir: str | Path = "demo_data", layout: str = "auto", steps: int | None = None,
                  epochs: int | None = None, batch_size: int | None = None, device: str | None = None,
                  resume: bool = False, stop_after: int | None = None, seed: int = 0, num_workers: int = 0,
@@ -84,10 +86,16 @@ def run_training(task: str, out: str | Path, *, data: str | Path | None = None, 
     """Train ``task`` into ``out`` (checkpoint.pt, config.yaml, train.json, metrics.csv; after the last
     step metrics.json, fused/ and report.html).  Works single-process or under torchrun (DDP).
 
+    ``data``: one root or several. For vif/mif/mef/mff without a manifest every dataset found under the
+    roots is trained on (``fusion.data.multi.MultiDataset``, weights ``TaskConfig.dataset_weights``) and a
+    validation split carved from them selects the best EMA weights (``best.safetensors``, ``val.json``);
+    the final evaluation then runs on that validation split. ``recipe`` ("paper" = Table 1, the default
+    with ``data``; "cpu") sets budget, crops, batch, schedule and EMA (``fusion.config.get_recipe``);
+    explicit ``steps``/``epochs``/``batch_size``/``checkpoint_every``/``overrides`` win over it.
     A folder that already holds a run is continued with ``resume``, replaced with ``overwrite`` (its old
     outputs removed first), and otherwise refused (FileExistsError), so a finished run is never clobbered.
     ``hash_mismatch`` ("error" / "skip") is passed to the dataset's manifest join."""
-    from fusion.config import get_config
+    from fusion.config import FUSION_TASKS, get_config, get_recipe
     from fusion.data import build_dataset, collate
     from fusion.losses import build_loss
     from fusion.train.checkpoint import seed_everything
@@ -99,29 +107,59 @@ def run_training(task: str, out: str | Path, *, data: str | Path | None = None, 
     try:
         demo = data is None
         cfg_over: dict[str, Any] = {}
+        roots: list[Path] = []
+        rec = get_recipe(task, recipe or "paper") if (recipe or not demo) else None
+        if rec is not None:
+            cfg_over.update(rec.config_overrides())
+            if steps is None and epochs is None:
+                steps, epochs = rec.steps, rec.epochs
+            batch_size = batch_size or rec.batch_size
+            checkpoint_every = checkpoint_every or rec.checkpoint_every
         if demo:
             ds = DEMO_SETTINGS[task]
-            cfg_over.update(ds["overrides"])
-            steps = steps if steps is not None or epochs is not None else ds["steps"]
-            batch_size = batch_size or ds["batch_size"]
+            if rec is None:
+                cfg_over.update(ds["overrides"])
+                steps = steps if steps is not None or epochs is not None else ds["steps"]
+                batch_size = batch_size or ds["batch_size"]
             root = demo_task_root(demo_dir, task, env)
         else:
-            root = Path(data)
-            if not root.exists():
-                raise FileNotFoundError(f"--data {root} does not exist")
+            roots = [Path(d) for d in ([data] if isinstance(data, (str, Path)) else data)]
+            for r in roots:
+                if not r.exists():
+                    raise FileNotFoundError(f"--data {r} does not exist")
+            root = roots[0]
         cfg_over.update(overrides or {})
         cfg = get_config(task, **cfg_over)
+        multi = bool(roots) and task in FUSION_TASKS and manifest is None
+        if len(roots) > 1 and not multi:
+            raise ValueError(f"several --data roots need a paired-image task without --manifest ({task})")
         settings = TrainSettings(
             steps=steps, epochs=None if steps is not None else (epochs or cfg.epochs),
             batch_size=batch_size or cfg.batch_size, lr=cfg.lr, lr_min=cfg.min_lr, betas=cfg.betas,
             weight_decay=cfg.weight_decay, seed=seed, num_workers=num_workers, progress=progress,
+            ema_decay=rec.ema_decay if rec is not None else TrainSettings.ema_decay,
             checkpoint_every=checkpoint_every or (100 if demo else 1000), log_every=log_every,
-            extra={"data": str(root), "manifest": str(manifest) if manifest else None, "demo": demo,
-                   "layout": layout, "world_size": env.world_size})
+            extra={"data": [str(r) for r in roots] if multi else str(root),
+                   "manifest": str(manifest) if manifest else None, "demo": demo, "layout": layout,
+                   "world_size": env.world_size, "recipe": rec.to_dict() if rec is not None else None})
         seed_everything(seed + env.rank)
         model = model_from_config(cfg.to_dict())
-        dataset = build_dataset(task, root, "train", layout=layout, manifest=manifest, train=True, cfg=cfg,
-                                hash_mismatch=hash_mismatch)
+        validator = val_set = None
+        if multi:
+            from fusion.data.multi import MultiDataset
+            from fusion.train.validate import Validator
+
+            dataset = MultiDataset(task, roots, "train", cfg=cfg, train=True)
+            val_set = MultiDataset(task, roots, "val", cfg=cfg, train=False)
+            assert rec is not None
+            validator = Validator(val_set, out, every=rec.val_every, max_pairs=rec.val_max_pairs,
+                                  max_side=rec.val_max_side, resume=resume)
+            if env.is_main:
+                logger.info("training datasets %s; validation %s", dataset.datasets,
+                            [(n, k) for n, k, _ in val_set.datasets])
+        else:
+            dataset = build_dataset(task, root, "train", layout=layout, manifest=manifest, train=True, cfg=cfg,
+                                    hash_mismatch=hash_mismatch)
         if manifest is not None and env.is_main and hasattr(dataset, "guidance_summary"):
             gs = dataset.guidance_summary()
             logger.info("manifest %s: %s (samples without annotation train unguided)", manifest, gs)
@@ -140,7 +178,7 @@ def run_training(task: str, out: str | Path, *, data: str | Path | None = None, 
         if resumed and env.is_main:
             logger.info("resumed %s at step %d of %d", trainer.checkpoint_path, trainer.step, trainer.total_steps)
         t0 = time.perf_counter()
-        summary = trainer.fit(stop_after=stop_after)
+        summary = trainer.fit(stop_after=stop_after, on_checkpoint=validator)
         summary.update({"train_seconds": time.perf_counter() - t0, "resumed": resumed,
                         "checkpoint": str(trainer.checkpoint_path)})
         if summary["skipped"] and env.is_main:
@@ -152,10 +190,15 @@ def run_training(task: str, out: str | Path, *, data: str | Path | None = None, 
         # every rank is done with collectives; only rank 0 evaluates (no barrier after it, so a long
         # evaluation cannot time out the process group of the other ranks)
         barrier(env)
+        if validator is not None and validator.best is not None:
+            summary["best_validation"] = {"step": validator.best["step"], **validator.best["mean"]}
         if evaluate and summary["finished"] and env.is_main:
-            summary["evaluation"] = evaluate_run(trainer, task, root, out, layout=layout, manifest=manifest,
-                                                 split=eval_split, cfg=cfg, progress=progress,
-                                                 hash_mismatch=hash_mismatch)
+            if val_set is not None:  # multi-dataset run: the best weights on the carved validation split
+                summary["evaluation"] = evaluate_best_on_val(trainer, val_set, out, task=task, progress=progress)
+            else:
+                summary["evaluation"] = evaluate_run(trainer, task, root, out, layout=layout, manifest=manifest,
+                                                     split=eval_split, cfg=cfg, progress=progress,
+                                                     hash_mismatch=hash_mismatch)
         if env.is_main:
             (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
         return summary
@@ -178,4 +221,27 @@ def evaluate_run(trainer: Trainer, task: str, root: Path, out: Path, *, layout: 
              f"world size {trainer.env.world_size}; model = EMA weights; data {root} ({split} split)."]
     res = evaluate_dataset(trainer.ema.module, test, out, task=task, progress=progress, notes=notes,
                            title=f"RWKVFusion {task}: {split} split")
+    return {m: {k: v["mean"] for k, v in s.items()} for m, s in res["methods"].items()}
+
+
+def evaluate_best_on_val(trainer: Trainer, val_set: Any, out: Path, *, task: str, progress: bool) -> dict[str, Any]:
+    """Score the best validated EMA weights (``best.safetensors``, else the final EMA) and the average
+    baseline on the carved validation split; writes metrics.json, fused/, report.html."""
+    import copy
+
+    from fusion.train.evaluate import evaluate_dataset
+
+    model = trainer.ema.module
+    best = out / "best.safetensors"
+    note = f"model = final EMA weights (step {trainer.step})"
+    if best.is_file():
+        from safetensors.torch import load_file
+
+        model = copy.deepcopy(model)
+        model.load_state_dict(load_file(str(best)))
+        note = f"model = best validated EMA weights ({best.name})"
+    notes = [f"{trainer.step} training steps ({trainer.skipped} skipped), batch {trainer.batch_size}; {note}; "
+             f"validation split carved from the training data: {[(n, k) for n, k, _ in val_set.datasets]}"]
+    res = evaluate_dataset(model, val_set, out, task=task, progress=progress, notes=notes,
+                           title=f"RWKVFusion {task}: validation split")
     return {m: {k: v["mean"] for k, v in s.items()} for m, s in res["methods"].items()}

@@ -41,6 +41,31 @@ class ResumableSampler(DistributedSampler):
         return self.num_samples
 
 
+class WeightedResumableSampler(ResumableSampler):
+    """``ResumableSampler`` drawing each epoch's indices with replacement, with probability ``weights``.
+
+    An epoch has the usual length (``len(dataset)`` split over ranks); its draw depends only on (seed,
+    epoch), so ``set_position`` resumes it exactly. Used for multi-dataset mixing (``MultiDataset``).
+    """
+
+    def __init__(self, dataset: Dataset, weights: list[float], *, num_replicas: int = 1, rank: int = 0,
+                 seed: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        w = torch.as_tensor(weights, dtype=torch.float64)
+        if w.numel() != len(dataset) or not bool((w >= 0).all()) or float(w.sum()) <= 0:  # type: ignore[arg-type]
+            raise ValueError(f"WeightedResumableSampler: need {len(dataset)} non-negative weights with a positive "  # type: ignore[arg-type]
+                             f"sum, got {w.numel()}")
+        self.weights = w
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        drawn = torch.multinomial(self.weights, self.total_size, replacement=True, generator=g).tolist()
+        indices = drawn[self.rank:self.total_size:self.num_replicas][self.start:]
+        epoch = self.epoch
+        self.start = 0
+        return iter([(epoch, i) for i in indices])
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """A 63-bit seed unique to one sample draw."""
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0] >> 1)

@@ -26,7 +26,13 @@ from fusion.train.checkpoint import (
 )
 from fusion.train.ema import ModelEMA
 from fusion.train.runlog import MetricLog
-from fusion.train.sampling import ResumableSampler, SeededSamples, SkipUnreadable, UnreadableSample
+from fusion.train.sampling import (
+    ResumableSampler,
+    SeededSamples,
+    SkipUnreadable,
+    UnreadableSample,
+    WeightedResumableSampler,
+)
 from rwkvfusion_io.distributed import DistEnv, all_true, mean_over_ranks
 
 logger = logging.getLogger(__name__)
@@ -107,8 +113,13 @@ class Trainer:
         n = len(dataset)  # type: ignore[arg-type]
         if n == 0:
             raise ValueError("the training dataset is empty")
-        self.sampler = ResumableSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True,
-                                        seed=settings.seed)
+        weights = getattr(dataset, "sample_weights", None)  # multi-dataset mixing (fusion.data.multi)
+        if weights is not None and len(set(weights)) > 1:
+            self.sampler: ResumableSampler = WeightedResumableSampler(
+                dataset, list(weights), num_replicas=env.world_size, rank=env.rank, seed=settings.seed)
+        else:
+            self.sampler = ResumableSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True,
+                                            seed=settings.seed)
         per_rank = len(self.sampler)
         self.batch_size = settings.batch_size
         if per_rank < self.batch_size:

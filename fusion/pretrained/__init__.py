@@ -1,0 +1,195 @@
+"""Bundled trained models: one fp16 safetensors file per task, with its config and model card.
+
+Files live in ``fusion/pretrained/weights/`` (installed as package data):
+
+- ``<task>.safetensors``: the EMA weights in float16 (loaded back as float32), safetensors only (no pickle);
+- ``<task>.json``: ``{"format", "task", "config" (TaskConfig.to_dict()), "training" {...}, "validation",
+  "test"}`` -- everything needed to rebuild the network and to say where the weights came from;
+- ``<task>.md``: the model card (data, recipe, steps, wall time, validation and test metrics).
+
+``load_pretrained(task)`` rebuilds the model; ``export_run(run_dir)`` writes the three files from a
+training run (``python -m fusion.pretrained export --run runs/mif``).
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+FORMAT = 1
+
+
+class NoBundledModel(FileNotFoundError):
+    """No bundled model for a task (the message names the task and the bundled ones)."""
+
+
+def bundled_tasks(weights_dir: Path | None = None) -> list[str]:
+    """Tasks with a bundled model (both the .safetensors and the .json present)."""
+    d = weights_dir or WEIGHTS_DIR
+    if not d.is_dir():
+        return []
+    return sorted(p.stem for p in d.glob("*.safetensors") if p.with_suffix(".json").is_file())
+
+
+def bundled_files(task: str, weights_dir: Path | None = None) -> tuple[Path, Path, Path]:
+    """(weights, config json, model card) paths of ``task``; ``NoBundledModel`` when absent."""
+    d = weights_dir or WEIGHTS_DIR
+    w, j, md = d / f"{task}.safetensors", d / f"{task}.json", d / f"{task}.md"
+    if not (w.is_file() and j.is_file()):
+        have = bundled_tasks(d)
+        raise NoBundledModel(f"no bundled model for task {task!r} (bundled: {', '.join(have) or 'none'}); "
+                             "train one (make train TASK=... DATA=...) and pass --checkpoint, or use --method")
+    return w, j, md
+
+
+def bundled_info(task: str, weights_dir: Path | None = None) -> dict[str, Any]:
+    """The JSON sidecar of the bundled model of ``task``."""
+    _, j, _ = bundled_files(task, weights_dir)
+    info = json.loads(j.read_text())
+    if int(info.get("format", 0)) > FORMAT:
+        raise ValueError(f"{j}: format {info.get('format')} is newer than this code ({FORMAT})")
+    return info
+
+
+def load_pretrained(task: str, device: str | torch.device = "cpu", *, weights_dir: Path | None = None
+                    ) -> nn.Module:
+    """The bundled model of ``task`` in eval mode (float32 weights on ``device``); safetensors only."""
+    from safetensors.torch import load_file
+
+    from fusion.train.inference import model_from_config
+
+    w, j, _ = bundled_files(task, weights_dir)
+    info = bundled_info(task, weights_dir)
+    model = model_from_config(info["config"])
+    state = {k: v.float() for k, v in load_file(str(w)).items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{w}: weights do not match the config in {j}: {err}") from err
+    return model.to(device).eval()
+
+
+# --------------------------------------------------------------------------- export
+def _wall_seconds(run: Path) -> float:
+    """Training time summed from ``metrics.csv`` (sec_per_step x steps between rows; survives resumes)."""
+    p = run / "metrics.csv"
+    if not p.is_file():
+        return float("nan")
+    total, prev = 0.0, 0
+    with p.open() as fh:
+        for row in csv.DictReader(fh):
+            try:
+                step, sps = int(row["step"]), float(row["sec_per_step"])
+            except (KeyError, ValueError):
+                continue
+            if step > prev:
+                total += sps * (step - prev)
+                prev = step
+    return total
+
+
+def export_run(run: str | Path, out_dir: Path | None = None, *, weights: str = "best",
+               test: dict[str, Any] | None = None, notes: list[str] | None = None) -> tuple[Path, Path, Path]:
+    """Write ``<task>.safetensors`` (fp16), ``<task>.json`` and ``<task>.md`` from a training run folder.
+
+    ``weights="best"`` takes ``best.safetensors`` (best validated EMA weights) when the run has one, else the
+    final EMA weights of ``checkpoint.pt`` (read with ``fusion.train.checkpoint.load_checkpoint``).
+    ``test`` (from ``fusion.pretrained.testsets.evaluate_testsets``) is stored and tabulated in the card.
+    """
+    from safetensors.torch import load_file, save_file
+
+    from fusion.train.checkpoint import load_checkpoint
+
+    run = Path(run)
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    task = str(ckpt.get("task") or ckpt["config"]["task"])
+    val = json.loads((run / "val.json").read_text()) if (run / "val.json").is_file() else None
+    best = run / "best.safetensors"
+    if weights == "best" and best.is_file():
+        state = load_file(str(best))
+        source = f"best validated EMA weights (step {val['best']['step'] if val else '?'})"
+        step = int(val["best"]["step"]) if val else int(ckpt["step"])
+    elif weights in ("best", "final"):
+        state = ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"]
+        source, step = f"final EMA weights (step {ckpt['step']})", int(ckpt["step"])
+    else:
+        raise ValueError(f"export_run: weights must be 'best' or 'final', got {weights!r}")
+    out_dir = Path(out_dir or WEIGHTS_DIR)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    half = {k: v.detach().to(torch.float16).contiguous().cpu() for k, v in state.items()}
+    w = out_dir / f"{task}.safetensors"
+    save_file(half, str(w), metadata={"task": task, "format": str(FORMAT)})
+    settings = ckpt.get("settings") or {}
+    extra = settings.get("extra") or {}
+    training = {"run": run.name, "weights": source, "step": step, "steps_trained": int(ckpt["step"]),
+                "total_steps": int(ckpt.get("total_steps", ckpt["step"])), "batch_size": ckpt.get("batch_size"),
+                "seed": settings.get("seed"), "data": extra.get("data"), "recipe": extra.get("recipe"),
+                "wall_seconds": round(_wall_seconds(run), 1), "world_size": ckpt.get("world_size")}
+    info = {"format": FORMAT, "task": task, "config": ckpt["config"], "training": training,
+            "validation": (val or {}).get("best"), "test": test, "notes": notes or []}
+    j = out_dir / f"{task}.json"
+    j.write_text(json.dumps(info, indent=2, default=str) + "\n")
+    md = out_dir / f"{task}.md"
+    md.write_text(model_card(info))
+    return w, j, md
+
+
+def model_card(info: dict[str, Any]) -> str:
+    """Markdown model card of a bundled model's JSON sidecar."""
+    t, cfg, tr = info["task"], info["config"], info["training"]
+    rec = tr.get("recipe") or {}
+    lines = [f"# RWKVFusion {t}: bundled model", "",
+             f"- Weights: `{t}.safetensors`, float16, {tr['weights']}.",
+             f"- Data: {tr.get('data')} (every dataset found under the roots; validation split carved from them, "
+             f"never the test sets).",
+             f"- Recipe: `{rec.get('name')}` -- batch {tr.get('batch_size')}, crop {rec.get('crop_size')}, "
+             f"lr {rec.get('lr')} -> {rec.get('min_lr')} cosine, EMA {rec.get('ema_decay')}, drop path "
+             f"{rec.get('drop_path')}; seed {tr.get('seed')}.",
+             f"- Steps: {tr['steps_trained']} of {tr['total_steps']} trained; exported step {tr['step']}; "
+             f"wall time {tr['wall_seconds'] / 60:.1f} min ({tr.get('world_size')} process, CPU).",
+             f"- Loss: Eq. 20 weights eta = {cfg.get('eta')}, intensity target `{cfg.get('intensity_target')}`, "
+             f"head base `{cfg.get('fusion_base')}` (docs/ablations.md).",
+             "- Guidance: trained and run without text or masks (no manifests for these training sets).", ""]
+    val = info.get("validation")
+    if val:
+        lines += [f"## Validation (step {val['step']}, carved split)", "",
+                  "| metric | " + " | ".join(val["mean"]) + " |", "| --- |" + " --- |" * len(val["mean"]),
+                  "| mean over datasets | " + " | ".join(f"{v:.4f}" for v in val["mean"].values()) + " |", ""]
+    test = info.get("test")
+    if test:
+        lines += test_tables(test)
+    else:
+        lines += ["## Test sets", "", "Not evaluated yet.", ""]
+    for n in info.get("notes") or []:
+        lines.append(f"- {n}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def test_tables(test: dict[str, Any]) -> list[str]:
+    """Markdown tables of ``evaluate_testsets`` results: one per test set, methods as rows."""
+    lines = ["## Test sets", "", test.get("protocol", ""), ""]
+    for ds, res in test["sets"].items():
+        metrics = res["metrics"]
+        lines += [f"### {ds} ({res['pairs']} pairs)", "",
+                  "| method | " + " | ".join(metrics) + " |", "| --- |" + " --- |" * len(metrics)]
+        for method, means in res["means"].items():
+            cells = []
+            for m in metrics:
+                v = means.get(m, float("nan"))
+                best = res["best"].get(m) == method
+                cells.append(f"**{v:.4f}**" if best else f"{v:.4f}")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        verdict = res.get("verdict")
+        if verdict:
+            lines += ["", verdict]
+        lines.append("")
+    return lines
+
+
+__all__ = ["WEIGHTS_DIR", "NoBundledModel", "bundled_tasks", "bundled_files", "bundled_info", "load_pretrained",
+           "export_run", "model_card"]

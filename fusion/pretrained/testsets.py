@@ -1,0 +1,112 @@
+"""Score a model against every classical baseline on the shared real TEST sets (never trained on).
+
+For each test set of a task (``fusion.bench.fusion_pairs``: VIF TNO / RoadScene, MIF MRI-SPECT / MRI-PET /
+MRI-CT, MEF U2Fusion dataset1 / dataset2 / IFCNN sequences (darkest and brightest exposure), MFF Lytro /
+U2Fusion) the sources are written as PNG to ``<out>/<set>/a`` and ``b``, each method's fused images (full
+size, colour restored from the sources' chroma, as ``python -m fusion fuse`` writes them) to
+``<out>/<set>/<method>/``, and everything is scored with ``fusion.metrics.cli.run_metrics`` -- exactly
+``python -m fusion metrics --task T --a <set>/a --b <set>/b --fused <set>/<method> ...`` (grey = MATLAB
+rgb2gray of the colour images, 0-255).
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# the metrics of the acceptance criterion (Qcv: lower is better)
+TEST_METRICS = ("Qabf", "MI", "VIF", "SF", "Qcb", "Qy", "Qcv", "SSIM")
+LOWER = {"Qcv"}
+
+
+def _set_name(pid: str) -> str:
+    return pid.split("/", 1)[0]
+
+
+def evaluate_testsets(task: str, data_root: Path, out: Path, *, model_fuse_y: Callable | None = None,
+                      model_name: str = "rwkvfusion", max_pairs: int | None = None,
+                      progress: bool = False) -> dict[str, Any]:
+    """Fuse and score every test set of ``task``; returns {"protocol", "sets": {set: {"pairs", "metrics",
+    "means": {method: {metric: mean}}, "best": {metric: method}, "verdict", "command"}}}."""
+    from fusion.baselines import methods_for
+    from fusion.bench import fusion_pairs
+    from fusion.metrics.cli import run_metrics
+    from fusion.train.inference import fuse_arrays, read_image, write_image
+
+    methods: dict[str, Callable] = {}
+    if model_fuse_y is not None:
+        methods[model_name] = model_fuse_y
+    for spec in methods_for(task):
+        methods[spec.name] = spec.fn
+    sets: dict[str, Any] = {}
+    for group in fusion_pairs(task, Path(data_root)):
+        name = _set_name(group[0][0])
+        pairs = group[:max_pairs] if max_pairs else group
+        d = out / name
+        for pid, pa, pb in pairs:
+            stem = pid.split("/", 1)[1].replace("/", "_")
+            img_a, img_b = read_image(pa), read_image(pb)
+            write_image(d / "a" / f"{stem}.png", img_a)
+            write_image(d / "b" / f"{stem}.png", img_b)
+            for m, fn in methods.items():
+                target = d / m / f"{stem}.png"
+                if m != model_name and target.is_file():
+                    continue  # baselines are deterministic: reuse earlier outputs
+                write_image(target, fuse_arrays(fn, img_a, img_b))
+        means: dict[str, dict[str, float]] = {}
+        problems: list[str] = []
+        for m in methods:  # one method at a time: deterministic baselines' scores are cached beside their images
+            cache = d / m / "scores.json"
+            key = {"metrics": list(TEST_METRICS), "pairs": sorted(p[0] for p in pairs)}
+            if m != model_name and cache.is_file() and json.loads(cache.read_text()).get("key") == key:
+                means[m] = json.loads(cache.read_text())["means"]
+                continue
+            rep = run_metrics(task, [d / m], d / "a", d / "b", metrics=list(TEST_METRICS), progress=progress)
+            means[m] = {k: float(v[0]) for k, v in next(iter(rep.summary.values()), {}).items()}
+            problems += rep.problems
+            if m != model_name and not rep.problems:
+                cache.write_text(json.dumps({"key": key, "means": means[m]}))
+        best = {}
+        for k in TEST_METRICS:
+            vals = {m: means[m].get(k, float("nan")) for m in methods}
+            vals = {m: v for m, v in vals.items() if math.isfinite(v)}
+            if vals:
+                best[k] = (min if k in LOWER else max)(vals, key=vals.get)
+        entry = {"pairs": len(pairs), "metrics": list(TEST_METRICS), "means": means, "best": best,
+                 "problems": problems[:10],
+                 "command": (f"python -m fusion metrics --task {task} --a {d / 'a'} --b {d / 'b'} "
+                             + " ".join(f"--fused {d / m}" for m in methods))}
+        if model_fuse_y is not None:
+            entry["verdict"] = verdict(means, model_name)
+        sets[name] = entry
+    return {"protocol": (f"Test sets under {data_root} (never trained on), full size; fused images written as PNG "
+                         "with colour restored from the sources; scored with `python -m fusion metrics` "
+                         "(grey = MATLAB rgb2gray, 0-255). Bold = best per column (Qcv: lowest)."),
+            "sets": sets}
+
+
+def verdict(means: dict[str, dict[str, float]], model: str) -> str:
+    """Whether ``model`` beats every baseline on Qabf and on at least 4 of the other metrics."""
+    others = [m for m in means if m != model]
+    wins, losses = [], []
+    for k in TEST_METRICS:
+        mv = means[model].get(k, float("nan"))
+        ov = [means[o].get(k, float("nan")) for o in others]
+        ok = all((mv < v) if k in LOWER else (mv > v) for v in ov if math.isfinite(v)) and math.isfinite(mv)
+        (wins if ok else losses).append(k)
+    passed = "Qabf" in wins and len([w for w in wins if w != "Qabf"]) >= 4
+    return (f"{model} beats every baseline on {', '.join(wins) or 'nothing'}; not on {', '.join(losses) or '-'}: "
+            f"criterion (Qabf + 4 of 7) {'MET' if passed else 'NOT met'}.")
+
+
+def summary_rows(result: dict[str, Any]) -> list[list[Any]]:
+    """Flat rows (set, method, metric values) for reports."""
+    rows = []
+    for ds, res in result["sets"].items():
+        for m, means in res["means"].items():
+            rows.append([ds, m] + [means.get(k, np.nan) for k in res["metrics"]])
+    return rows

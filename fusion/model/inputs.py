@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -87,6 +88,18 @@ def prepare_inputs(model: nn.Module, a: torch.Tensor, b: torch.Tensor, text: tor
     a_p, b_p = pad_to_multiple(a, mult), pad_to_multiple(b, mult)
     m = pad_to_multiple(m, mult, mode="replicate") if m is not None else None
     return ModelInputs(a_p, b_p, t, tm, m, hw)
+
+
+def to_channels_last(inp: ModelInputs) -> ModelInputs:
+    """The image inputs in channels-last memory (same values and shapes).
+
+    Convolutions propagate the format, so every [B, C, H, W] activation of the network is then stored as
+    [B, H, W, C]: the token view ``x.permute(0, 2, 3, 1)`` used by the LayerNorms, the BRWKV layers and the
+    scans is contiguous, and no layer transposes between NCHW and token order.
+    """
+    cl = torch.channels_last
+    return dataclasses.replace(inp, a=inp.a.contiguous(memory_format=cl), b=inp.b.contiguous(memory_format=cl),
+                               mask=None if inp.mask is None else inp.mask.contiguous(memory_format=cl))
 
 
 def apply_output_clamp(y: torch.Tensor, mode: str, training: bool) -> torch.Tensor:

@@ -82,7 +82,8 @@ class MultiModalFusion(nn.Module):
         g = torch.sigmoid(self.gate_conv(F.adaptive_avg_pool2d(self.gate_norm(f + modal), 1)))
         fused = f * g + modal * g
         if self.has_mask and mask is not None:
-            m = self.mask_convs(mask)
+            # a 1-channel mask is ambiguous in memory format: keep the branch channels-last like the rest
+            m = self.mask_convs[1:](self.mask_convs[0](mask).contiguous(memory_format=torch.channels_last))
             fused = fused + f * m + modal * m
         f_out = self.out_proj(fused)
         if not self.has_text or text is None:

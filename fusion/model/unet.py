@@ -9,7 +9,7 @@ from torch import nn
 
 from fusion.config import TaskConfig
 from fusion.model.block import RWKVFusionBlock
-from fusion.model.inputs import FusionNet, ModelInputs
+from fusion.model.inputs import FusionNet, ModelInputs, to_channels_last
 from fusion.model.layers import drop_path_schedule, resize
 from fusion.model.text import TextProjector
 
@@ -167,8 +167,10 @@ class RWKVFusion(FusionNet):
 
     def _forward(self, inp: ModelInputs) -> torch.Tensor:
         cfg = self.cfg
-        x0 = self.patch_embed(torch.cat([inp.a, inp.b], dim=1))
-        cond_full = self.condition(inp)
+        inp = to_channels_last(inp)
+        cl = torch.channels_last  # 1-channel inputs are ambiguous: set the format of the embeddings explicitly
+        x0 = self.patch_embed(torch.cat([inp.a, inp.b], dim=1)).contiguous(memory_format=cl)
+        cond_full = self.condition(inp).contiguous(memory_format=cl)
         mask_full = inp.mask
         if mask_full is not None and self.mask_embed is not None:
             mask_full = self.mask_embed(mask_full)

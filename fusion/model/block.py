@@ -42,7 +42,9 @@ class BRWKVLayer(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = x.permute(0, 2, 3, 1)  # [B, H, W, C]
+        t = x.permute(0, 2, 3, 1)  # [B, H, W, C]: contiguous for channels-last x, no copy
+        if not torch.is_grad_enabled():
+            return self._forward_no_grad(t).permute(0, 3, 1, 2)
         h = self.norm1(t)
         scale, shift, gate = self.mod1(h)
         y, _ = self.spatial((1 + scale) * h + shift, reverse=self.reverse)
@@ -51,6 +53,19 @@ class BRWKVLayer(nn.Module):
         scale, shift, gate = self.mod2(h)
         t = t + gate * self.drop_path(self.channel((1 + scale) * h + shift))
         return t.permute(0, 3, 1, 2)
+
+    def _forward_no_grad(self, t: torch.Tensor) -> torch.Tensor:
+        """The same operations in the same order, in place and freeing intermediates early (no autograd)."""
+        for norm, mod, mix in ((self.norm1, self.mod1, "spatial"), (self.norm2, self.mod2, "channel")):
+            h = norm(t)
+            scale, shift, gate = mod(h)
+            z = (scale + 1).mul_(h).add_(shift)                  # (1 + scale) * h + shift
+            del h, scale, shift
+            y = self.spatial(z, reverse=self.reverse)[0] if mix == "spatial" else self.channel(z)
+            del z
+            t = self.drop_path(y).mul_(gate).add_(t)             # t + gate * y
+            del gate, y
+        return t
 
 
 class RWKVFusionBlock(nn.Module):
@@ -77,9 +92,9 @@ class RWKVFusionBlock(nn.Module):
                                 block_index=block_index, spatial_kwargs=spatial_kwargs)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None = None,
-                text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        f, text_img, text_next = self.mfm(x, cond, mask, text, text_mask)
+                text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None, *,
+                cond_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        f, text_img, text_next = self.mfm(x, cond, mask, text, text_mask, cond_weight=cond_weight)
         parts = [x]
         if self.has_text:
             if text_img is None:

@@ -125,10 +125,13 @@ class FusionNet(nn.Module, abc.ABC):
         inp = prepare_inputs(self, a, b, text, text_mask, mask)
         return apply_output_clamp(self._forward(inp), self.cfg.output_clamp, self.training)
 
+    def condition_source(self, inp: ModelInputs) -> torch.Tensor:
+        """The source of the conditioning feature: the second image (or both images, concatenated)."""
+        return inp.b if self.cfg.cond_source == "b" else torch.cat([inp.a, inp.b], dim=1)
+
     def condition(self, inp: ModelInputs) -> torch.Tensor:
         """Conditioning feature of the MFM (SPEC 3.2): Conv1x1 of the second source (or of both sources)."""
-        src = inp.b if self.cfg.cond_source == "b" else torch.cat([inp.a, inp.b], dim=1)
-        return self.cond_embed(src)
+        return self.cond_embed(self.condition_source(inp))
 
     @abc.abstractmethod
     def _forward(self, inp: ModelInputs) -> torch.Tensor:

@@ -144,10 +144,15 @@ class SpatialMix(nn.Module):
             if self.K >= 2:                                                                     # column-major
                 yc = bi_wkv(k.transpose(1, 2), v.transpose(1, 2), self.decay, self.bonus, impl="cpu",
                             validate=False)
-                y = y + self.ln_out(yc.transpose(1, 2))
+                del k, v
+                yc = self.ln_out(yc.transpose(1, 2))
+                y = y.add_(yc) if not torch.is_grad_enabled() else y + yc
+                del yc
             if self.K == 4:                       # the reversed scans repeat the two outputs (|t - i| symmetry)
                 y = y * 2.0
-        return self.output((y / self.K).to(x.dtype) * self._gate(x))
+        y = (y / self.K).to(x.dtype)
+        g = self._gate(x)
+        return self.output(y.mul_(g) if not torch.is_grad_enabled() else y * g)
 
     def _gate(self, z: torch.Tensor) -> torch.Tensor:
         g = self.gate(z)

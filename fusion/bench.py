@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-SECTIONS: tuple[str, ...] = ("kernels", "cost", "scaling", "quality", "annotate")
+SECTIONS: tuple[str, ...] = ("kernels", "cost", "scaling", "speed", "quality", "annotate")
 PAPER_TABLE4 = {"params_M": 0.352, "GFLOPs": 15.08, "images_per_s": 136.6,
                 "images_per_s_with_semantics": 112.7, "device": "NVIDIA RTX 3090", "size": 256}
 REPO = Path(__file__).resolve().parents[1]
@@ -847,6 +847,8 @@ def build_report(results: dict[str, Any], out_dir: Path) -> Report:
           "Times are medians of repeated runs after one warm-up; the benchmark reports, it does not assert.")
     sec = results["sections"]
 
+    if "speed" in sec:
+        _report_speed(rep, sec.get("speed"))
     rep.h("1. Kernels: Bi-WKV and cross-scan scaling")
     _section_status(rep, sec.get("kernels"))
     kern = sec.get("kernels") or {}
@@ -968,6 +970,31 @@ def _mem_method(cost: dict[str, Any]) -> str:
             "includes allocator slack")
 
 
+def _section_speed(out: Path, st: BenchSettings, root: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    from fusion.bench_speed import section_speed
+
+    return section_speed(out, quick=st.quick, data_root=root, log=log)
+
+
+def _report_speed(rep: Report, sec: dict[str, Any] | None) -> None:
+    from fusion.bench_speed import report_lines
+
+    rep.h("Speed: CPU fast path beside the previous implementation")
+    _section_status(rep, sec)
+    if not sec or "forward" not in sec:
+        return
+    head, rows, trows, notes = report_lines(sec)
+    rep.p("VIF forward, batch 1, 2 threads, torch.inference_mode, no text or mask; modes: previous (git "
+          f"{sec.get('baseline_rev')}, fp32 eager), eager (fp32), bf16 (CPU autocast), compile (torch.compile, fp32).")
+    rep.table(head, rows)
+    spec = sec.get("train", {}).get("spec", {})
+    rep.p(f"Training step (batch {spec.get('batch')}, {spec.get('size')}x{spec.get('size')}, forward + backward + "
+          "AdamW step):")
+    rep.table(["mode", "median s", "median CPU s", "peak RSS MiB", "speedup (wall)", "speedup (CPU)"], trows)
+    for n in notes:
+        rep.p(n)
+
+
 def _section_status(rep: Report, sec: dict[str, Any] | None) -> None:
     if sec is None:
         rep.p("not run (not selected).")
@@ -1013,6 +1040,7 @@ def run_bench(out_dir: str | Path, *, quick: bool = False, data_root: str | Path
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "kernels": lambda: section_kernels(out, st), "cost": lambda: section_cost(out, st),
         "scaling": lambda: section_scaling(out, st), "quality": lambda: section_quality(out, st, root),
+        "speed": lambda: _section_speed(out, st, root, log),
         "annotate": lambda: section_annotate(out, st)}
     t_all = time.perf_counter()
     for name in sections:

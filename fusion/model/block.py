@@ -58,9 +58,14 @@ class BRWKVLayer(nn.Module):
         """The same operations in the same order, in place and freeing intermediates early (no autograd)."""
         for norm, mod, mix in ((self.norm1, self.mod1, "spatial"), (self.norm2, self.mod2, "channel")):
             h = norm(t)
-            scale, shift, gate = mod(h)
-            z = (scale + 1).mul_(h).add_(shift)                  # (1 + scale) * h + shift
-            del h, scale, shift
+            s = F.silu(h)
+            w = mod.proj.weight                                  # (scale, shift, gate) rows, one at a time
+            C = h.shape[-1]
+            z = F.linear(s, w[:C]).add_(1).mul_(h)               # (1 + scale) * h
+            del h
+            z = z.add_(F.linear(s, w[C:2 * C]))                  # + shift
+            gate = F.linear(s, w[2 * C:])
+            del s
             y = self.spatial(z, reverse=self.reverse)[0] if mix == "spatial" else self.channel(z)
             del z
             t = self.drop_path(y).mul_(gate).add_(t)             # t + gate * y
@@ -101,4 +106,7 @@ class RWKVFusionBlock(nn.Module):
                 raise ValueError("RWKVFusionBlock: this block has a text branch but got text=None")
             parts.append(text_img * self.lam.view(1, -1, 1, 1))
         parts.append(f)
-        return self.brwkv(self.proj_in(torch.cat(parts, dim=1))), text_next
+        del f, text_img
+        z = self.proj_in(torch.cat(parts, dim=1))
+        del parts                                                # free the block's intermediates early
+        return self.brwkv(z), text_next

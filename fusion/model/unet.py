@@ -196,10 +196,11 @@ class RWKVFusion(FusionNet):
             x = down(x)
         c, m = conds(tuple(x.shape[-2:]))
         x, _ = self.middle(x, c, m, text, tmask, cond_weight=cond_w)
-        for up, scale, fuse, dec, skip in zip(self.ups, self.skip_scales, self.skip_fuse, self.decoders,
-                                              reversed(skips)):
+        for up, scale, fuse, dec in zip(self.ups, self.skip_scales, self.skip_fuse, self.decoders):
+            skip = skips.pop()                                       # deepest first; freed once fused
             x = up(x)
             x = fuse(torch.cat([x, skip * scale.view(1, -1, 1, 1)], dim=1))
+            del skip
             c, _ = conds(tuple(x.shape[-2:]))
             x, _ = dec(x, c, None, None, None, cond_weight=cond_w)
         feat = self.body_out(x)

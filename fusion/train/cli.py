@@ -45,6 +45,7 @@ def train(
     crop: str | None = typer.Option(None, "--crop", help="training crop HxW, e.g. 128x128 (overrides config)"),
     no_eval: bool = typer.Option(False, "--no-eval", help="skip the test-split evaluation and report"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the training forward/backward"),
 ) -> None:
     """Train TASK (demo data unless --data); writes checkpoint.pt, metrics.json, fused/ and report.html."""
     from fusion.config import TASKS
@@ -67,7 +68,7 @@ def train(
                            layout=layout, steps=steps, epochs=epochs, batch_size=batch_size, device=device,
                            resume=resume, stop_after=stop_after, seed=seed, num_workers=workers,
                            checkpoint_every=checkpoint_every, log_every=log_every, overrides=overrides, evaluate=not no_eval,
-                           progress=not no_progress)
+                           progress=not no_progress, compile_model=compile_model)
     import os
     if int(os.environ.get("RANK", "0")) == 0:
         brief = {k: summary[k] for k in ("steps", "skipped", "last_loss", "train_seconds", "checkpoint")
@@ -88,6 +89,7 @@ def evaluate(
     baseline: str | None = typer.Option(None, "--baseline", help="baseline scored alongside (default average)"),
     device: str | None = typer.Option(None, "--device"),
     no_progress: bool = typer.Option(False, "--no-progress"),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (faster after warm-up)"),
 ) -> None:
     """Fuse a test split with a checkpoint and score it (and a baseline) with the metrics suite."""
     _setup_logging()
@@ -100,7 +102,7 @@ def evaluate(
     from fusion.train.inference import load_model
     from fusion.train.runner import demo_task_root
 
-    model, ckpt = load_model(checkpoint, resolve_device(device))
+    model, ckpt = load_model(checkpoint, resolve_device(device), compile_model=compile_model)
     cfg = TaskConfig.from_dict(ckpt["config"])
     if data is None:
         from fusion.train.distributed import DistEnv
@@ -125,6 +127,10 @@ def fuse(
     method: str | None = typer.Option(None, "--method", help="classical baseline instead of a checkpoint"),
     manifest: Path | None = typer.Option(None, "--manifest", help="manifest with captions/masks (guidance)"),
     device: str | None = typer.Option(None, "--device"),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (faster after warm-up)"),
+    tile: int | None = typer.Option(None, "--tile", help="tiled inference: tile side in pixels (large images)"),
+    overlap: int = typer.Option(64, "--overlap", help="overlap of neighbouring tiles (with --tile)"),
+    bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast on CPU (faster; see the bench for accuracy)"),
 ) -> None:
     """Fuse registered image pairs (files, or folders matched by name); colour restored, size kept."""
     _setup_logging()
@@ -154,10 +160,10 @@ def fuse(
         from fusion.train.distributed import resolve_device
         from fusion.train.inference import load_model, model_fuse_y
 
-        model, ckpt = load_model(checkpoint, resolve_device(device))
+        model, ckpt = load_model(checkpoint, resolve_device(device), compile_model=compile_model)
         if not model.cfg.is_fusion:
             _fail(f"checkpoint {checkpoint} is a {model.cfg.task} model; `fuse` handles vif/mif/mef/mff")
-        fuse_y = model_fuse_y(model)
+        fuse_y = model_fuse_y(model, tile=tile, overlap=overlap, bf16=True if bf16 else None)
         if manifest is not None:
             from fusion.train.guidance import manifest_guidance
 

@@ -28,8 +28,12 @@ def model_from_config(config: dict[str, Any]) -> nn.Module:
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu", *,
-               use_ema: bool = True) -> tuple[nn.Module, dict[str, Any]]:
-    """Model (eval mode, EMA weights unless ``use_ema=False``) and the raw checkpoint dict."""
+               use_ema: bool = True, compile_model: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """Model (eval mode, EMA weights unless ``use_ema=False``) and the raw checkpoint dict.
+
+    ``compile_model``: the module's forward is wrapped by ``torch.compile`` (``module.compile()``: the same
+    object, parameters and ``cfg``; compiled on the first call per input size).
+    """
     ckpt = load_checkpoint(checkpoint)
     model = model_from_config(ckpt["config"])
     state = ckpt["ema"]["module"] if use_ema and ckpt.get("ema") else ckpt["model"]
@@ -37,7 +41,10 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu", *,
         model.load_state_dict(state)
     except RuntimeError as err:
         raise ValueError(f"checkpoint {checkpoint}: weights do not match the stored config: {err}") from err
-    return model.to(device).eval(), ckpt
+    model = model.to(device).eval()
+    if compile_model:
+        model.compile()
+    return model, ckpt
 
 
 @torch.no_grad()

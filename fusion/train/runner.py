@@ -53,7 +53,8 @@ def run_training(task: str, out: str | Path, *, data: str | Path | None = None, 
                  epochs: int | None = None, batch_size: int | None = None, device: str | None = None,
                  resume: bool = False, stop_after: int | None = None, seed: int = 0, num_workers: int = 0,
                  checkpoint_every: int | None = None, log_every: int = 10, overrides: dict[str, Any] | None = None,
-                 evaluate: bool = True, eval_split: str = "test", progress: bool = True) -> dict[str, Any]:
+                 evaluate: bool = True, eval_split: str = "test", progress: bool = True,
+                 compile_model: bool = False) -> dict[str, Any]:
     """Train ``task`` into ``out`` (checkpoint.pt, config.yaml, train.json, metrics.csv; after the last
     step metrics.json, fused/ and report.html).  Works single-process or under torchrun (DDP)."""
     from fusion.config import get_config
@@ -94,6 +95,8 @@ def run_training(task: str, out: str | Path, *, data: str | Path | None = None, 
             logger.info("manifest %s: %s (samples without annotation train unguided)", manifest, gs)
         trainer = Trainer(model, build_loss(cfg), dataset, settings, out, env, collate_fn=collate,
                           config=cfg.to_dict(), task=task)
+        if compile_model:  # after the EMA copy: torch.compile of the training forward (backward via AOT autograd)
+            trainer.model.compile()
         if env.is_main:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.yaml").write_text(cfg.to_yaml())

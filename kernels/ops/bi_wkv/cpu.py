@@ -74,9 +74,9 @@ def _build() -> ctypes.CDLL | None:
             continue
         i64, p = ctypes.c_int64, ctypes.c_void_p
         for sfx in ("f32", "f64"):
-            getattr(lib, f"bi_wkv_fwd_{sfx}").argtypes = [p] * 6 + [i64] * 9
+            getattr(lib, f"bi_wkv_fwd_{sfx}").argtypes = [p] * 7 + [i64] * 9
             getattr(lib, f"bi_wkv_fwd_{sfx}").restype = None
-            getattr(lib, f"bi_wkv_bwd_{sfx}").argtypes = [p] * 11 + [i64] * 9
+            getattr(lib, f"bi_wkv_bwd_{sfx}").argtypes = [p] * 12 + [i64] * 9
             getattr(lib, f"bi_wkv_bwd_{sfx}").restype = None
         return lib
     return None
@@ -132,6 +132,11 @@ def _like(x: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> torch.Tenso
     return out
 
 
+def _max_k(k4: torch.Tensor) -> torch.Tensor:
+    """max of k over the sequence per (batch, channel), float64 [B, C] (the kernel forms exp(k - max))."""
+    return k4.amax(dim=(1, 2)).double().contiguous()
+
+
 def _geometry(x4: torch.Tensor) -> tuple[int, ...]:
     B, T1, T2, C = x4.shape
     return B, T1, T2, C, x4.stride(0), x4.stride(1), x4.stride(2)
@@ -161,17 +166,15 @@ def forward(k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, u: torch.Tensor) 
     y = torch.empty_like(k, dtype=dt)
     ref = y if _dense_channels_last(y) and kdt == dt else torch.empty_like(y, dtype=kdt)
     y4 = _as4d(ref)
-    k4 = _as4d(k)
-    m = k4.detach().amax(dim=(1, 2), keepdim=True).to(kdt)                # exact rescaling: y is a ratio
-    e = torch.empty_like(y4)
-    torch.sub(k4, m, out=e).exp_()
-    v4 = _like(_as4d(v), y4, kdt)
+    k4 = _like(_as4d(k.detach()), y4, kdt)
+    m = _max_k(k4)                                                        # exact rescaling: y is a ratio
+    v4 = _like(_as4d(v.detach()), y4, kdt)
     D4 = torch.empty_like(y4)
     wd, ud = w.detach().double().contiguous(), u.detach().double().contiguous()
     B, T1, T2, C, sb, s1, s2 = _geometry(y4)
     fn = lib.bi_wkv_fwd_f64 if kdt == torch.float64 else lib.bi_wkv_fwd_f32
-    _run_items(fn, B * -(-C // _CB), (e.data_ptr(), v4.data_ptr(), y4.data_ptr(), D4.data_ptr(), wd.data_ptr(),
-                                      ud.data_ptr(), B, T1, T2, C, sb, s1, s2))
+    _run_items(fn, B * -(-C // _CB), (k4.data_ptr(), v4.data_ptr(), y4.data_ptr(), D4.data_ptr(), m.data_ptr(),
+                                      wd.data_ptr(), ud.data_ptr(), B, T1, T2, C, sb, s1, s2))
     if ref is not y:
         y.copy_(ref)
         return y, _like(D4.view(ref.shape), y, dt)
@@ -187,11 +190,9 @@ def backward(gy: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor
     ref = y if _dense_channels_last(y) and kdt == y.dtype else _like(y, torch.empty_like(y), kdt)
     y4 = _as4d(ref)
     D4 = _as4d(_like(D, ref, kdt))
-    k4 = _as4d(k)
-    m = k4.detach().amax(dim=(1, 2), keepdim=True).to(kdt)
-    e = torch.empty_like(y4)
-    torch.sub(k4, m, out=e).exp_()
-    v4 = _like(_as4d(v), y4, kdt)
+    k4 = _like(_as4d(k.detach()), y4, kdt)
+    m = _max_k(k4)
+    v4 = _like(_as4d(v.detach()), y4, kdt)
     g4 = _like(_as4d(gy), y4, kdt)
     gk4, gv4 = torch.empty_like(y4), torch.empty_like(y4)
     B, T1, T2, C, sb, s1, s2 = _geometry(y4)
@@ -199,8 +200,8 @@ def backward(gy: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor
     pw = torch.empty(B, C, dtype=torch.float64)
     wd, ud = w.detach().double().contiguous(), u.detach().double().contiguous()
     fn = lib.bi_wkv_bwd_f64 if kdt == torch.float64 else lib.bi_wkv_bwd_f32
-    _run_items(fn, B * -(-C // _CB), (e.data_ptr(), v4.data_ptr(), y4.data_ptr(), D4.data_ptr(), g4.data_ptr(),
-                                      gk4.data_ptr(), gv4.data_ptr(), wd.data_ptr(), ud.data_ptr(),
+    _run_items(fn, B * -(-C // _CB), (k4.data_ptr(), v4.data_ptr(), y4.data_ptr(), D4.data_ptr(), g4.data_ptr(),
+                                      gk4.data_ptr(), gv4.data_ptr(), m.data_ptr(), wd.data_ptr(), ud.data_ptr(),
                                       pu.data_ptr(), pw.data_ptr(), B, T1, T2, C, sb, s1, s2))
     T = T1 * T2
     gw = (-pw.sum(0) / T).to(w.dtype)

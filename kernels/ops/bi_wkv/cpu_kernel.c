@@ -1,6 +1,6 @@
 /* Bi-WKV (Eq. 2 of the RWKVFusion paper, u not divided by T) as two linear recurrences per channel.
  *
- * Per channel, with e_t = exp(k_t - max k) (computed by the caller) and r = exp(-w/T):
+ * Per channel, with e_t = exp(k_t - max k) (max over the sequence, from the caller) and r = exp(-w/T):
  *   N_t = F^N_t + B^N_t + exp(u) e_t v_t,   D_t = F^D_t + B^D_t + exp(u) e_t,   y_t = N_t / D_t
  *   F_t = sum_{i<t} r^(t-1-i) x_i   (F_0 = 0, F_{t+1} = r F_t + x_t)        -- earlier tokens
  *   B_t = sum_{i>t} r^(i-t-1) x_i   (B_{T-1} = 0, B_{t-1} = r B_t + x_t)    -- later tokens
@@ -24,6 +24,33 @@
 #include <stdint.h>
 
 #define CB 16
+
+/* exp(x) for x <= 0 in float64, vectorisable (no libm call): x = n ln2 + r with |r| <= ln2/2 (Cody-Waite
+ * split of ln2), exp(r) by its Taylor polynomial to degree 13 (truncation < 1e-17 relative), times 2^n
+ * built in the exponent bits. x < -708 gives 0 (exp underflows there anyway); NaN stays NaN. */
+static inline __attribute__((always_inline)) double exp_nonpos(double x)
+{
+    const double xc = x < -708.0 ? -708.0 : x;
+    const double n = __builtin_nearbyint(xc * 1.4426950408889634);
+    const double r = (xc - n * 0.693145751953125) - n * 1.4286068203094172e-06;
+    double p = 1.0 / 6227020800.0;                                   /* 1/13! */
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    union { double d; int64_t i; } s;
+    s.i = ((int64_t)n + 1023) << 52;
+    return x < -708.0 ? 0.0 : p * s.d;
+}
 
 #define TY float
 #define SFX f32

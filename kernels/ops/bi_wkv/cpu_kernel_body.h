@@ -1,4 +1,5 @@
 /* Bi-WKV recurrences for one I/O type; included by cpu_kernel.c with TY (float|double) and SFX defined.
+ * e = exp(k - max k) is formed in float64 in the kernel (exp_nonpos, cpu_kernel.c), never stored.
  * The reverse states are stored in the outputs (y, d in the forward; gv, gk in the backward) and combined
  * with the forward states in the second sweep. NC is the number of channels of a work item (a constant
  * CB for full blocks, so the channel loops are unrolled onto SIMD registers).
@@ -7,7 +8,7 @@
 #define CAT(a, b) CAT2(a, b)
 
 static inline __attribute__((always_inline)) void CAT(fwd_item_, SFX)(
-    const TY *restrict e, const TY *restrict v, TY *restrict y, TY *restrict d,
+    const TY *restrict k, const TY *restrict v, TY *restrict y, TY *restrict d, const double *restrict m,
     const double *restrict r, const double *restrict eu, const int NC,
     int64_t T1, int64_t T2, int64_t s1, int64_t s2)
 {
@@ -17,7 +18,7 @@ static inline __attribute__((always_inline)) void CAT(fwd_item_, SFX)(
         for (int64_t t2 = T2 - 1; t2 >= 0; t2--) {                 /* reverse sweep: B into (y, d) */
             const int64_t o = t1 * s1 + t2 * s2;
             for (int c = 0; c < NC; c++) {
-                const double ec = (double)e[o + c];
+                const double ec = exp_nonpos((double)k[o + c] - m[c]);
                 y[o + c] = (TY)bn[c];
                 d[o + c] = (TY)bd[c];
                 bn[c] = r[c] * bn[c] + ec * (double)v[o + c];
@@ -29,7 +30,7 @@ static inline __attribute__((always_inline)) void CAT(fwd_item_, SFX)(
         for (int64_t t2 = 0; t2 < T2; t2++) {                      /* forward sweep: combine */
             const int64_t o = t1 * s1 + t2 * s2;
             for (int c = 0; c < NC; c++) {
-                const double ec = (double)e[o + c], z = ec * (double)v[o + c];
+                const double ec = exp_nonpos((double)k[o + c] - m[c]), z = ec * (double)v[o + c];
                 const double num = fn[c] + (double)y[o + c] + eu[c] * z;
                 const double den = fd[c] + (double)d[o + c] + eu[c] * ec;
                 y[o + c] = (TY)num / (TY)den;                              /* TY division: fp32 round-off */
@@ -41,7 +42,7 @@ static inline __attribute__((always_inline)) void CAT(fwd_item_, SFX)(
     }
 }
 
-void CAT(bi_wkv_fwd_, SFX)(const TY *e, const TY *v, TY *y, TY *d, const double *w, const double *u,
+void CAT(bi_wkv_fwd_, SFX)(const TY *k, const TY *v, TY *y, TY *d, const double *mx, const double *w, const double *u,
                            int64_t B, int64_t T1, int64_t T2, int64_t C, int64_t sb, int64_t s1, int64_t s2,
                            int64_t item0, int64_t item1)
 {
@@ -53,14 +54,15 @@ void CAT(bi_wkv_fwd_, SFX)(const TY *e, const TY *v, TY *y, TY *d, const double 
         double r[CB], eu[CB];
         for (int c = 0; c < nc; c++) { r[c] = exp(-w[c0 + c] / T); eu[c] = exp(u[c0 + c]); }
         const int64_t o = b * sb + c0;
-        if (nc == CB) CAT(fwd_item_, SFX)(e + o, v + o, y + o, d + o, r, eu, CB, T1, T2, s1, s2);
-        else CAT(fwd_item_, SFX)(e + o, v + o, y + o, d + o, r, eu, nc, T1, T2, s1, s2);
+        const double *m = mx + b * C + c0;
+        if (nc == CB) CAT(fwd_item_, SFX)(k + o, v + o, y + o, d + o, m, r, eu, CB, T1, T2, s1, s2);
+        else CAT(fwd_item_, SFX)(k + o, v + o, y + o, d + o, m, r, eu, nc, T1, T2, s1, s2);
     }
 }
 
 static inline __attribute__((always_inline)) void CAT(bwd_item_, SFX)(
-    const TY *restrict e, const TY *restrict v, const TY *restrict y, const TY *restrict d,
-    const TY *restrict gy, TY *restrict gk, TY *restrict gv, const double *restrict r,
+    const TY *restrict k, const TY *restrict v, const TY *restrict y, const TY *restrict d,
+    const TY *restrict gy, TY *restrict gk, TY *restrict gv, const double *restrict m, const double *restrict r,
     const double *restrict eu, const int NC, int64_t T1, int64_t T2, int64_t s1, int64_t s2,
     double *restrict pu, double *restrict pw)
 {
@@ -89,7 +91,7 @@ static inline __attribute__((always_inline)) void CAT(bwd_item_, SFX)(
         for (int64_t t2 = 0; t2 < T2; t2++) {                      /* forward sweep */
             const int64_t o = t1 * s1 + t2 * s2;
             for (int c = 0; c < NC; c++) {
-                const double ec = (double)e[o + c], vc = (double)v[o + c], z = ec * vc;
+                const double ec = exp_nonpos((double)k[o + c] - m[c]), vc = (double)v[o + c], z = ec * vc;
                 const double gn = (double)(gy[o + c] / d[o + c]);
                 const double gd = -gn * (double)y[o + c];
                 const double A = fa[c] + (double)gv[o + c] + eu[c] * gn;     /* (W gN)_t */
@@ -114,8 +116,8 @@ static inline __attribute__((always_inline)) void CAT(bwd_item_, SFX)(
     for (int c = 0; c < NC; c++) { pu[c] = accu[c]; pw[c] = accw[c]; }
 }
 
-void CAT(bi_wkv_bwd_, SFX)(const TY *e, const TY *v, const TY *y, const TY *d, const TY *gy, TY *gk, TY *gv,
-                           const double *w, const double *u, double *pu, double *pw,
+void CAT(bi_wkv_bwd_, SFX)(const TY *k, const TY *v, const TY *y, const TY *d, const TY *gy, TY *gk, TY *gv,
+                           const double *mx, const double *w, const double *u, double *pu, double *pw,
                            int64_t B, int64_t T1, int64_t T2, int64_t C, int64_t sb, int64_t s1, int64_t s2,
                            int64_t item0, int64_t item1)
 {
@@ -128,9 +130,10 @@ void CAT(bi_wkv_bwd_, SFX)(const TY *e, const TY *v, const TY *y, const TY *d, c
         for (int c = 0; c < nc; c++) { r[c] = exp(-w[c0 + c] / T); eu[c] = exp(u[c0 + c]); }
         const int64_t o = b * sb + c0;
         double *pub = pu + b * C + c0, *pwb = pw + b * C + c0;
-        if (nc == CB) CAT(bwd_item_, SFX)(e + o, v + o, y + o, d + o, gy + o, gk + o, gv + o, r, eu, CB,
+        const double *m = mx + b * C + c0;
+        if (nc == CB) CAT(bwd_item_, SFX)(k + o, v + o, y + o, d + o, gy + o, gk + o, gv + o, m, r, eu, CB,
                                           T1, T2, s1, s2, pub, pwb);
-        else CAT(bwd_item_, SFX)(e + o, v + o, y + o, d + o, gy + o, gk + o, gv + o, r, eu, nc,
+        else CAT(bwd_item_, SFX)(k + o, v + o, y + o, d + o, gy + o, gk + o, gv + o, m, r, eu, nc,
                                  T1, T2, s1, s2, pub, pwb);
     }
 }

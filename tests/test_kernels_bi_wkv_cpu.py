@@ -60,6 +60,15 @@ def test_cpu_reads_strided_column_scans_in_place():
     assert y.shape == (B, W, H, C) and y.transpose(1, 2).is_contiguous()      # output in pixel order
     ref = bi_wkv_naive(k.transpose(1, 2).reshape(B, W * H, C), v.transpose(1, 2).reshape(B, W * H, C), w, u)
     assert _rel(y.reshape(B, W * H, C), ref) <= 1e-6
+    # channels not contiguous (a dense permuted layout, as cross_scan returns): copied first, same result
+    kp, vp = k.permute(0, 3, 1, 2).contiguous().flatten(2).transpose(1, 2), v.permute(0, 3, 1, 2).contiguous()
+    vp = vp.flatten(2).transpose(1, 2)
+    assert kp.stride(-1) != 1
+    yp = bi_wkv(kp, vp, w, u, impl="cpu")
+    assert _rel(yp, bi_wkv_naive(kp, vp, w, u)) <= 1e-6
+    kg, vg, wg, ug = (x.detach().double().requires_grad_() for x in (kp, vp, w, u))
+    assert torch.autograd.gradcheck(lambda *a: bi_wkv(*a, impl="cpu"), (kg[:, :9, :4], vg[:, :9, :4],
+                                    wg[:4].detach().requires_grad_(), ug[:4].detach().requires_grad_()))
     # a non-dense view (every other channel) is copied first, same result
     ks, vs = k[..., ::2], v[..., ::2]
     ys = bi_wkv(ks, vs, w[::2].contiguous(), u[::2].contiguous(), impl="cpu")

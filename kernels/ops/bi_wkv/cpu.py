@@ -164,7 +164,7 @@ def forward(k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, u: torch.Tensor) 
     dt = compute_dtype(k.dtype)
     kdt = _kernel_dtype(dt, w)
     y = torch.empty_like(k, dtype=dt)
-    ref = y if _dense_channels_last(y) and kdt == dt else torch.empty_like(y, dtype=kdt)
+    ref = y if _dense_channels_last(y) and kdt == dt else torch.empty(k.shape, dtype=kdt)  # else: contiguous
     y4 = _as4d(ref)
     k4 = _like(_as4d(k.detach()), y4, kdt)
     m = _max_k(k4)                                                        # exact rescaling: y is a ratio
@@ -187,7 +187,7 @@ def backward(gy: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor
     lib = library()
     assert lib is not None, "bi_wkv CPU kernel unavailable"
     kdt = _kernel_dtype(y.dtype, w)
-    ref = y if _dense_channels_last(y) and kdt == y.dtype else _like(y, torch.empty_like(y), kdt)
+    ref = y if _dense_channels_last(y) and kdt == y.dtype else _like(y, torch.empty(y.shape, dtype=kdt), kdt)
     y4 = _as4d(ref)
     D4 = _as4d(_like(D, ref, kdt))
     k4 = _like(_as4d(k.detach()), y4, kdt)

@@ -95,3 +95,12 @@ def test_bad_inputs():
         cross_merge(s[:3], (3, 7), "K4")
     with pytest.raises(ValueError, match="impl"):
         cross_merge(s, (3, 7), impl="cuda")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_custom_ops_opcheck(mode):
+    # fake (meta) kernels, autograd registration and schema of rwkvfusion::cross_scan / cross_merge
+    x = _x(2, 5, 3, 4, seed=7).requires_grad_()
+    torch.library.opcheck(torch.ops.rwkvfusion.cross_scan.default, (x, mode, True, "torch"))
+    y = torch.randn(2 * SCAN_K[mode], 12, 5, requires_grad=True)
+    torch.library.opcheck(torch.ops.rwkvfusion.cross_merge.default, (y, 3, 4, mode, False, "torch"))

@@ -62,6 +62,7 @@ class BenchSettings:
     quick: bool = False
     tasks: tuple[str, ...] = ("vif", "mif", "mef", "mff", "pan", "hmif")   # model-cost configurations
     quality_tasks: tuple[str, ...] = ("vif", "mif", "mef", "mff", "pan")
+    speed_compile: bool = True           # speed section: also measure torch.compile (slow warm-up)
 
     @classmethod
     def quick_settings(cls) -> BenchSettings:
@@ -973,7 +974,7 @@ def _mem_method(cost: dict[str, Any]) -> str:
 def _section_speed(out: Path, st: BenchSettings, root: Path, log: Callable[[str], None]) -> dict[str, Any]:
     from fusion.bench_speed import section_speed
 
-    return section_speed(out, quick=st.quick, data_root=root, log=log)
+    return section_speed(out, quick=st.quick, data_root=root, log=log, with_compile=st.speed_compile)
 
 
 def _report_speed(rep: Report, sec: dict[str, Any] | None) -> None:
@@ -1078,11 +1079,14 @@ def register(app: Any) -> None:
               data: Path | None = typer.Option(None, "--data", help="real data root (default ../shared/data)"),
               sections: str = typer.Option(",".join(SECTIONS), "--sections", help="comma-separated subset"),
               max_pairs: int | None = typer.Option(None, "--max-pairs", help="pairs per task in the quality section"),
+              compile_model: bool = typer.Option(True, "--compile/--no-compile",
+                                                 help="speed section: also measure torch.compile'd models"),
               ) -> None:
         """Speed, memory scaling and quality report: bench/results.json, report.md, report.html."""
         st = BenchSettings.quick_settings() if quick else BenchSettings()
         if max_pairs is not None:
             st.max_pairs = max_pairs
+        st.speed_compile = compile_model
         try:
             run_bench(out, quick=quick, data_root=data, settings=st,
                       sections=tuple(s.strip() for s in sections.split(",") if s.strip()))

@@ -129,10 +129,11 @@ def bf16_accuracy(pairs: int = 4, max_side: int = 512, data_root: Path | None = 
 
 
 def section_speed(out_dir: Path, quick: bool = False, sizes: tuple[int, ...] = FORWARD_SIZES,
-                  rounds: int = 2, data_root: Path | None = None, log: Any = print) -> dict[str, Any]:
+                  rounds: int = 2, data_root: Path | None = None, log: Any = print,
+                  with_compile: bool = True) -> dict[str, Any]:
     """Measure forward and training speed of the current tree beside the previous revision (see module doc)."""
-    if quick:
-        sizes, rounds = (32,), 1
+    if quick:                                   # plumbing only: tiny size, one round, no compile warm-ups
+        sizes, rounds, with_compile = (32,), 1, False
     rev = os.environ.get("RWKVFUSION_BENCH_BASELINE", BASELINE_REV)
     tmp = Path(tempfile.mkdtemp(prefix="rwkvfusion-baseline-"))
     try:
@@ -167,13 +168,17 @@ def section_speed(out_dir: Path, quick: bool = False, sizes: tuple[int, ...] = F
                 for mode in (order if rnd % 2 == 0 else order[::-1]):
                     row.setdefault(mode, []).append(measure("forward", size, mode, reps, 1, {}))
             row = {m: _combine(runs) for m, runs in row.items()}
-            row["compile"] = measure("forward", size, "compile", reps, 1, {})
+            row["compile"] = (measure("forward", size, "compile", reps, 1, {}) if with_compile
+                              else {"error": "not measured (--no-compile)"})
             for m in ("eager", "bf16", "compile"):
                 row[f"speedup_{m}"] = _ratio(row["previous"], row[m], "median_s")
                 row[f"speedup_cpu_{m}"] = _ratio(row["previous"], row[m], "median_cpu_s")
             res["forward"][str(size)] = row
         tr: dict[str, Any] = {}
         for mode in TRAIN_MODES:
+            if mode == "compile" and not with_compile:
+                tr[mode] = {"error": "not measured (--no-compile)"}
+                continue
             tr[mode] = measure("train", TRAIN_SPEC["size"], mode, 2 if quick else 5, 1 if quick else rounds,
                                {"batch": TRAIN_SPEC["batch"]})
         for m in ("eager", "compile"):

@@ -139,17 +139,20 @@ class SpatialMix(nn.Module):
         """Image-only Bi-WKV mix without scan copies: x [B, H, W, C] -> [B, H, W, C] (see the module docstring)."""
         x = x.contiguous()
         k, v = self.key(x), self.value(x)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            y = self.ln_out(bi_wkv(k, v, self.decay, self.bonus, impl="cpu", validate=False))   # row-major
-            if self.K >= 2:                                                                     # column-major
+        dev = x.device.type
+        with torch.autocast(device_type=dev, enabled=False):      # the operator manages its own precision
+            y = bi_wkv(k, v, self.decay, self.bonus, impl="cpu", validate=False)                # row-major
+        y = self.ln_out(y)
+        if self.K >= 2:                                                                         # column-major
+            with torch.autocast(device_type=dev, enabled=False):
                 yc = bi_wkv(k.transpose(1, 2), v.transpose(1, 2), self.decay, self.bonus, impl="cpu",
                             validate=False)
-                del k, v
-                yc = self.ln_out(yc.transpose(1, 2))
-                y = y.add_(yc) if not torch.is_grad_enabled() else y + yc
-                del yc
-            if self.K == 4:                       # the reversed scans repeat the two outputs (|t - i| symmetry)
-                y = y * 2.0
+            del k, v
+            yc = self.ln_out(yc.transpose(1, 2))
+            y = y.add_(yc) if not torch.is_grad_enabled() and y.dtype == yc.dtype else y + yc
+            del yc
+        if self.K == 4:                           # the reversed scans repeat the two outputs (|t - i| symmetry)
+            y = y * 2.0
         y = (y / self.K).to(x.dtype)
         g = self._gate(x)
         return self.output(y.mul_(g) if not torch.is_grad_enabled() else y * g)

@@ -59,14 +59,20 @@ def cross_merge(y: torch.Tensor, hw: tuple[int, int], mode: str = "K2", reverse:
 
 
 # ----------------------------------------------------------------------------- custom ops
+def _fresh(out: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
+    """A contiguous result that shares no memory with the input (custom ops must not alias; K0 can)."""
+    out = out.contiguous()
+    return out.clone() if out.untyped_storage().data_ptr() == inp.untyped_storage().data_ptr() else out
+
+
 @torch.library.custom_op("rwkvfusion::cross_scan", mutates_args=())
 def _scan_op(x: torch.Tensor, mode: str, reverse: bool, impl: str) -> torch.Tensor:
     """[B, C, H, W] -> [B*K, H*W, C] (contiguous)."""
     if impl == "triton":
         from .triton_kernels import cross_scan_triton
 
-        return cross_scan_triton(x, mode, reverse).contiguous()
-    return cross_scan_torch(x, mode, reverse).contiguous()
+        return _fresh(cross_scan_triton(x, mode, reverse), x)
+    return _fresh(cross_scan_torch(x, mode, reverse), x)
 
 
 @_scan_op.register_fake
@@ -81,8 +87,8 @@ def _merge_op(y: torch.Tensor, H: int, W: int, mode: str, reverse: bool, impl: s
     if impl == "triton":
         from .triton_kernels import cross_merge_triton
 
-        return cross_merge_triton(y, (H, W), mode, reverse).contiguous()
-    return cross_merge_torch(y, (H, W), mode, reverse).contiguous()
+        return _fresh(cross_merge_triton(y, (H, W), mode, reverse), y)
+    return _fresh(cross_merge_torch(y, (H, W), mode, reverse), y)
 
 
 @_merge_op.register_fake

@@ -11,9 +11,17 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from kernels.ops.bi_wkv import cpu as wkv_cpu
+
+
+def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    # the CPU flash-attention kernel has no formula in torch.utils.flop_counter (only the math and CUDA ones)
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+_EXTRA_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
 
 
 def example_inputs(model: nn.Module, h: int, w: int, *, batch: int = 1, text_len: int | None = None,
@@ -51,7 +59,7 @@ def count_flops(model: nn.Module, h: int = 256, w: int = 256, *, batch: int = 1,
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS) as fc:
             model(**kw)
     finally:
         model.train(was_training)

@@ -43,7 +43,7 @@ class BRWKVLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = x.permute(0, 2, 3, 1)  # [B, H, W, C]: contiguous for channels-last x, no copy
-        if not torch.is_grad_enabled():
+        if not torch.is_grad_enabled() and not self.training:   # inference (DropPath is the identity)
             return self._forward_no_grad(t).permute(0, 3, 1, 2)
         h = self.norm1(t)
         scale, shift, gate = self.mod1(h)
@@ -54,23 +54,33 @@ class BRWKVLayer(nn.Module):
         t = t + gate * self.drop_path(self.channel((1 + scale) * h + shift))
         return t.permute(0, 3, 1, 2)
 
-    def _forward_no_grad(self, t: torch.Tensor) -> torch.Tensor:
-        """The same operations in the same order, in place and freeing intermediates early (no autograd)."""
-        for norm, mod, mix in ((self.norm1, self.mod1, "spatial"), (self.norm2, self.mod2, "channel")):
-            h = norm(t)
+    def _forward_no_grad(self, t: torch.Tensor, chunk: int = 1 << 15) -> torch.Tensor:
+        """Inference: the same operations in the same order, in place, with the per-token parts
+        (LayerNorms, modulations, channel mix) run over ``chunk`` tokens at a time: no [B, H, W, 3C] or
+        [B, H, W, ratio*C] intermediates of the whole image, so the peak memory stays a few [B, H, W, C]."""
+        B, H, W, C = t.shape
+        x = t.reshape(-1, C)                                     # the block input, kept (residual)
+        N = x.shape[0]
+        w1, w2 = self.mod1.proj.weight, self.mod2.proj.weight    # (scale, shift, gate) rows
+        z = torch.empty_like(x)
+        for i in range(0, N, chunk):                             # (1 + scale) * h + shift
+            h = self.norm1(x[i:i + chunk])
             s = F.silu(h)
-            w = mod.proj.weight                                  # (scale, shift, gate) rows, one at a time
-            C = h.shape[-1]
-            z = F.linear(s, w[:C]).add_(1).mul_(h)               # (1 + scale) * h
-            del h
-            z = z.add_(F.linear(s, w[C:2 * C]))                  # + shift
-            gate = F.linear(s, w[2 * C:])
-            del s
-            y = self.spatial(z, reverse=self.reverse)[0] if mix == "spatial" else self.channel(z)
-            del z
-            t = self.drop_path(y).mul_(gate).add_(t)             # t + gate * y
-            del gate, y
-        return t
+            z[i:i + chunk] = F.linear(s, w1[:C]).add_(1).mul_(h).add_(F.linear(s, w1[C:2 * C]))
+        y = self.spatial(z.view(B, H, W, C), reverse=self.reverse)[0]
+        del z
+        out = y.reshape(-1, C)
+        for i in range(0, N, chunk):                             # t = t + gate * y (gate recomputed)
+            h = self.norm1(x[i:i + chunk])
+            out[i:i + chunk].mul_(F.linear(F.silu(h), w1[2 * C:])).add_(x[i:i + chunk])
+        for i in range(0, N, chunk):                             # t = t + gate * ChannelMix(...)
+            tc = out[i:i + chunk]
+            h = self.norm2(tc)
+            s = F.silu(h)
+            zc = F.linear(s, w2[:C]).add_(1).mul_(h).add_(F.linear(s, w2[C:2 * C]))
+            yc = self.channel(zc).mul_(F.linear(s, w2[2 * C:]))
+            tc.add_(yc)
+        return out.view(B, H, W, C)
 
 
 class RWKVFusionBlock(nn.Module):

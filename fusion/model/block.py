@@ -11,6 +11,19 @@ from fusion.model.mfm import MultiModalFusion
 from fusion.model.spatial_mix import SpatialMix
 
 
+def split_conv1x1(parts: list[torch.Tensor], weight: torch.Tensor) -> torch.Tensor:
+    """``conv1x1(cat(parts, dim=1), weight)`` (no bias) as a sum of per-part convolutions, without the
+    concatenated copy: equal up to float rounding (the channel sum is split at the part boundaries)."""
+    out, c0 = None, 0
+    for p in parts:
+        c1 = c0 + p.shape[1]
+        y = F.conv2d(p, weight[:, c0:c1])
+        out = y if out is None else out.add_(y)
+        c0 = c1
+    assert out is not None
+    return out
+
+
 class Modulator(nn.Module):
     """(scale, shift, gate) = Linear(SiLU(h)) split in three; h [..., C]."""
 
@@ -117,6 +130,9 @@ class RWKVFusionBlock(nn.Module):
             parts.append(text_img * self.lam.view(1, -1, 1, 1))
         parts.append(f)
         del f, text_img
-        z = self.proj_in(torch.cat(parts, dim=1))
+        if torch.is_grad_enabled():
+            z = self.proj_in(torch.cat(parts, dim=1))
+        else:                    # inference: no concatenated copy, one 1x1 conv per part (same sum, split)
+            z = split_conv1x1(parts, self.proj_in.weight)
         del parts                                                # free the block's intermediates early
         return self.brwkv(z), text_next

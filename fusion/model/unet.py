@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusion.config import TaskConfig
-from fusion.model.block import RWKVFusionBlock
+from fusion.model.block import RWKVFusionBlock, split_conv1x1
 from fusion.model.inputs import FusionNet, ModelInputs, to_channels_last
 from fusion.model.layers import drop_path_schedule, resize
 from fusion.model.text import TextProjector
@@ -170,7 +170,10 @@ class RWKVFusion(FusionNet):
         cfg = self.cfg
         inp = to_channels_last(inp)
         cl = torch.channels_last  # 1-channel inputs are ambiguous: set the format of the embeddings explicitly
-        x0 = self.patch_embed(torch.cat([inp.a, inp.b], dim=1)).contiguous(memory_format=cl)
+        def embed() -> torch.Tensor:
+            return self.patch_embed(torch.cat([inp.a, inp.b], dim=1)).contiguous(memory_format=cl)
+
+        x0 = embed()
         # the 1x1 conditioning embedding is folded into each block's 3x3 cond_conv when the source has fewer
         # channels than the embedding (VIF: 1 -> 32), so the blocks get the raw source, resized per level
         fold = self.cond_embed.in_channels < self.cond_embed.out_channels
@@ -189,6 +192,9 @@ class RWKVFusion(FusionNet):
 
         text, tmask = inp.text, inp.text_mask
         x, skips = x0, []
+        keep_x0 = torch.is_grad_enabled()     # inference: recompute the cheap embedding at the end instead
+        if not keep_x0:
+            del x0
         for enc, down in zip(self.encoders, self.downs):
             c, m = conds(tuple(x.shape[-2:]))
             x, text = enc(x, c, m, text, tmask, cond_weight=cond_w)
@@ -199,13 +205,15 @@ class RWKVFusion(FusionNet):
         for up, scale, fuse, dec in zip(self.ups, self.skip_scales, self.skip_fuse, self.decoders):
             skip = skips.pop()                                       # deepest first; freed once fused
             x = up(x)
-            x = fuse(torch.cat([x, skip * scale.view(1, -1, 1, 1)], dim=1))
-            del skip
+            parts = [x, skip * scale.view(1, -1, 1, 1)]
+            del skip, x
+            x = fuse(torch.cat(parts, dim=1)) if torch.is_grad_enabled() else split_conv1x1(parts, fuse.weight)
+            del parts
             c, _ = conds(tuple(x.shape[-2:]))
             x, _ = dec(x, c, None, None, None, cond_weight=cond_w)
         feat = self.body_out(x)
         if cfg.head == "fusion":
-            out = self.head(feat + x0)
+            out = self.head(feat + (x0 if keep_x0 else embed()))
         else:
             out = self.head(feat) + inp.a
         return out[..., : inp.hw[0], : inp.hw[1]]

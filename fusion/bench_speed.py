@@ -179,8 +179,8 @@ def section_speed(out_dir: Path, quick: bool = False, sizes: tuple[int, ...] = F
             if mode == "compile" and not with_compile:
                 tr[mode] = {"error": "not measured (--no-compile)"}
                 continue
-            tr[mode] = measure("train", TRAIN_SPEC["size"], mode, 2 if quick else 5, 1 if quick else rounds,
-                               {"batch": TRAIN_SPEC["batch"]})
+            tr[mode] = measure("train", TRAIN_SPEC["size"], mode, 2 if quick else 5,
+                               1 if quick or mode == "compile" else rounds, {"batch": TRAIN_SPEC["batch"]})
         for m in ("eager", "compile"):
             tr[f"speedup_{m}"] = _ratio(tr["previous"], tr[m], "median_s")
             tr[f"speedup_cpu_{m}"] = _ratio(tr["previous"], tr[m], "median_cpu_s")

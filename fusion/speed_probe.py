@@ -37,7 +37,7 @@ def main(spec: dict) -> dict:
     b = torch.rand(batch, 1, size, size, generator=g)
     fn = model
     if "compile" in mode:
-        fn = torch.compile(model)
+        fn = torch.compile(model, dynamic=bool(spec.get("dynamic", False)))
     amp = (torch.autocast("cpu", dtype=torch.bfloat16) if mode.startswith("bf16")
            else torch.autocast("cpu", enabled=False))
     rss0 = _rss_mib()

@@ -96,7 +96,7 @@ def run_training(task: str, out: str | Path, *, data: str | Path | None = None, 
         trainer = Trainer(model, build_loss(cfg), dataset, settings, out, env, collate_fn=collate,
                           config=cfg.to_dict(), task=task)
         if compile_model:  # after the EMA copy: torch.compile of the training forward (backward via AOT autograd)
-            trainer.model.compile()
+            trainer.model.compile(dynamic=False)   # fixed crops; dynamic shapes trip Inductor on this model
         if env.is_main:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.yaml").write_text(cfg.to_yaml())

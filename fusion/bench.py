@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-SECTIONS: tuple[str, ...] = ("kernels", "cost", "scaling", "quality", "annotate", "metrics")
+SECTIONS: tuple[str, ...] = ("kernels", "cost", "scaling", "speed", "quality", "annotate", "metrics")
 PAPER_TABLE4 = {"params_M": 0.352, "GFLOPs": 15.08, "images_per_s": 136.6,
                 "images_per_s_with_semantics": 112.7, "device": "NVIDIA RTX 3090", "size": 256}
 REPO = Path(__file__).resolve().parents[1]
@@ -62,6 +62,7 @@ class BenchSettings:
     quick: bool = False
     tasks: tuple[str, ...] = ("vif", "mif", "mef", "mff", "pan", "hmif")   # model-cost configurations
     quality_tasks: tuple[str, ...] = ("vif", "mif", "mef", "mff", "pan")
+    speed_compile: bool = True           # speed section: also measure torch.compile (slow warm-up)
 
     @classmethod
     def quick_settings(cls) -> BenchSettings:
@@ -933,6 +934,8 @@ def build_report(results: dict[str, Any], out_dir: Path) -> Report:
           "Times are medians of repeated runs after one warm-up; the benchmark reports, it does not assert.")
     sec = results["sections"]
 
+    if "speed" in sec:
+        _report_speed(rep, sec.get("speed"))
     rep.h("1. Kernels: Bi-WKV and cross-scan scaling")
     _section_status(rep, sec.get("kernels"))
     kern = sec.get("kernels") or {}
@@ -1066,6 +1069,31 @@ def _mem_method(cost: dict[str, Any]) -> str:
             "includes allocator slack")
 
 
+def _section_speed(out: Path, st: BenchSettings, root: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    from fusion.bench_speed import section_speed
+
+    return section_speed(out, quick=st.quick, data_root=root, log=log, with_compile=st.speed_compile)
+
+
+def _report_speed(rep: Report, sec: dict[str, Any] | None) -> None:
+    from fusion.bench_speed import report_lines
+
+    rep.h("Speed: CPU fast path beside the previous implementation")
+    _section_status(rep, sec)
+    if not sec or "forward" not in sec:
+        return
+    head, rows, trows, notes = report_lines(sec)
+    rep.p("VIF forward, batch 1, 2 threads, torch.inference_mode, no text or mask; modes: previous (git "
+          f"{sec.get('baseline_rev')}, fp32 eager), eager (fp32), bf16 (CPU autocast), compile (torch.compile, fp32).")
+    rep.table(head, rows)
+    spec = sec.get("train", {}).get("spec", {})
+    rep.p(f"Training step (batch {spec.get('batch')}, {spec.get('size')}x{spec.get('size')}, forward + backward + "
+          "AdamW step):")
+    rep.table(["mode", "median s", "median CPU s", "peak RSS MiB", "speedup (wall)", "speedup (CPU)"], trows)
+    for n in notes:
+        rep.p(n)
+
+
 def _section_status(rep: Report, sec: dict[str, Any] | None) -> None:
     if sec is None:
         rep.p("not run (not selected).")
@@ -1111,6 +1139,7 @@ def run_bench(out_dir: str | Path, *, quick: bool = False, data_root: str | Path
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "kernels": lambda: section_kernels(out, st), "cost": lambda: section_cost(out, st),
         "scaling": lambda: section_scaling(out, st), "quality": lambda: section_quality(out, st, root),
+        "speed": lambda: _section_speed(out, st, root, log),
         "annotate": lambda: section_annotate(out, st), "metrics": lambda: section_metrics(out, st, root)}
     t_all = time.perf_counter()
     for name in sections:
@@ -1148,11 +1177,14 @@ def register(app: Any) -> None:
               data: Path | None = typer.Option(None, "--data", help="real data root (default ../shared/data)"),
               sections: str = typer.Option(",".join(SECTIONS), "--sections", help="comma-separated subset"),
               max_pairs: int | None = typer.Option(None, "--max-pairs", help="pairs per task in the quality section"),
+              compile_model: bool = typer.Option(True, "--compile/--no-compile",
+                                                 help="speed section: also measure torch.compile'd models"),
               ) -> None:
         """Speed, memory scaling and quality report: bench/results.json, report.md, report.html."""
         st = BenchSettings.quick_settings() if quick else BenchSettings()
         if max_pairs is not None:
             st.max_pairs = max_pairs
+        st.speed_compile = compile_model
         try:
             run_bench(out, quick=quick, data_root=data, settings=st,
                       sections=tuple(s.strip() for s in sections.split(",") if s.strip()))

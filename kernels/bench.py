@@ -185,10 +185,11 @@ def _scaling(rows: list[dict]) -> dict:
 
 def _cpu_bench(sizes: list[int], quick: bool) -> dict:
     """PyTorch Bi-WKV at the default thread count and single-threaded (robust on a shared machine), and SDPA."""
-    rows, rows_1t, sdpa_rows = [], [], []
+    rows, rows_1t, sdpa_rows, cpu_rows = [], [], [], []
     for side in sizes:
         T = side * side
         repeats = 3 if quick else 5
+        cpu_rows.append(_spawn("cpu", T, WIDTH, repeats, timeout=600))     # the C kernel (the CPU default)
         rows.append(_spawn("torch", T, WIDTH, repeats, timeout=600))
         rows_1t.append(_spawn("torch", T, WIDTH, repeats, timeout=600, threads=1))
     # SDPA is O(T^2) in time: extrapolate from the measured sizes and skip what would take too long
@@ -207,8 +208,12 @@ def _cpu_bench(sizes: list[int], quick: bool) -> dict:
                               "skipped": f"score matrix {math_bytes / 2**30:.1f} GiB > 8 GiB"})
             continue
         sdpa_rows.append(_spawn("sdpa", T, WIDTH, 3 if T <= 128 * 128 else 1, timeout=300))
-    out = {"bi_wkv_torch": rows, "bi_wkv_torch_1_thread": rows_1t, "sdpa": sdpa_rows}
+    out = {"bi_wkv_cpu": cpu_rows, "bi_wkv_torch": rows, "bi_wkv_torch_1_thread": rows_1t, "sdpa": sdpa_rows}
     out.update(_scaling(rows))
+    out["cpu_kernel"] = _scaling(cpu_rows)
+    by_t = {r["T"]: r for r in rows if "fwd_bwd_s" in r}
+    out["speedup_cpu_over_torch_fwd_bwd"] = {str(r["T"]): by_t[r["T"]]["fwd_bwd_s"] / r["fwd_bwd_s"]
+                                             for r in cpu_rows if "fwd_bwd_s" in r and r["T"] in by_t}
     out["single_thread"] = _scaling(rows_1t)
     out["exponent_sdpa_fwd_bwd"] = _fit_exponent([r for r in sdpa_rows if "fwd_bwd_s" in r], "fwd_bwd_s")
     return out

@@ -1,4 +1,8 @@
-"""Test-wide environment: Triton interpreter on CPU, private caches, the ``realdata`` marker."""
+"""Test-wide environment: Triton interpreter on CPU, private caches, the ``realdata`` marker.
+
+Triton tests take the ``triton_device`` fixture: "cuda" when a GPU is present (the compiled kernels run
+there), else "cpu" with TRITON_INTERPRET=1 (set below, before any kernel module is imported).
+"""
 from __future__ import annotations
 
 import os
@@ -9,13 +13,14 @@ _TMP = Path(tempfile.mkdtemp(prefix="rwkvfusion-tests-"))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 for _var, _sub in (("HF_HOME", "hf"), ("TORCHINDUCTOR_CACHE_DIR", "inductor"), ("MPLCONFIGDIR", "mpl"),
-                   ("TRITON_CACHE_DIR", "triton")):
+                   ("TRITON_CACHE_DIR", "triton"), ("RWKVFUSION_KERNEL_CACHE", "kernels")):
     os.environ.setdefault(_var, str(_TMP / _sub))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import torch  # noqa: E402  (after the environment is set)
 
-if not torch.cuda.is_available():
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if TRITON_DEVICE == "cpu":
     # Must happen before any @triton.jit decorator runs (i.e. before kernels.* is imported).
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -32,6 +37,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "realdata" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def triton_device() -> str:
+    """Where the Triton kernels run in tests: the GPU when present, else the interpreter on the CPU."""
+    return TRITON_DEVICE
 
 
 @pytest.fixture(scope="session")

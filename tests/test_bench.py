@@ -128,3 +128,19 @@ def test_quick_bench_cli_writes_the_three_files(tmp_path, shared_data):
     md = (tmp_path / "report.md").read_text()
     assert "QUICK run" in md and "## 4. Quality on real data" in md
     assert (tmp_path / "report.html").read_text().startswith("<!DOCTYPE html>")
+
+
+@pytest.mark.slow
+def test_speed_section_measures_previous_and_current(tmp_path):
+    from fusion.bench_speed import report_lines, section_speed
+
+    res = section_speed(tmp_path, quick=True, log=lambda s: None)
+    row = res["forward"]["32"]
+    if not res["baseline_available"]:
+        pytest.skip("git archive of the baseline revision unavailable here")
+    for mode in ("previous", "eager", "bf16"):
+        assert row[mode]["images_per_s"] > 0 and row[mode]["peak_rss_mib"] > 0, mode
+    assert row["speedup_eager"] > 0 and res["train"]["eager"]["median_s"] > 0
+    assert "max_abs_diff" in res["bf16_accuracy"]
+    head, rows, trows, notes = report_lines(res)
+    assert len(rows) == 4 and len(trows) == 3 and (tmp_path / "speed.json").exists()

@@ -162,58 +162,67 @@ def test_bad_inputs_raise_value_error_naming_argument():
 
 # ---- Triton kernels (through the interpreter on CPU; keep shapes small: ~1 ms per program step) ----
 
-def _triton_vs_torch(B, T, C, dtype, block_t, block_c, seed):
+def _triton_vs_torch(B, T, C, dtype, block_t, block_c, seed, device="cpu"):
+    """Triton on ``device`` (CUDA, or the interpreter on CPU) vs the PyTorch path on the CPU; CPU results."""
     from kernels.ops.bi_wkv.triton_kernels import bi_wkv_triton
 
     k, v, w, u = _inputs(B, T, C, seed=seed)
     k, v = k.to(dtype).requires_grad_(), v.to(dtype).requires_grad_()
     w, u = w.requires_grad_(), u.requires_grad_()
     gy = torch.randn(B, T, C, generator=torch.Generator().manual_seed(seed + 1)).to(dtype)
-    y = bi_wkv_triton(k, v, w, u, block_t, block_c)
-    grads = torch.autograd.grad(y, (k, v, w, u), gy)
+    dev = [x.detach().to(device).requires_grad_() for x in (k, v, w, u)]
+    y = bi_wkv_triton(*dev, block_t, block_c)
+    grads = [g.cpu() for g in torch.autograd.grad(y, dev, gy.to(device))]
     y_ref = bi_wkv_torch(k, v, w, u)
     ref = torch.autograd.grad(y_ref, (k, v, w, u), gy)
-    return y, y_ref, grads, ref
+    return y.cpu(), y_ref, grads, ref
 
 
-def test_triton_forward_backward_match_torch_fp32():
+def test_triton_forward_backward_match_torch_fp32(triton_device):
     # odd shapes: 3 time chunks (last one ragged), channels masked inside the block, B = 2
-    y, y_ref, grads, ref = _triton_vs_torch(2, 37, 13, torch.float32, 16, 16, seed=11)
+    y, y_ref, grads, ref = _triton_vs_torch(2, 37, 13, torch.float32, 16, 16, seed=11, device=triton_device)
     assert y.dtype == torch.float32
     assert _rel(y, y_ref) <= 1e-5
     for name, g, r in zip("kvwu", grads, ref):
         assert _rel(g, r) <= 2e-5, name
 
 
-def test_triton_bf16_inputs():
+def test_triton_bf16_inputs(triton_device):
     # bf16 in/out, fp32 inside: y is rounded once to bf16 (rel. 2^-8 per element), so the documented
     # tolerance is 1e-2 of max|y|; gradients come back in bf16 as well (same tolerance; w/u in fp32).
-    y, y_ref, grads, ref = _triton_vs_torch(1, 20, 20, torch.bfloat16, 8, 16, seed=12)
+    y, y_ref, grads, ref = _triton_vs_torch(1, 20, 20, torch.bfloat16, 8, 16, seed=12, device=triton_device)
     assert y.dtype == torch.bfloat16 and grads[0].dtype == torch.bfloat16
     assert _rel(y, y_ref) <= 1e-2
     for name, g, r in zip("kvwu", grads, ref):
         assert _rel(g, r) <= 1e-2, name
 
 
-def test_triton_dispatch_single_token_and_large_w_fallback():
+def test_triton_dispatch_single_token_and_large_w_fallback(triton_device):
+    d = triton_device
     k, v, w, u = _inputs(1, 1, 3, seed=13)
-    assert torch.allclose(bi_wkv(k, v, w, u, impl="triton"), v)         # T = 1: y = v exactly
+    got = bi_wkv(k.to(d), v.to(d), w.to(d), u.to(d), impl="triton").cpu()
+    assert torch.allclose(got, v)                                        # T = 1: y = v exactly
     k, v, _, u = _inputs(1, 9, 3, seed=14)
     w = torch.tensor([80.0, -80.0, 1.0])                                 # beyond fp32 range -> float64 path
-    assert _rel(bi_wkv(k, v, w, u, impl="triton"), bi_wkv_naive(k, v, w, u)) <= 1e-5
+    got = bi_wkv(k.to(d), v.to(d), w.to(d), u.to(d), impl="triton").cpu()
+    assert _rel(got, bi_wkv_naive(k, v, w, u)) <= 1e-5
+    if d == "cuda":                                                      # the default on CUDA is Triton
+        assert _rel(bi_wkv(k.to(d), v.to(d), torch.tensor([1.0, 2.0, 3.0], device=d), u.to(d)).cpu(),
+                    bi_wkv_naive(k, v, torch.tensor([1.0, 2.0, 3.0]), u)) <= 1e-5
 
 
-def test_triton_stable_at_abs_w_50_on_short_sequence():
+def test_triton_stable_at_abs_w_50_on_short_sequence(triton_device):
     # T < BLOCK_T: padded rows must not form r^d beyond the sequence (would overflow for w < 0)
     from kernels.ops.bi_wkv.triton_kernels import bi_wkv_triton
 
+    d = triton_device
     k, v, _, u = _inputs(1, 5, 4, seed=15)
-    w = torch.tensor([50.0, -50.0, 49.0, -49.0], requires_grad=True)
-    k.requires_grad_()
-    y = bi_wkv_triton(k, v, w, u, 16, 16)
-    assert _rel(y, bi_wkv_naive(k, v, w, u)) <= 1e-5
+    w = torch.tensor([50.0, -50.0, 49.0, -49.0])
+    kt, wt = k.to(d).requires_grad_(), w.to(d).requires_grad_()
+    y = bi_wkv_triton(kt, v.to(d), wt, u.to(d), 16, 16)
+    assert _rel(y.cpu(), bi_wkv_naive(k, v, w, u)) <= 1e-5
     gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(16))
-    gk, gw = torch.autograd.grad(y, (k, w), gy)
+    gk, gw = (g.cpu() for g in torch.autograd.grad(y, (kt, wt), gy.to(d)))
     kd, wd = k.detach().double().requires_grad_(), w.detach().double().requires_grad_()
     gk_ref, gw_ref = torch.autograd.grad(bi_wkv_torch(kd, v.double(), wd, u.double()), (kd, wd), gy.double())
     assert _rel(gk, gk_ref) <= 1e-4
@@ -223,12 +232,13 @@ def test_triton_stable_at_abs_w_50_on_short_sequence():
 
 
 @pytest.mark.parametrize("block_t", [None, 64])
-def test_triton_default_tiles_and_longer_forward_chunks(block_t):
+def test_triton_default_tiles_and_longer_forward_chunks(block_t, triton_device):
     # default tiles (T = 70: three ragged chunks); block_t = 64 gives forward chunks of 64 and
     # backward chunks of BLOCK_T_BWD = 32 (the backward's chunking is independent of the forward's)
     from kernels.ops.bi_wkv.triton_kernels import BLOCK_C, BLOCK_T
 
-    y, y_ref, grads, ref = _triton_vs_torch(1, 70, 5, torch.float32, block_t or BLOCK_T, BLOCK_C, seed=17)
+    y, y_ref, grads, ref = _triton_vs_torch(1, 70, 5, torch.float32, block_t or BLOCK_T, BLOCK_C, seed=17,
+                                            device=triton_device)
     assert _rel(y, y_ref) <= 1e-5
     for name, g, r in zip("kvwu", grads, ref):
         assert _rel(g, r) <= 2e-5, name

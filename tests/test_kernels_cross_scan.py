@@ -52,24 +52,26 @@ def test_autograd_gradcheck(mode):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("reverse", [False, True])
-def test_triton_matches_torch_and_is_adjoint(mode, reverse):
+def test_triton_matches_torch_and_is_adjoint(mode, reverse, triton_device):
+    d = triton_device
     x = _x(2, 37, 5, 9, seed=3).requires_grad_()          # C = 37 > BLOCK_C and T = 45: ragged tiles
-    s_t = cross_scan(x, mode, reverse, impl="triton")
+    xd = x.detach().to(d).requires_grad_()
+    s_t = cross_scan(xd, mode, reverse, impl="triton")
     s_p = cross_scan(x, mode, reverse, impl="torch")
-    assert torch.equal(s_t, s_p)
+    assert torch.equal(s_t.cpu(), s_p)
     y = torch.randn(s_t.shape, generator=torch.Generator().manual_seed(4))
-    m_t = cross_merge(y, (5, 9), mode, reverse, impl="triton")
+    m_t = cross_merge(y.to(d), (5, 9), mode, reverse, impl="triton").cpu()
     assert torch.allclose(m_t, cross_merge(y, (5, 9), mode, reverse, impl="torch"), atol=1e-6)
-    (gx,) = torch.autograd.grad(s_t, x, y)                  # scan's backward is the merge kernel
-    assert torch.allclose(gx, m_t, atol=1e-6)
-    yg = y.clone().requires_grad_()
-    (gy,) = torch.autograd.grad(cross_merge(yg, (5, 9), mode, reverse, impl="triton"), yg, x.detach())
-    assert torch.equal(gy, s_p.detach())                    # merge's backward is the scan kernel
+    (gx,) = torch.autograd.grad(s_t, xd, y.to(d))           # scan's backward is the merge kernel
+    assert torch.allclose(gx.cpu(), m_t, atol=1e-6)
+    yg = y.to(d).requires_grad_()
+    (gy,) = torch.autograd.grad(cross_merge(yg, (5, 9), mode, reverse, impl="triton"), yg, x.detach().to(d))
+    assert torch.equal(gy.cpu(), s_p.detach())              # merge's backward is the scan kernel
 
 
-def test_triton_bf16_merge_accumulates_in_fp32():
+def test_triton_bf16_merge_accumulates_in_fp32(triton_device):
     y = torch.randn(4, 12, 3).to(torch.bfloat16)
-    got = cross_merge(y, (3, 4), "K4", impl="triton")
+    got = cross_merge(y.to(triton_device), (3, 4), "K4", impl="triton").cpu()
     ref = cross_merge(y.float(), (3, 4), "K4", impl="torch").to(torch.bfloat16)
     # the fp32 sum is rounded once to bf16 (the interpreter's cast may differ from torch's by one ulp)
     assert got.dtype == torch.bfloat16
@@ -93,3 +95,12 @@ def test_bad_inputs():
         cross_merge(s[:3], (3, 7), "K4")
     with pytest.raises(ValueError, match="impl"):
         cross_merge(s, (3, 7), impl="cuda")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_custom_ops_opcheck(mode):
+    # fake (meta) kernels, autograd registration and schema of rwkvfusion::cross_scan / cross_merge
+    x = _x(2, 5, 3, 4, seed=7).requires_grad_()
+    torch.library.opcheck(torch.ops.rwkvfusion.cross_scan.default, (x, mode, True, "torch"))
+    y = torch.randn(2 * SCAN_K[mode], 12, 5, requires_grad=True)
+    torch.library.opcheck(torch.ops.rwkvfusion.cross_merge.default, (y, 3, 4, mode, False, "torch"))

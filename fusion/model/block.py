@@ -11,6 +11,19 @@ from fusion.model.mfm import MultiModalFusion
 from fusion.model.spatial_mix import SpatialMix
 
 
+def split_conv1x1(parts: list[torch.Tensor], weight: torch.Tensor) -> torch.Tensor:
+    """``conv1x1(cat(parts, dim=1), weight)`` (no bias) as a sum of per-part convolutions, without the
+    concatenated copy: equal up to float rounding (the channel sum is split at the part boundaries)."""
+    out, c0 = None, 0
+    for p in parts:
+        c1 = c0 + p.shape[1]
+        y = F.conv2d(p, weight[:, c0:c1])
+        out = y if out is None else out.add_(y)
+        c0 = c1
+    assert out is not None
+    return out
+
+
 class Modulator(nn.Module):
     """(scale, shift, gate) = Linear(SiLU(h)) split in three; h [..., C]."""
 
@@ -42,7 +55,9 @@ class BRWKVLayer(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = x.permute(0, 2, 3, 1)  # [B, H, W, C]
+        t = x.permute(0, 2, 3, 1)  # [B, H, W, C]: contiguous for channels-last x, no copy
+        if not torch.is_grad_enabled() and not self.training:   # inference (DropPath is the identity)
+            return self._forward_no_grad(t).permute(0, 3, 1, 2)
         h = self.norm1(t)
         scale, shift, gate = self.mod1(h)
         y, _ = self.spatial((1 + scale) * h + shift, reverse=self.reverse)
@@ -51,6 +66,34 @@ class BRWKVLayer(nn.Module):
         scale, shift, gate = self.mod2(h)
         t = t + gate * self.drop_path(self.channel((1 + scale) * h + shift))
         return t.permute(0, 3, 1, 2)
+
+    def _forward_no_grad(self, t: torch.Tensor, chunk: int = 1 << 15) -> torch.Tensor:
+        """Inference: the same operations in the same order, in place, with the per-token parts
+        (LayerNorms, modulations, channel mix) run over ``chunk`` tokens at a time: no [B, H, W, 3C] or
+        [B, H, W, ratio*C] intermediates of the whole image, so the peak memory stays a few [B, H, W, C]."""
+        B, H, W, C = t.shape
+        x = t.reshape(-1, C)                                     # the block input, kept (residual)
+        N = x.shape[0]
+        w1, w2 = self.mod1.proj.weight, self.mod2.proj.weight    # (scale, shift, gate) rows
+        z = torch.empty_like(x)
+        for i in range(0, N, chunk):                             # (1 + scale) * h + shift
+            h = self.norm1(x[i:i + chunk])
+            s = F.silu(h)
+            z[i:i + chunk] = F.linear(s, w1[:C]).add_(1).mul_(h).add_(F.linear(s, w1[C:2 * C]))
+        y = self.spatial(z.view(B, H, W, C), reverse=self.reverse)[0]
+        del z
+        out = y.reshape(-1, C)
+        for i in range(0, N, chunk):                             # t = t + gate * y (gate recomputed)
+            h = self.norm1(x[i:i + chunk])
+            out[i:i + chunk].mul_(F.linear(F.silu(h), w1[2 * C:])).add_(x[i:i + chunk])
+        for i in range(0, N, chunk):                             # t = t + gate * ChannelMix(...)
+            tc = out[i:i + chunk]
+            h = self.norm2(tc)
+            s = F.silu(h)
+            zc = F.linear(s, w2[:C]).add_(1).mul_(h).add_(F.linear(s, w2[C:2 * C]))
+            yc = self.channel(zc).mul_(F.linear(s, w2[2 * C:]))
+            tc.add_(yc)
+        return out.view(B, H, W, C)
 
 
 class RWKVFusionBlock(nn.Module):
@@ -77,13 +120,19 @@ class RWKVFusionBlock(nn.Module):
                                 block_index=block_index, spatial_kwargs=spatial_kwargs)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None = None,
-                text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        f, text_img, text_next = self.mfm(x, cond, mask, text, text_mask)
+                text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None, *,
+                cond_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        f, text_img, text_next = self.mfm(x, cond, mask, text, text_mask, cond_weight=cond_weight)
         parts = [x]
         if self.has_text:
             if text_img is None:
                 raise ValueError("RWKVFusionBlock: this block has a text branch but got text=None")
             parts.append(text_img * self.lam.view(1, -1, 1, 1))
         parts.append(f)
-        return self.brwkv(self.proj_in(torch.cat(parts, dim=1))), text_next
+        del f, text_img
+        if torch.is_grad_enabled():
+            z = self.proj_in(torch.cat(parts, dim=1))
+        else:                    # inference: no concatenated copy, one 1x1 conv per part (same sum, split)
+            z = split_conv1x1(parts, self.proj_in.weight)
+        del parts                                                # free the block's intermediates early
+        return self.brwkv(z), text_next

@@ -1,18 +1,27 @@
 """FLOP counting: `torch.utils.flop_counter` for convs/matmuls/SDPA plus the Bi-WKV counted analytically.
 
-The Bi-WKV is a custom autograd operator whose element-wise scans the flop counter does not see; every call
-adds `WKV_FLOPS_PER_ELEMENT` (16) FLOPs per output element (token x channel), forward only. While counting,
-the WKV call is replaced by an element-wise stand-in (the PyTorch path's internal chunked matmuls would
-otherwise be counted on top), so the returned count does not depend on which WKV implementation is present. FLOPs follow the
-flop counter's convention (one multiply-add = 2 FLOPs); tools such as fvcore report multiply-adds, i.e. half.
+The Bi-WKV runs as the custom op ``rwkvfusion::bi_wkv_fwd``, opaque to the flop counter, which counts it by
+the registered formula: `WKV_FLOPS_PER_ELEMENT` (16) FLOPs per output element (token x channel), forward
+only. The count is taken on the CPU with that op (the model is copied there when it lives elsewhere), so it
+does not depend on the device's WKV implementation; nothing global is switched while counting. FLOPs follow
+the flop counter's convention (one multiply-add = 2 FLOPs); tools such as fvcore report multiply-adds, i.e.
+half.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from fusion.model import spatial_mix
+from kernels.ops.bi_wkv import cpu as wkv_cpu
+
+
+def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    # the CPU flash-attention kernel has no formula in torch.utils.flop_counter (only the math and CUDA ones)
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+_EXTRA_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
 
 
 def example_inputs(model: nn.Module, h: int, w: int, *, batch: int = 1, text_len: int | None = None,
@@ -40,18 +49,23 @@ def count_flops(model: nn.Module, h: int = 256, w: int = 256, *, batch: int = 1,
     text_len=None runs without text (the null text token); give e.g. 512 for full captions.
     With breakdown=True returns (total, {"counted": flop-counter FLOPs, "wkv": analytic Bi-WKV FLOPs}).
     """
+    if not wkv_cpu.available():
+        raise RuntimeError("count_flops needs the CPU Bi-WKV kernel (a C compiler); see kernels.ops.bi_wkv.cpu")
+    if next(model.parameters()).device.type != "cpu":
+        import copy
+
+        model = copy.deepcopy(model).cpu()
     kw = example_inputs(model, h, w, batch=batch, text_len=text_len, with_mask=with_mask)
     was_training = model.training
     model.eval()
-    tally: list[int] = []
-    spatial_mix._FLOP_TALLY = tally
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS) as fc:
             model(**kw)
     finally:
-        spatial_mix._FLOP_TALLY = None
         model.train(was_training)
-    counted, wkv = int(fc.get_total_flops()), int(sum(tally))
+    total = int(fc.get_total_flops())
+    wkv = int(sum(n for op, n in fc.get_flop_counts().get("Global", {}).items() if "bi_wkv" in str(op)))
+    counted = total - wkv
     if breakdown:
         return counted + wkv, {"counted": counted, "wkv": wkv}
     return counted + wkv

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -90,6 +91,18 @@ def prepare_inputs(model: nn.Module, a: torch.Tensor, b: torch.Tensor, text: tor
     return ModelInputs(a_p, b_p, t, tm, m, hw)
 
 
+def to_channels_last(inp: ModelInputs) -> ModelInputs:
+    """The image inputs in channels-last memory (same values and shapes).
+
+    Convolutions propagate the format, so every [B, C, H, W] activation of the network is then stored as
+    [B, H, W, C]: the token view ``x.permute(0, 2, 3, 1)`` used by the LayerNorms, the BRWKV layers and the
+    scans is contiguous, and no layer transposes between NCHW and token order.
+    """
+    cl = torch.channels_last
+    return dataclasses.replace(inp, a=inp.a.contiguous(memory_format=cl), b=inp.b.contiguous(memory_format=cl),
+                               mask=None if inp.mask is None else inp.mask.contiguous(memory_format=cl))
+
+
 def apply_output_clamp(y: torch.Tensor, mode: str, training: bool) -> torch.Tensor:
     """Clamp to [0, 1]: 'ste' passes gradients straight through in training; 'hard' clamps; 'none' keeps y."""
     if mode == "none":
@@ -113,10 +126,13 @@ class FusionNet(nn.Module, abc.ABC):
         inp = prepare_inputs(self, a, b, text, text_mask, mask)
         return apply_output_clamp(self._forward(inp), self.cfg.output_clamp, self.training)
 
+    def condition_source(self, inp: ModelInputs) -> torch.Tensor:
+        """The source of the conditioning feature: the second image (or both images, concatenated)."""
+        return inp.b if self.cfg.cond_source == "b" else torch.cat([inp.a, inp.b], dim=1)
+
     def condition(self, inp: ModelInputs) -> torch.Tensor:
         """Conditioning feature of the MFM (SPEC 3.2): Conv1x1 of the second source (or of both sources)."""
-        src = inp.b if self.cfg.cond_source == "b" else torch.cat([inp.a, inp.b], dim=1)
-        return self.cond_embed(src)
+        return self.cond_embed(self.condition_source(inp))
 
     @abc.abstractmethod
     def _forward(self, inp: ModelInputs) -> torch.Tensor:

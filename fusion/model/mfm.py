@@ -9,6 +9,18 @@ from fusion.model.layers import LayerNorm2d, resize
 from fusion.model.spatial_mix import SpatialMix
 
 
+def folded_conv(x: torch.Tensor, w3: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
+    """``conv3x3(conv1x1(x, w1), w3)`` (padding 1, no biases) as ONE 3x3 conv with ``w3 . w1``.
+
+    Exact up to float rounding: both maps are linear and the bias-free 1x1 maps the zero padding to zero.
+    With Cs = x's channels < w1's outputs this does ~Cs/C of the work; it also commutes with the bilinear
+    / nearest resizing of the source (a per-pixel linear map commutes with a per-channel resampling).
+    x [B, Cs, H, W], w1 [Cm, Cs, 1, 1], w3 [C, Cm, 3, 3] -> [B, C, H, W] (channels-last).
+    """
+    w = torch.einsum("omhw,ms->oshw", w3, w1[:, :, 0, 0])
+    return F.conv2d(x, w, padding=1).contiguous(memory_format=torch.channels_last)
+
+
 class GeluMLP(nn.Module):
     """`Linear(C->C) -> GELU(tanh) -> Linear(C->C)` on [..., C] tokens (the release's text/image MLP)."""
 
@@ -75,14 +87,25 @@ class MultiModalFusion(nn.Module):
                 self.text_out = nn.Linear(dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None = None,
-                text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
+                text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None, *,
+                cond_weight: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        modal = self.cond_norm(self.cond_conv(cond))
+        """``cond_weight`` [C, Cs, 1, 1] (the model's bias-free 1x1 conditioning embedding): when given, ``cond``
+        is the raw source [B, Cs, H, W] and the embedding is folded into ``cond_conv`` (see ``folded_conv``)."""
+        if cond_weight is not None:
+            modal = self.cond_norm(folded_conv(cond, self.cond_conv.weight, cond_weight))
+        else:
+            modal = self.cond_norm(self.cond_conv(cond))
         f = self.feat(x)
         g = torch.sigmoid(self.gate_conv(F.adaptive_avg_pool2d(self.gate_norm(f + modal), 1)))
         fused = f * g + modal * g
         if self.has_mask and mask is not None:
-            m = self.mask_convs(mask)
+            first, second = self.mask_convs[0], self.mask_convs[1]
+            if mask.shape[1] < first.out_channels:      # fewer mask channels than the 1x1's outputs: fold it
+                m = folded_conv(mask, second.weight, first.weight)
+            else:
+                m = second(first(mask))
+            m = self.mask_convs[2:](m)
             fused = fused + f * m + modal * m
         f_out = self.out_proj(fused)
         if not self.has_text or text is None:

@@ -9,6 +9,13 @@ scanning (identical to projecting each of the K scanned copies), and the output 
 after the K scans are merged (it is linear, so `Linear(mean_k(.)) == mean_k(Linear(.))`). The LayerNorm on
 the WKV output is applied per scan, before merging, as in the release.
 
+Fast path (CPU kernel, image only): the Bi-WKV weights depend on |t - i| only, so a reversed scan gives the
+reversed output of the forward scan, and the output of each scan is mapped back to its pixels: the row-major
+scan of a channels-last [B, H, W, C] tensor is the tensor itself, the column-major one its (1, 2) transpose.
+Both are read in place by the kernel (no cross-scan copies), their LayerNorm'd outputs summed in pixel order
+and divided by K, which equals cross_merge of the K scans up to float32 rounding. ``fast=False`` on a module
+keeps the literal scan/merge formulation (the reference the tests compare with).
+
 `op="attention"` replaces the WKV by softmax attention (`scaled_dot_product_attention`, extra query
 projection) over exactly the same scanned token sequences: the quadratic reference model of the benchmark.
 """
@@ -19,17 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels import SCAN_K, bi_wkv, cross_merge, cross_scan
+from kernels.ops.bi_wkv import WKV_FLOPS_PER_ELEMENT, resolve_impl
 
 # key value given to padded text tokens so exp(k) underflows to 0: they take no part in the WKV sums
 # (the sequence length T in Eq. 2's decay still counts them, so batch padding slightly changes the decay).
 MASKED_KEY = -1.0e4
 
-# analytic FLOPs of one Bi-WKV output element (one token, one channel), forward only: exp(k), e^k*v,
-# two directions x (numerator, denominator) x (multiply by the decay, add), the bonus term
-# (exp(u+k), times v, two adds), one division.  torch.utils.flop_counter does not see it.
-WKV_FLOPS_PER_ELEMENT = 16
-
-_FLOP_TALLY: list[int] | None = None  # set by fusion.model.flops.count_flops while counting (never in training)
+__all__ = ["SpatialMix", "init_decay_bonus", "MASKED_KEY", "WKV_FLOPS_PER_ELEMENT"]
 
 
 def init_decay_bonus(dim: int, layer_id: int, n_layers: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,6 +75,7 @@ class SpatialMix(nn.Module):
             self.bonus = nn.Parameter(u)
         self.ln_out = nn.LayerNorm(dim)
         self.output = nn.Linear(dim, dim, bias=False)
+        self.fast = True  # in-place scans through the CPU kernel when it applies (see the module docstring)
 
     # ------------------------------------------------------------------ core operator
     def _mix(self, k: torch.Tensor, v: torch.Tensor, q: torch.Tensor | None,
@@ -80,12 +84,9 @@ class SpatialMix(nn.Module):
         if self.op == "bi_wkv":
             if key_mask is not None:
                 k = k.masked_fill(~key_mask[..., None], MASKED_KEY)
-            if _FLOP_TALLY is not None:  # FLOP counting: analytic count, and a stand-in the counter cannot see
-                _FLOP_TALLY.append(WKV_FLOPS_PER_ELEMENT * k.numel())
-                return v * torch.sigmoid(k)
             # the operator manages its own precision (bf16/fp16 in, fp32 accumulation): keep autocast out of it
             with torch.autocast(device_type=k.device.type, enabled=False):
-                return bi_wkv(k, v, self.decay, self.bonus, impl=self.wkv_impl)
+                return bi_wkv(k, v, self.decay, self.bonus, impl=self.wkv_impl, validate=False)
         n, t, c = k.shape
         h = self.n_heads
         split = lambda z: z.view(n, t, h, c // h).transpose(1, 2)  # noqa: E731
@@ -108,6 +109,8 @@ class SpatialMix(nn.Module):
         """
         bsz, h, w, c = x.shape
         K, T = self.K, h * w
+        if text is None and self.op == "bi_wkv" and self.fast and resolve_impl(x, self.wkv_impl) == "cpu":
+            return self._forward_in_place(x), None
         ks, vs = self._scan(self.key(x), reverse), self._scan(self.value(x), reverse)
         qs = self._scan(self.query(x), reverse) if self.op == "attention" else None
         key_mask = None
@@ -131,6 +134,28 @@ class SpatialMix(nn.Module):
             return y_img, None
         y_txt = y_txt.reshape(bsz, K, L, c).mean(dim=1)
         return y_img, self.output(y_txt * self._gate(text))
+
+    def _forward_in_place(self, x: torch.Tensor) -> torch.Tensor:
+        """Image-only Bi-WKV mix without scan copies: x [B, H, W, C] -> [B, H, W, C] (see the module docstring)."""
+        x = x.contiguous()
+        k, v = self.key(x), self.value(x)
+        dev = x.device.type
+        with torch.autocast(device_type=dev, enabled=False):      # the operator manages its own precision
+            y = bi_wkv(k, v, self.decay, self.bonus, impl="cpu", validate=False)                # row-major
+        y = self.ln_out(y)
+        if self.K >= 2:                                                                         # column-major
+            with torch.autocast(device_type=dev, enabled=False):
+                yc = bi_wkv(k.transpose(1, 2), v.transpose(1, 2), self.decay, self.bonus, impl="cpu",
+                            validate=False)
+            del k, v
+            yc = self.ln_out(yc.transpose(1, 2))
+            y = y.add_(yc) if not torch.is_grad_enabled() and y.dtype == yc.dtype else y + yc
+            del yc
+        if self.K == 4:                           # the reversed scans repeat the two outputs (|t - i| symmetry)
+            y = y * 2.0
+        y = (y / self.K).to(x.dtype)
+        g = self._gate(x)
+        return self.output(y.mul_(g) if not torch.is_grad_enabled() else y * g)
 
     def _gate(self, z: torch.Tensor) -> torch.Tensor:
         g = self.gate(z)

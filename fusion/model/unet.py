@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusion.config import TaskConfig
-from fusion.model.block import RWKVFusionBlock
-from fusion.model.inputs import FusionNet, ModelInputs
+from fusion.model.block import RWKVFusionBlock, split_conv1x1
+from fusion.model.inputs import FusionNet, ModelInputs, to_channels_last
 from fusion.model.layers import drop_path_schedule, resize
 from fusion.model.text import TextProjector
 
@@ -64,10 +64,11 @@ class Stage(nn.Module):
         self.res = Res3Conv(dim)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None,
-                text: torch.Tensor | None, text_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                text: torch.Tensor | None, text_mask: torch.Tensor | None, *,
+                cond_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         y = x
         for blk in self.blocks:
-            y, t = blk(y, cond, mask, text, text_mask)
+            y, t = blk(y, cond, mask, text, text_mask, cond_weight=cond_weight)
             if blk.mfm.update_text:
                 text = t
         return self.res(y) + x, text
@@ -170,8 +171,17 @@ class RWKVFusion(FusionNet):
 
     def _forward(self, inp: ModelInputs) -> torch.Tensor:
         cfg = self.cfg
-        x0 = self.patch_embed(torch.cat([inp.a, inp.b], dim=1))
-        cond_full = self.condition(inp)
+        inp = to_channels_last(inp)
+        cl = torch.channels_last  # 1-channel inputs are ambiguous: set the format of the embeddings explicitly
+        def embed() -> torch.Tensor:
+            return self.patch_embed(torch.cat([inp.a, inp.b], dim=1)).contiguous(memory_format=cl)
+
+        x0 = embed()
+        # the 1x1 conditioning embedding is folded into each block's 3x3 cond_conv when the source has fewer
+        # channels than the embedding (VIF: 1 -> 32), so the blocks get the raw source, resized per level
+        fold = self.cond_embed.in_channels < self.cond_embed.out_channels
+        cond_w = self.cond_embed.weight if fold else None
+        cond_full = (self.condition_source(inp) if fold else self.condition(inp)).contiguous(memory_format=cl)
         mask_full = inp.mask
         if mask_full is not None and self.mask_embed is not None:
             mask_full = self.mask_embed(mask_full)
@@ -185,22 +195,28 @@ class RWKVFusion(FusionNet):
 
         text, tmask = inp.text, inp.text_mask
         x, skips = x0, []
+        keep_x0 = torch.is_grad_enabled()     # inference: recompute the cheap embedding at the end instead
+        if not keep_x0:
+            del x0
         for enc, down in zip(self.encoders, self.downs):
             c, m = conds(tuple(x.shape[-2:]))
-            x, text = enc(x, c, m, text, tmask)
+            x, text = enc(x, c, m, text, tmask, cond_weight=cond_w)
             skips.append(x)
             x = down(x)
         c, m = conds(tuple(x.shape[-2:]))
-        x, _ = self.middle(x, c, m, text, tmask)
-        for up, scale, fuse, dec, skip in zip(self.ups, self.skip_scales, self.skip_fuse, self.decoders,
-                                              reversed(skips)):
+        x, _ = self.middle(x, c, m, text, tmask, cond_weight=cond_w)
+        for up, scale, fuse, dec in zip(self.ups, self.skip_scales, self.skip_fuse, self.decoders):
+            skip = skips.pop()                                       # deepest first; freed once fused
             x = up(x)
-            x = fuse(torch.cat([x, skip * scale.view(1, -1, 1, 1)], dim=1))
+            parts = [x, skip * scale.view(1, -1, 1, 1)]
+            del skip, x
+            x = fuse(torch.cat(parts, dim=1)) if torch.is_grad_enabled() else split_conv1x1(parts, fuse.weight)
+            del parts
             c, _ = conds(tuple(x.shape[-2:]))
-            x, _ = dec(x, c, None, None, None)
+            x, _ = dec(x, c, None, None, None, cond_weight=cond_w)
         feat = self.body_out(x)
         if cfg.head == "fusion":
-            out = self.head(feat + x0)
+            out = self.head(feat + (x0 if keep_x0 else embed()))
             if cfg.fusion_base == "mean":
                 out = out + 0.5 * (inp.a + inp.b)
         else:

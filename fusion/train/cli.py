@@ -87,6 +87,7 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a run already in --out (default: refuse)"),
     hash_mismatch: str = typer.Option("error", "--hash-mismatch", help=HASH_HELP),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the training forward/backward"),
 ) -> None:
     """Train TASK (demo data unless --data); writes checkpoint.pt, metrics.json, fused/ and report.html."""
     from fusion.config import TASKS
@@ -117,7 +118,7 @@ def train(
         layout=layout, steps=steps, epochs=epochs, batch_size=batch_size, device=device,
         resume=resume, stop_after=stop_after, seed=seed, num_workers=workers,
         checkpoint_every=checkpoint_every, log_every=log_every, overrides=overrides, evaluate=not no_eval,
-        progress=not no_progress, hash_mismatch=hash_mismatch, overwrite=overwrite))
+        progress=not no_progress, hash_mismatch=hash_mismatch, overwrite=overwrite, compile_model=compile_model))
     import os
     if int(os.environ.get("RANK", "0")) == 0:
         brief = {k: summary[k] for k in ("steps", "skipped", "last_loss", "train_seconds", "checkpoint",
@@ -141,6 +142,7 @@ def evaluate(
     no_progress: bool = typer.Option(False, "--no-progress"),
     hash_mismatch: str = typer.Option("error", "--hash-mismatch", help=HASH_HELP),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (faster after warm-up)"),
 ) -> None:
     """Fuse a test split with a checkpoint and score it (and a baseline) with the metrics suite."""
     _setup_logging()
@@ -149,12 +151,12 @@ def evaluate(
     if hash_mismatch not in ("error", "skip"):
         _fail(f"--hash-mismatch {hash_mismatch!r}: expected error or skip")
     _run(debug, lambda: _evaluate(checkpoint, out, data, demo_dir, manifest, split, layout, baseline, device,
-                                  no_progress, hash_mismatch))
+                                  no_progress, hash_mismatch, compile_model))
 
 
 def _evaluate(checkpoint: Path, out: Path, data: Path | None, demo_dir: Path | None, manifest: Path | None,
               split: str, layout: str, baseline: str | None, device: str | None, no_progress: bool,
-              hash_mismatch: str) -> None:
+              hash_mismatch: str, compile_model: bool = False) -> None:
     from fusion.config import TaskConfig
     from fusion.data import build_dataset
     from fusion.train.evaluate import evaluate_dataset
@@ -162,7 +164,7 @@ def _evaluate(checkpoint: Path, out: Path, data: Path | None, demo_dir: Path | N
     from fusion.train.runner import demo_task_root
     from rwkvfusion_io.distributed import resolve_device
 
-    model, ckpt = load_model(checkpoint, resolve_device(device))
+    model, ckpt = load_model(checkpoint, resolve_device(device), compile_model=compile_model)
     cfg = TaskConfig.from_dict(ckpt["config"])
     if data is None:
         from rwkvfusion_io.distributed import DistEnv
@@ -198,6 +200,10 @@ def fuse(
     manifest: Path | None = typer.Option(None, "--manifest", help="manifest with captions/masks (guidance)"),
     device: str | None = typer.Option(None, "--device"),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (faster after warm-up)"),
+    tile: int | None = typer.Option(None, "--tile", help="tiled inference: tile side in pixels (large images)"),
+    overlap: int = typer.Option(64, "--overlap", help="overlap of neighbouring tiles (with --tile)"),
+    bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast on CPU (faster; see the bench for accuracy)"),
 ) -> None:
     """Fuse registered image pairs (files, or folders matched by name); colour restored, size kept.
 
@@ -245,13 +251,14 @@ def fuse(
                 _fail(str(err))
             model = _run(debug, lambda: load_pretrained(task, resolve_device(device)))
         else:
-            model, _ckpt = _run(debug, lambda: load_model(checkpoint, resolve_device(device)))
+            model, _ckpt = _run(debug, lambda: load_model(checkpoint, resolve_device(device),
+                                                          compile_model=compile_model))
             if task is not None and model.cfg.task != task:
                 _fail(f"--task {task} but checkpoint {checkpoint} is a {model.cfg.task} model")
         if not model.cfg.is_fusion:
             _fail(f"checkpoint {checkpoint} is a {model.cfg.task} model; `fuse` handles vif/mif/mef/mff")
         warn_task_mismatch(checkpoint or f"(bundled {model.cfg.task} model)", model.cfg.task, a, b)
-        fuse_y = model_fuse_y(model)
+        fuse_y = model_fuse_y(model, tile=tile, overlap=overlap, bf16=True if bf16 else None)
         if manifest is not None:
             from fusion.train.guidance import manifest_guidance
 

@@ -33,8 +33,12 @@ def model_from_config(config: dict[str, Any]) -> nn.Module:
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu", *,
-               use_ema: bool = True) -> tuple[nn.Module, dict[str, Any]]:
-    """Model (eval mode, EMA weights unless ``use_ema=False``) and the raw checkpoint dict."""
+               use_ema: bool = True, compile_model: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """Model (eval mode, EMA weights unless ``use_ema=False``) and the raw checkpoint dict.
+
+    ``compile_model``: the module's forward is wrapped by ``torch.compile`` (``module.compile()``: the same
+    object, parameters and ``cfg``; compiled on the first call per input size).
+    """
     ckpt = load_checkpoint(checkpoint)
     model = model_from_config(ckpt["config"])
     state = ckpt["ema"]["module"] if use_ema and ckpt.get("ema") else ckpt["model"]
@@ -42,24 +46,100 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu", *,
         model.load_state_dict(state)
     except RuntimeError as err:
         raise ValueError(f"checkpoint {checkpoint}: weights do not match the stored config: {err}") from err
-    return model.to(device).eval(), ckpt
+    model = model.to(device).eval()
+    if compile_model:
+        model.compile()
+    return model, ckpt
 
 
 @torch.no_grad()
 def run_model(model: nn.Module, a: torch.Tensor, b: torch.Tensor, *, text: torch.Tensor | None = None,
-              text_mask: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """``model(a, b, ...)`` on the model's device, bf16 autocast on CUDA, output clipped to [0, 1] (float32)."""
+              text_mask: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+              tile: int | None = None, overlap: int = 64, bf16: bool | None = None) -> torch.Tensor:
+    """``model(a, b, ...)`` on the model's device, output clipped to [0, 1] (float32).
+
+    ``bf16``: bfloat16 autocast (None: on CUDA only; True also on CPU, see the bench for its speed and
+    accuracy). ``tile``: run :func:`fuse_tiled` with that tile side and ``overlap`` (images larger than a
+    tile only); ``model`` may be a compiled module (``torch.compile``).
+    """
     p = next(model.parameters())
     dev = p.device
 
     def put(t: torch.Tensor | None) -> torch.Tensor | None:
         return None if t is None else t.to(dev)
 
-    ctx = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda"
-           else torch.autocast("cpu", enabled=False))
+    use_bf16 = dev.type == "cuda" if bf16 is None else bf16
+    ctx = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
     with ctx:
-        out = model(put(a), put(b), text=put(text), text_mask=put(text_mask), mask=put(mask))
+        if tile and max(a.shape[-2:]) > tile:
+            out = fuse_tiled(model, put(a), put(b), tile=tile, overlap=overlap, text=put(text),
+                             text_mask=put(text_mask), mask=put(mask))
+        else:
+            out = model(put(a), put(b), text=put(text), text_mask=put(text_mask), mask=put(mask))
     return out.float().clamp(0.0, 1.0)
+
+
+def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of ``tile`` pixels covering [0, size) with at least ``overlap`` shared pixels."""
+    if size <= tile:
+        return [0]
+    step = tile - overlap
+    n = -(-(size - overlap) // step)                          # tiles needed
+    return [round(i * (size - tile) / (n - 1)) for i in range(n)]
+
+
+def _ramp(length: int, start: int, end: int, size: int, overlap: int) -> torch.Tensor:
+    """1-D blending weight of one tile: linear ramps over the overlaps with its neighbours, 1 inside.
+
+    Ramps run from 1/(o+1) to o/(o+1) so that two overlapping tiles' weights sum to 1 exactly in theory
+    (and the weights never vanish); edges of the image get weight 1.
+    """
+    w = torch.ones(length, dtype=torch.float64)
+    o = min(overlap, length // 2)
+    if o > 0:
+        r = torch.arange(1, o + 1, dtype=torch.float64) / (o + 1)
+        if start > 0:
+            w[:o] = r
+        if end < size:
+            w[-o:] = r.flip(0)
+    return w
+
+
+@torch.no_grad()
+def fuse_tiled(model: Callable[..., torch.Tensor], a: torch.Tensor, b: torch.Tensor, *, tile: int = 512,
+               overlap: int = 64, **kwargs: Any) -> torch.Tensor:
+    """``model(a, b, **kwargs)`` on overlapping tiles, blended with linear ramps: bounded memory for large images.
+
+    a, b: [B, C, H, W]; tiles of ``tile`` x ``tile`` pixels (a multiple of the model's downsampling is best;
+    the model pads otherwise) overlapping by at least ``overlap`` pixels. Each output pixel is the weighted
+    mean of the tiles covering it with weights that ramp linearly across every overlap, so neighbouring
+    tiles fade into each other and no seam appears. Peak memory is that of one tile's forward. A
+    ``mask`` keyword ([B, ..., H, W]) is cropped with the tiles; text guidance is passed to every tile.
+    The result differs from a whole-image forward (each tile sees only its own context); use it where the
+    whole image does not fit. Returns [B, C_out, H, W] float32.
+    """
+    if tile < 8 or overlap < 0 or overlap >= tile:
+        raise ValueError(f"fuse_tiled: need tile >= 8 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
+    H, W = a.shape[-2:]
+    mask = kwargs.pop("mask", None)
+    out: torch.Tensor | None = None
+    norm = torch.zeros(H, W, dtype=torch.float64)
+    for y0 in _tile_starts(H, tile, overlap):
+        y1 = min(y0 + tile, H)
+        wy = _ramp(y1 - y0, y0, y1, H, overlap)
+        for x0 in _tile_starts(W, tile, overlap):
+            x1 = min(x0 + tile, W)
+            wx = _ramp(x1 - x0, x0, x1, W, overlap)
+            m = None if mask is None else mask[..., y0:y1, x0:x1]
+            kw = dict(kwargs) if m is None else {**kwargs, "mask": m}
+            piece = model(a[..., y0:y1, x0:x1], b[..., y0:y1, x0:x1], **kw).float()
+            if out is None:
+                out = torch.zeros(*piece.shape[:2], H, W, dtype=torch.float32)
+            wt = (wy[:, None] * wx[None, :])
+            out[..., y0:y1, x0:x1] += piece * wt.float()
+            norm[y0:y1, x0:x1] += wt
+    assert out is not None
+    return out / norm.float()
 
 
 # --------------------------------------------------------------------------- colour
@@ -110,15 +190,19 @@ def fuse_arrays(fuse_y: Callable[[np.ndarray, np.ndarray], np.ndarray], img_a: n
     return restore_colour(y, ca, cb)
 
 
-def model_fuse_y(model: nn.Module, guidance: dict[str, torch.Tensor] | None = None
-                 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """A ``fuse_y`` callable running ``model`` on one pair of Y planes (any size; the model pads)."""
+def model_fuse_y(model: nn.Module, guidance: dict[str, torch.Tensor] | None = None, *, tile: int | None = None,
+                 overlap: int = 64, bf16: bool | None = None) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A ``fuse_y`` callable running ``model`` on one pair of Y planes (any size; the model pads).
+
+    ``tile``/``overlap``/``bf16``: see :func:`run_model` (tiled inference for large images, bf16 autocast).
+    """
     g = guidance or {}
 
     def fuse_y(ya: np.ndarray, yb: np.ndarray) -> np.ndarray:
         a = torch.from_numpy(np.ascontiguousarray(ya))[None, None]
         b = torch.from_numpy(np.ascontiguousarray(yb))[None, None]
-        out = run_model(model, a, b, text=g.get("text"), text_mask=g.get("text_mask"), mask=g.get("mask"))
+        out = run_model(model, a, b, text=g.get("text"), text_mask=g.get("text_mask"), mask=g.get("mask"),
+                        tile=tile, overlap=overlap, bf16=bf16)
         return out[0, 0].cpu().numpy()
 
     return fuse_y

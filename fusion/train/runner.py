@@ -82,7 +82,8 @@ def run_training(task: str, out: str | Path, *, data: str | Path | Sequence[str 
                  resume: bool = False, stop_after: int | None = None, seed: int = 0, num_workers: int = 0,
                  checkpoint_every: int | None = None, log_every: int = 10, overrides: dict[str, Any] | None = None,
                  evaluate: bool = True, eval_split: str = "test", progress: bool = True,
-                 hash_mismatch: str = "error", overwrite: bool = False) -> dict[str, Any]:
+                 hash_mismatch: str = "error", overwrite: bool = False,
+                 compile_model: bool = False) -> dict[str, Any]:
     """Train ``task`` into ``out`` (checkpoint.pt, config.yaml, train.json, metrics.csv; after the last
     step metrics.json, fused/ and report.html).  Works single-process or under torchrun (DDP).
 
@@ -165,6 +166,8 @@ def run_training(task: str, out: str | Path, *, data: str | Path | Sequence[str 
             logger.info("manifest %s: %s (samples without annotation train unguided)", manifest, gs)
         trainer = Trainer(model, build_loss(cfg), dataset, settings, out, env, collate_fn=collate,
                           config=cfg.to_dict(), task=task)
+        if compile_model:  # after the EMA copy: torch.compile of the training forward (backward via AOT autograd)
+            trainer.model.compile(dynamic=False)   # fixed crops; dynamic shapes trip Inductor on this model
         if env.is_main:
             if overwrite and not resume:
                 remove_run_outputs(out)

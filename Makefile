@@ -122,7 +122,7 @@ bench:
 	$(PY) -m fusion bench --out bench $(ARGS)
 
 bench-kernels:
-	$(PY) -m kernels.bench --out bench
+	$(PY) -m rwkvfusion_kernels.bench --out bench
 
 clean:
 	rm -rf runs out bench/*.png .pytest_cache

@@ -1,6 +1,6 @@
 """``python -m fusion bench``: one report of speed, memory scaling and quality (issue 6).
 
-Sections: 1. kernels (``kernels.bench.run_kernel_bench``); 2. model cost per task at 256x256 next to the
+Sections: 1. kernels (``rwkvfusion_kernels.bench.run_kernel_bench``); 2. model cost per task at 256x256 next to the
 paper's Table 4; 3. time and peak memory against resolution, RWKV vs softmax attention, with fitted
 exponents; 4. quality of the classical baselines (and trained checkpoints in ``runs/*/checkpoint.pt``)
 on the real pairs of ../shared/data; 5. annotation cost (tiny models on CPU: a plumbing check).
@@ -283,7 +283,7 @@ def cross_scan_table(sizes: tuple[int, ...], channels: int = 32, repeats: int = 
     (bytes read + written) as a fraction of the measured copy bandwidth of a same-size ``clone``."""
     import torch
 
-    from kernels import SCAN_K, cross_merge, cross_scan
+    from rwkvfusion_kernels import SCAN_K, cross_merge, cross_scan
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -311,7 +311,7 @@ def cross_scan_table(sizes: tuple[int, ...], channels: int = 32, repeats: int = 
 
 def section_kernels(out_dir: Path, st: BenchSettings) -> dict[str, Any]:
     """Bi-WKV scaling table of the kernels package (CPU; CUDA when present) and the cross-scan table."""
-    from kernels.bench import run_kernel_bench
+    from rwkvfusion_kernels.bench import run_kernel_bench
 
     sizes = (16, 32) if st.quick else (64, 128, 256, 512)
     return {"result": run_kernel_bench(out_dir, st.quick), "cross_scan": cross_scan_table(sizes)}
@@ -942,7 +942,7 @@ def build_report(results: dict[str, Any], out_dir: Path) -> Report:
     if kern.get("result") is not None:
         res = kern["result"]
         rep.p("Bi-WKV: exact O(T) PyTorch path (and Triton kernels on CUDA) against scaled_dot_product_attention, "
-              "from kernels.bench (full report: kernels.md beside this file).")
+              "from rwkvfusion_kernels.bench (full report: kernels.md beside this file).")
         for name, rows in _tables_from(res):
             keys = list(dict.fromkeys(k for r in rows for k in r))
             rep.p(f"`{name}`")

@@ -47,7 +47,7 @@ class TaskConfig:
     spatial_op: Literal["bi_wkv", "attention"] = "bi_wkv"
     spatial_gate: Literal["silu", "receptance"] = "silu"
     scan_mode: Literal["K0", "K2", "K4"] = "K2"
-    wkv_impl: str | None = None    # kernels.bi_wkv impl override (None = auto)
+    wkv_impl: str | None = None    # rwkvfusion_kernels.bi_wkv impl override (None = auto)
     attn_head_dim: int = 32        # only for spatial_op="attention"
     cond_source: Literal["b", "ab"] = "b"  # conditioning from the second source (SPEC) or cat[a, b] (release)
     # ---- text guidance (SPEC 3.3, release settings)

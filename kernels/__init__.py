@@ -1,6 +1,6 @@
 """Spatial-mix kernels (SPEC 2): Bi-WKV (Eq. 2) and the ESS cross-scan, with Triton and exact PyTorch paths.
 
-``from kernels import bi_wkv, cross_scan, cross_merge, SCAN_K``. Importing launches no kernel, so it works
+``from rwkvfusion_kernels import bi_wkv, cross_scan, cross_merge, SCAN_K``. Importing launches no kernel, so it works
 on a CPU machine without TRITON_INTERPRET; the Triton modules are imported lazily on first use.
 """
 from .ops.bi_wkv import bi_wkv

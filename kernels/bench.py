@@ -1,4 +1,4 @@
-"""Bi-WKV scaling benchmark (issue 7): ``python -m kernels.bench --out bench [--quick]``.
+"""Bi-WKV scaling benchmark (issue 7): ``python -m rwkvfusion_kernels.bench --out bench [--quick]``.
 
 Writes ``<out>/kernels.json`` and ``<out>/kernels.md``:
 * CPU: forward and forward+backward wall time (median of repeats) and peak extra memory of the O(T)
@@ -58,7 +58,7 @@ def _run_once(impl: str, T: int, C: int, device: str, backward: bool):
                 out.backward(torch.ones_like(out))
             return out
         return step
-    from kernels import bi_wkv
+    from rwkvfusion_kernels import bi_wkv
 
     k, v, w, u = _inputs(T, C, device, requires_grad=backward)
 
@@ -120,7 +120,7 @@ def _worker(impl: str, T: int, C: int, repeats: int, threads: int = 0) -> dict:
 
 
 def _spawn(impl: str, T: int, C: int, repeats: int, timeout: float, threads: int = 0) -> dict:
-    cmd = [sys.executable, "-m", "kernels.bench", "--worker", impl, str(T), str(C), str(repeats), str(threads)]
+    cmd = [sys.executable, "-m", "rwkvfusion_kernels.bench", "--worker", impl, str(T), str(C), str(repeats), str(threads)]
     env = dict(os.environ)
     env.pop("TRITON_INTERPRET", None)
     try:
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
         impl, T, C, repeats, threads = argv[1], int(argv[2]), int(argv[3]), int(argv[4]), int(argv[5])
         print(json.dumps(_worker(impl, T, C, repeats, threads)))
         return
-    ap = argparse.ArgumentParser(prog="python -m kernels.bench", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m rwkvfusion_kernels.bench", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("bench"), help="output folder (default: bench)")
     ap.add_argument("--quick", action="store_true", help="small sizes only (smoke run)")
     args = ap.parse_args(argv)

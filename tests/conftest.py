@@ -21,7 +21,7 @@ import torch  # noqa: E402  (after the environment is set)
 
 TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if TRITON_DEVICE == "cpu":
-    # Must happen before any @triton.jit decorator runs (i.e. before kernels.* is imported).
+    # Must happen before any @triton.jit decorator runs (i.e. before rwkvfusion_kernels.* is imported).
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402

@@ -1,9 +1,9 @@
-"""kernels.bench: the report files and their fields (tiny sizes; timings are recorded, never asserted)."""
+"""rwkvfusion_kernels.bench: the report files and their fields (tiny sizes; timings are recorded, never asserted)."""
 from __future__ import annotations
 
 import json
 
-from kernels import bench
+from rwkvfusion_kernels import bench
 
 
 def test_fit_exponent_recovers_power_law():

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from kernels import bi_wkv
-from kernels.ops.bi_wkv import bi_wkv_naive, bi_wkv_torch
+from rwkvfusion_kernels import bi_wkv
+from rwkvfusion_kernels.ops.bi_wkv import bi_wkv_naive, bi_wkv_torch
 
 
 def _inputs(B, T, C, *, seed=0, dtype=torch.float32, wmax=20.0, umax=3.0, kmax=5.0, grad=False):
@@ -164,7 +164,7 @@ def test_bad_inputs_raise_value_error_naming_argument():
 
 def _triton_vs_torch(B, T, C, dtype, block_t, block_c, seed, device="cpu"):
     """Triton on ``device`` (CUDA, or the interpreter on CPU) vs the PyTorch path on the CPU; CPU results."""
-    from kernels.ops.bi_wkv.triton_kernels import bi_wkv_triton
+    from rwkvfusion_kernels.ops.bi_wkv.triton_kernels import bi_wkv_triton
 
     k, v, w, u = _inputs(B, T, C, seed=seed)
     k, v = k.to(dtype).requires_grad_(), v.to(dtype).requires_grad_()
@@ -213,7 +213,7 @@ def test_triton_dispatch_single_token_and_large_w_fallback(triton_device):
 
 def test_triton_stable_at_abs_w_50_on_short_sequence(triton_device):
     # T < BLOCK_T: padded rows must not form r^d beyond the sequence (would overflow for w < 0)
-    from kernels.ops.bi_wkv.triton_kernels import bi_wkv_triton
+    from rwkvfusion_kernels.ops.bi_wkv.triton_kernels import bi_wkv_triton
 
     d = triton_device
     k, v, _, u = _inputs(1, 5, 4, seed=15)
@@ -235,7 +235,7 @@ def test_triton_stable_at_abs_w_50_on_short_sequence(triton_device):
 def test_triton_default_tiles_and_longer_forward_chunks(block_t, triton_device):
     # default tiles (T = 70: three ragged chunks); block_t = 64 gives forward chunks of 64 and
     # backward chunks of BLOCK_T_BWD = 32 (the backward's chunking is independent of the forward's)
-    from kernels.ops.bi_wkv.triton_kernels import BLOCK_C, BLOCK_T
+    from rwkvfusion_kernels.ops.bi_wkv.triton_kernels import BLOCK_C, BLOCK_T
 
     y, y_ref, grads, ref = _triton_vs_torch(1, 70, 5, torch.float32, block_t or BLOCK_T, BLOCK_C, seed=17,
                                             device=triton_device)

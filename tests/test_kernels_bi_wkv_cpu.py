@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import bi_wkv
-from kernels.ops.bi_wkv import bi_wkv_naive, bi_wkv_torch, cpu
+from rwkvfusion_kernels import bi_wkv
+from rwkvfusion_kernels.ops.bi_wkv import bi_wkv_naive, bi_wkv_torch, cpu
 
 pytestmark = pytest.mark.skipif(not cpu.available(), reason="CPU Bi-WKV kernel not built (no C compiler)")
 
@@ -156,7 +156,7 @@ def test_compiles_without_graph_breaks():
 def test_flop_counter_sees_the_op_by_its_formula():
     from torch.utils.flop_counter import FlopCounterMode
 
-    from kernels.ops.bi_wkv import WKV_FLOPS_PER_ELEMENT
+    from rwkvfusion_kernels.ops.bi_wkv import WKV_FLOPS_PER_ELEMENT
 
     k, v, w, u = _inputs(2, 10, 4, seed=13)
     with FlopCounterMode(display=False) as fc:

@@ -20,8 +20,8 @@ import sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-import kernels.ops.bi_wkv.triton_kernels as K
-import kernels.ops.cross_scan.triton_kernels as X
+import rwkvfusion_kernels.ops.bi_wkv.triton_kernels as K
+import rwkvfusion_kernels.ops.cross_scan.triton_kernels as X
 
 target = GPUTarget("cuda", 90, 32)
 P, I, CE = "*fp32", "i32", "constexpr"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import SCAN_K, cross_merge, cross_scan
+from rwkvfusion_kernels import SCAN_K, cross_merge, cross_scan
 
 MODES = ["K0", "K2", "K4"]
 

@@ -316,7 +316,7 @@ def test_bad_inputs_raise_clear_errors():
 def test_spatial_mix_matches_per_scan_reference(mode, reverse, text_first):
     """The module projects once per pixel and merges before the output projection; the reference projects
     every scanned copy, runs the float64 naive Bi-WKV over the explicit [image; text] sequences, and merges."""
-    from kernels import SCAN_K, bi_wkv, cross_merge, cross_scan
+    from rwkvfusion_kernels import SCAN_K, bi_wkv, cross_merge, cross_scan
 
     torch.manual_seed(0)
     sm = SpatialMix(6, 1, 3, scan_mode=mode).double()

@@ -10,7 +10,7 @@ import torch
 
 from fusion import build_model
 from fusion.model.spatial_mix import SpatialMix
-from kernels.ops.bi_wkv import cpu
+from rwkvfusion_kernels.ops.bi_wkv import cpu
 from tests.speed_fixture import CASES, FIXTURE, case_inputs, seeded_model
 
 needs_kernel = pytest.mark.skipif(not cpu.available(), reason="CPU Bi-WKV kernel not built (no C compiler)")

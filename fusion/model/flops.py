@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from kernels.ops.bi_wkv import cpu as wkv_cpu
+from rwkvfusion_kernels.ops.bi_wkv import cpu as wkv_cpu
 
 
 def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -50,7 +50,7 @@ def count_flops(model: nn.Module, h: int = 256, w: int = 256, *, batch: int = 1,
     With breakdown=True returns (total, {"counted": flop-counter FLOPs, "wkv": analytic Bi-WKV FLOPs}).
     """
     if not wkv_cpu.available():
-        raise RuntimeError("count_flops needs the CPU Bi-WKV kernel (a C compiler); see kernels.ops.bi_wkv.cpu")
+        raise RuntimeError("count_flops needs the CPU Bi-WKV kernel (a C compiler); see rwkvfusion_kernels.ops.bi_wkv.cpu")
     if next(model.parameters()).device.type != "cpu":
         import copy
 

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels import SCAN_K, bi_wkv, cross_merge, cross_scan
-from kernels.ops.bi_wkv import WKV_FLOPS_PER_ELEMENT, resolve_impl
+from rwkvfusion_kernels import SCAN_K, bi_wkv, cross_merge, cross_scan
+from rwkvfusion_kernels.ops.bi_wkv import WKV_FLOPS_PER_ELEMENT, resolve_impl
 
 # key value given to padded text tokens so exp(k) underflows to 0: they take no part in the WKV sums
 # (the sequence length T in Eq. 2's decay still counts them, so batch padding slightly changes the decay).

@@ -1,4 +1,4 @@
-"""``python -m fusion bench``: one report of speed, memory scaling and quality (issue 6).
+"""``python -m fusion bench``: one report of speed, memory scaling and quality.
 
 Sections: 1. kernels (``rwkvfusion_kernels.bench.run_kernel_bench``); 2. model cost per task at 256x256 next to the
 paper's Table 4; 3. time and peak memory against resolution, RWKV vs softmax attention, with fitted

@@ -1,8 +1,8 @@
-"""The one registry of per-task configurations (seed 000 Table 1 and section 1; SPEC 3.2-3.3, 4).
+"""The one registry of per-task configurations (Table 1 and supplement sec. 1; Eq. 19-20).
 
 `get_config(task, **overrides)` returns a frozen `TaskConfig`; `TASKS` names the six tasks. Every number
 the paper gives lives here (architecture, optimiser, schedule, crops, loss weights) together with the
-text/mask settings of the authors' release. `TaskConfig.to_dict()/from_dict()` and `to_yaml()/from_yaml()`
+text/mask settings. `TaskConfig.to_dict()/from_dict()` and `to_yaml()/from_yaml()`
 serialise it for checkpoints.
 """
 from __future__ import annotations
@@ -27,9 +27,9 @@ class TaskConfig:
     a_channels: int = 1            # pan: MS bands (4 GF2/QB, 8 WV3); hmif: HS bands (128 Chikusei, 102 Pavia)
     b_channels: int = 1            # pan: 1 (PAN); hmif: 3 (HR-MSI)
     out_channels: int = 1
-    head: Literal["fusion", "residual"] = "fusion"   # Y head vs Conv3x3(..) + lms (SPEC 3.2)
+    head: Literal["fusion", "residual"] = "fusion"   # Y head vs Conv3x3(..) + lms (main paper sec. 3)
     output_clamp: Literal["ste", "hard", "none"] = "ste"
-    # fusion head base: "none" = Conv3x3(res3conv(feat) + embedding) (SPEC 3.2); "mean" adds (A + B) / 2 and
+    # fusion head base: "none" = Conv3x3(res3conv(feat) + embedding) (main paper sec. 3); "mean" adds (A + B) / 2 and
     # zero-initialises the head, so training starts from the average image (like the residual sharpening head)
     fusion_base: Literal["none", "mean"] = "none"
     ratio: int = 1                 # spatial ratio LRMS -> PAN (pan/hmif: 4); informational for data/metrics
@@ -42,15 +42,15 @@ class TaskConfig:
     dec_layers: tuple[int, ...] = (1, 1)
     ffn_ratios: tuple[int, ...] = (2, 2)
     drop_path: float = 0.2
-    plain_layers: int = 4          # plain-RWKV ablation depth (seed 000 sec. 5: 4 for MSRS, 8 for Pavia)
-    # ---- spatial mixing (SPEC 2, 3.1)
+    plain_layers: int = 4          # plain-RWKV ablation depth (supplement sec. 5: 4 for MSRS, 8 for Pavia)
+    # ---- spatial mixing (Eq. 2, main paper sec. 3.4)
     spatial_op: Literal["bi_wkv", "attention"] = "bi_wkv"
     spatial_gate: Literal["silu", "receptance"] = "silu"
     scan_mode: Literal["K0", "K2", "K4"] = "K2"
     wkv_impl: str | None = None    # rwkvfusion_kernels.bi_wkv impl override (None = auto)
     attn_head_dim: int = 32        # only for spatial_op="attention"
-    cond_source: Literal["b", "ab"] = "b"  # conditioning from the second source (SPEC) or cat[a, b] (release)
-    # ---- text guidance (SPEC 3.3, release settings)
+    cond_source: Literal["b", "ab"] = "b"  # conditioning from the second source or from cat[a, b]
+    # ---- text guidance (main paper sec. 3.5)
     use_text: bool = True
     text_dim: int = 512            # T5 width: 1024 for VIF/MIF (two captions concatenated along channels)
     text_hidden: int = 64          # model-level text projection width
@@ -60,7 +60,7 @@ class TaskConfig:
     # ---- mask guidance
     mask_kind: MaskKind = "binary"
     mask_channels: int = 1         # channels of a float mask input ([B, mask_channels, H, W])
-    mask_classes: int = 0          # one-hot vocabulary size for "onehot" masks (release: 20): ids 1..n, 0 = background
+    mask_classes: int = 0          # one-hot vocabulary size for "onehot" masks (20): ids 1..n, 0 = background
     # ---- optimisation (Table 1)
     batch_size: int = 10
     epochs: int = 200
@@ -68,15 +68,15 @@ class TaskConfig:
     betas: tuple[float, float] = (0.95, 0.99)
     weight_decay: float = 1e-6
     min_lr: float = 1e-5           # cosine annealing 1e-3 -> 1e-5
-    # ---- data (seed 000 section 1; SPEC 7)
+    # ---- data (supplement sec. 1)
     crop_size: tuple[int, int] | None = (224, 280)   # (H, W) training crop; None = uncropped (MIF)
     crop_scale: tuple[float, float] | None = None    # RandomResizedCrop scale (MEF/MFF)
     crop_ratio: tuple[float, float] | None = None    # RandomResizedCrop aspect ratio (MEF/MFF)
-    # ---- losses (Eq. 19-20; SPEC 4)
+    # ---- losses (Eq. 19-20, Table 1)
     eta: tuple[float, float, float] = (10.0, 2.0, 20.0)  # intensity, SSIM, gradient
     gt_weight: float = 5.0         # + gt_weight * L1(F, GT) when a ground truth exists
     # intensity term target: "sources" = Eq. 20, L1(F, A) + L1(F, B) (mask-aware for VIF); "max" = 2 L1(F, max(A, B))
-    # (the peers' target, SPEC 4: keeps the brighter source's contrast instead of pulling F to the average)
+    # (the peers' target (FILM, TeSG): keeps the brighter source's contrast instead of pulling F to the average)
     intensity_target: Literal["sources", "max"] = "sources"
     pan_lambda: float = 0.1        # Eq. 19: L1 + lambda * (1 - SSIM)
     ssim_window: int = 5
@@ -211,7 +211,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
                 drop_path=0.3, text_dim=1024, text_ds_ratios=(4, 4), mask_kind="two", mask_channels=2,
                 batch_size=12, epochs=50, crop_size=None, plain_layers=4),
     # MEF: SICE/MEFB, RandomResizedCrop 256 scale [0.8, 1] ratio [0.8, 1.4], one-hot class map over 20 classes;
-    # unsupervised (seed 000 section 1 iii: normally exposed images are not used as GT), so no GT term
+    # unsupervised (supplement sec. 1 iii: normally exposed images are not used as GT), so no GT term
     "mef": dict(**_COMMON_FUSION, chan_upscales=(1, 1), enc_layers=(2, 1), dec_layers=(2, 1), ffn_ratios=(2, 2),
                 drop_path=0.1, gt_weight=0.0, text_dim=512, text_ds_ratios=(8, 4), mask_kind="onehot", mask_channels=20,
                 mask_classes=20, batch_size=12, epochs=50, crop_size=(256, 256), crop_scale=(0.8, 1.0),

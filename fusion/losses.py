@@ -1,4 +1,4 @@
-"""Training objectives: the fusion loss of Eq. 20 and the pansharpening/HMIF loss of Eq. 19 (SPEC section 4).
+"""Training objectives: the fusion loss of Eq. 20 and the pansharpening/HMIF loss of Eq. 19.
 
 Both modules are called as ``loss(out, a, b, mask=None, gt=None) -> (total, parts)`` with the model's tensor
 conventions (float images in [0, 1], [B, C, H, W]); ``parts`` maps each weighted term to a float for logging.
@@ -47,7 +47,7 @@ def _binary_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class FusionLoss(nn.Module):
-    """Eq. 20 (seed 000), fusion tasks; F = fused Y, A = ir/MRI/under/far, B = vis/SPECT/over/near:
+    """Eq. 20, fusion tasks; F = fused Y, A = ir/MRI/under/far, B = vis/SPECT/over/near:
 
     * intensity ``eta1 (L1(F, A) + L1(F, B))``; for VIF with a mask m, ``eta1 (L1(m F, m A) + L1((1-m) F, (1-m) B))``,
       per sample: ``has_mask`` [B] bool marks the samples whose mask is real (collate fills the others with
@@ -59,7 +59,7 @@ class FusionLoss(nn.Module):
       flat sources at 1/2 each instead of letting float round-off in S decide;
     * gradient ``eta3 L1(S(F), max(S(A), S(B)))``, S = |Sobel_x| + |Sobel_y|;
     * ``+ gt_weight L1(F, GT)`` when a ground truth is given.
-    Defaults (eta1, eta2, eta3) = (10, 2, 20), gt_weight = 5 (SPEC section 4).
+    Defaults (eta1, eta2, eta3) = (10, 2, 20), gt_weight = 5.
     """
 
     def __init__(self, task: str = "vif", eta: tuple[float, float, float] = (10.0, 2.0, 20.0), gt_weight: float = 5.0,
@@ -115,7 +115,7 @@ class FusionLoss(nn.Module):
 
 
 class PanLoss(nn.Module):
-    """Eq. 19 (seed 000), pansharpening and HMIF: ``L1(F, GT) + lambda (1 - SSIM(F, GT))``, lambda = 0.1.
+    """Eq. 19, pansharpening and HMIF: ``L1(F, GT) + lambda (1 - SSIM(F, GT))``, lambda = 0.1.
 
     SSIM: Gaussian window ``ssim_window`` x ``ssim_window`` (default 11, the standard Wang et al. window),
     sigma 1.5, data range 1, mean over bands and pixels. ``a`` (lms) and ``b`` (PAN / HR-MSI) are accepted for

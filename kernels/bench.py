@@ -1,4 +1,4 @@
-"""Bi-WKV scaling benchmark (issue 7): ``python -m rwkvfusion_kernels.bench --out bench [--quick]``.
+"""Bi-WKV scaling benchmark: ``python -m rwkvfusion_kernels.bench --out bench [--quick]``.
 
 Writes ``<out>/kernels.json`` and ``<out>/kernels.md``:
 * CPU: forward and forward+backward wall time (median of repeats) and peak extra memory of the O(T)

@@ -1,4 +1,4 @@
-"""Bi-WKV (SPEC 2.1, Eq. 2): O(T) PyTorch path and Triton kernels (interpreter) vs the float64 naive reference."""
+"""Bi-WKV (Eq. 2): O(T) PyTorch path and Triton kernels (interpreter) vs the float64 naive reference."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""ESS cross-scan / cross-merge (SPEC 2.2): orders, round trip, adjointness, autograd, Triton == PyTorch."""
+"""ESS cross-scan / cross-merge (main paper sec. 3.4): orders, round trip, adjointness, autograd, Triton == PyTorch."""
 from __future__ import annotations
 
 import pytest

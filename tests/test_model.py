@@ -38,7 +38,7 @@ def _set_lambda(model: torch.nn.Module, value: float) -> None:
 
 
 def _trained_like(model: torch.nn.Module, seed: int = 0) -> None:
-    """Re-draw every Linear weight with std 1/sqrt(fan_in): the default init (std 0.02, as in the release) makes
+    """Re-draw every Linear weight with std 1/sqrt(fan_in): the default init (std 0.02) makes
     the text tokens tiny next to their position embedding, so at init the text's effect is ~1e-6."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

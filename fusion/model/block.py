@@ -1,4 +1,4 @@
-"""BRWKV layer with self-modulation (SPEC 3.1) and the full block: MFM + input projection + BRWKV (SPEC 3.3.5)."""
+"""BRWKV layer with self-modulation (main paper sec. 3) and the full block: MFM + input projection + BRWKV (main paper sec. 3.5)."""
 from __future__ import annotations
 
 import torch
@@ -97,7 +97,7 @@ class BRWKVLayer(nn.Module):
 
 
 class RWKVFusionBlock(nn.Module):
-    """MFM + `Conv1x1(cat[x, lambda * text_img, f])` + BRWKV layer (SPEC 3.3 step 5).
+    """MFM + `Conv1x1(cat[x, lambda * text_img, f])` + BRWKV layer (main paper sec. 3.5, step 5).
 
     Guided blocks (encoder/middle) have mask and text branches; unguided ones (decoder, or a task without
     guidance) keep only the conditioning from the second modality. `lam` (per channel) starts at 0, so text

@@ -1,4 +1,4 @@
-"""Channel mixing of the BRWKV layer (SPEC 3.1): sigmoid(Linear_r(x)) * Linear_v(ReLU(Linear_k(x))^2)."""
+"""Channel mixing of the BRWKV layer (main paper sec. 3): sigmoid(Linear_r(x)) * Linear_v(ReLU(Linear_k(x))^2)."""
 from __future__ import annotations
 
 import torch

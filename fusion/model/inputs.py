@@ -77,7 +77,7 @@ def prepare_inputs(model: nn.Module, a: torch.Tensor, b: torch.Tensor, text: tor
     m = None
     if cfg.mask_kind != "none":
         m = (mask_to_channels(mask, cfg, bsz, hw, a.dtype) if mask is not None
-             else a.new_zeros(bsz, cfg.mask_in_channels, *hw))  # absent mask = all-zero mask (release)
+             else a.new_zeros(bsz, cfg.mask_in_channels, *hw))  # absent mask = all-zero mask
     elif mask is not None:
         raise ValueError(f"mask: task {cfg.task!r} has no mask branch (cfg.mask_kind='none'); pass mask=None")
     t, tm = None, None
@@ -131,7 +131,7 @@ class FusionNet(nn.Module, abc.ABC):
         return inp.b if self.cfg.cond_source == "b" else torch.cat([inp.a, inp.b], dim=1)
 
     def condition(self, inp: ModelInputs) -> torch.Tensor:
-        """Conditioning feature of the MFM (SPEC 3.2): Conv1x1 of the second source (or of both sources)."""
+        """Conditioning feature of the MFM (main paper sec. 3): Conv1x1 of the second source (or of both sources)."""
         return self.cond_embed(self.condition_source(inp))
 
     @abc.abstractmethod

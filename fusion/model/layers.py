@@ -57,8 +57,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> to
 def drop_path_schedule(depth: int, max_rate: float) -> list[float]:
     """Drop-path rate per block: rises linearly 0 -> max over the first half of the depth, mirrored after.
 
-    SPEC 3.1; e.g. depth 5, max 0.2 -> [0, 0.1, 0.2, 0.1, 0]. (The release builds linspace(0, max, depth//2)
-    and its mirror, padding an odd depth with the last value; this symmetric form peaks in the middle block.)
+    e.g. depth 5, max 0.2 -> [0, 0.1, 0.2, 0.1, 0]: symmetric, peaking in the middle block.
     """
     if depth <= 0:
         return []

@@ -1,4 +1,4 @@
-"""Multi-modal fusion module (MFM, SPEC 3.3): conditioning, channel gate, mask branch, joint image-text mix."""
+"""Multi-modal fusion module (MFM, main paper sec. 3.5, Fig. 5(c)): conditioning, channel gate, mask branch, joint image-text mix."""
 from __future__ import annotations
 
 import torch
@@ -22,7 +22,7 @@ def folded_conv(x: torch.Tensor, w3: torch.Tensor, w1: torch.Tensor) -> torch.Te
 
 
 class GeluMLP(nn.Module):
-    """`Linear(C->C) -> GELU(tanh) -> Linear(C->C)` on [..., C] tokens (the release's text/image MLP)."""
+    """`Linear(C->C) -> GELU(tanh) -> Linear(C->C)` on [..., C] tokens."""
 
     def __init__(self, dim: int, hidden: int | None = None) -> None:
         super().__init__()
@@ -35,7 +35,7 @@ class GeluMLP(nn.Module):
 
 
 class MultiModalFusion(nn.Module):
-    """MFM of one block (SPEC 3.3 steps 1-4).
+    """MFM of one block (main paper sec. 3.5, steps 1-4).
 
     Inputs: x [B, C, H, W] block input; cond [B, Cc, H, W] conditioning feature (second modality) at this
     level; mask [B, Cm, H, W] or None; text [B, L, Ct] or None (+ text_mask [B, L], True = real token).

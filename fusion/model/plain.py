@@ -1,4 +1,4 @@
-"""Plain-RWKV ablation backbone (seed 000 section 5; SPEC 3.2): SwinIR-like, no U-net, no long skip.
+"""Plain-RWKV ablation backbone (supplement sec. 5, Fig. 1): SwinIR-like, no U-net, no long skip.
 
 Conv3x3 shallow feature extraction -> `cfg.plain_layers` RWKV layers, each guided by the MFM (mask and text in
 every layer) -> reconstruction by the sub-pixel convolution head, which at scale factor 1 (the inputs are already at the

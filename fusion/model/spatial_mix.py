@@ -1,13 +1,13 @@
-"""Spatial mixing: Bi-WKV (seed 000 Eq. 2) over ESS scans of the image, optionally joined with text tokens.
+"""Spatial mixing: Bi-WKV (Eq. 2) over ESS scans of the image, optionally joined with text tokens.
 
-Gate variant: the authors' release gates the normalised WKV output with `SiLU(Linear(x))` (used by default,
-`gate="silu"`); the seed text describes the receptance form `sigmoid(Linear(x)) * wkv` (`gate="receptance"`).
-Both are `Linear_out(LayerNorm(wkv) * gate)`. No token shift (the release disables Q-shift).
+Gate variant: by default the normalised WKV output is gated with `SiLU(Linear(x))` (`gate="silu"`, as the
+authors' code does); the paper describes the receptance form `sigmoid(Linear(x)) * wkv` (`gate="receptance"`).
+Both are `Linear_out(LayerNorm(wkv) * gate)`. No token shift.
 
 Efficiency note: the key/value/gate projections are per token, so they are computed once per pixel before
 scanning (identical to projecting each of the K scanned copies), and the output projection is applied once
 after the K scans are merged (it is linear, so `Linear(mean_k(.)) == mean_k(Linear(.))`). The LayerNorm on
-the WKV output is applied per scan, before merging, as in the release.
+the WKV output is applied per scan, before merging.
 
 Fast path (CPU kernel, image only): the Bi-WKV weights depend on |t - i| only, so a reversed scan gives the
 reversed output of the forward scan, and the output of each scan is mapped back to its pixels: the row-major
@@ -36,7 +36,7 @@ __all__ = ["SpatialMix", "init_decay_bonus", "MASKED_KEY", "WKV_FLOPS_PER_ELEMEN
 
 
 def init_decay_bonus(dim: int, layer_id: int, n_layers: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Initial Bi-WKV decay w and bonus u of the release (SPEC 3.1), guarded for n_layers = 1 and dim = 1.
+    """Initial Bi-WKV decay w and bonus u (main paper sec. 3), guarded for n_layers = 1 and dim = 1.
 
     w_n = -0.3 + (n/(C-1))^(0.1 + 1.3*l/(L-1));  u_n = (l/(L-1)) * (1 - n/(C-1)) + 0.1*((n+1) % 3 - 1).
     """

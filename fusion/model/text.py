@@ -1,4 +1,4 @@
-"""Model-level text preprocessing (release; SPEC 3.3): normalise, Linear(d->64), Linear(64->64), + sin-cos PE.
+"""Model-level text preprocessing (main paper sec. 3.5): normalise, Linear(d->64), Linear(64->64), + sin-cos PE.
 
 Absent text (`text=None`) and dropped text (training, probability `text_drop`, the whole batch at once) both
 become the *null text*: one all-zero token, i.e. just the position-0 embedding. The output then does not

@@ -1,4 +1,4 @@
-"""RWKVFusion U-net (SPEC 3.2): guided encoder/middle stages, conditioned decoder stages, two output heads."""
+"""RWKVFusion U-net (main paper sec. 3): guided encoder/middle stages, conditioned decoder stages, two output heads."""
 from __future__ import annotations
 
 import math
@@ -56,7 +56,7 @@ class Upsample(nn.Module):
 
 
 class Stage(nn.Module):
-    """N blocks then a 3-conv residual: out = Res3Conv(blocks(x)) + x (SPEC 3.2)."""
+    """N blocks then a 3-conv residual: out = Res3Conv(blocks(x)) + x (main paper sec. 3)."""
 
     def __init__(self, blocks: list[RWKVFusionBlock], dim: int) -> None:
         super().__init__()
@@ -80,7 +80,7 @@ def spatial_kwargs(cfg: TaskConfig) -> dict:
 
 
 def init_weights(module: nn.Module) -> None:
-    """Linear: truncated normal std 0.02, conv: Xavier normal, biases 0, norms (1, 0) (release)."""
+    """Linear: truncated normal std 0.02, conv: Xavier normal, biases 0, norms (1, 0)."""
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=0.02)

@@ -1,4 +1,4 @@
-"""Training, evaluation and inference for the fusion network (issue 5).
+"""Training, evaluation and inference for the fusion network.
 
 ``Trainer`` runs the optimisation loop (AdamW + cosine, EMA, DDP, exact resume);
 ``evaluate`` fuses a test split and scores it; ``inference`` fuses image files.

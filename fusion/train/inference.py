@@ -1,6 +1,6 @@
 """Inference: rebuild a trained model from its checkpoint and fuse images (Y fused, colour restored).
 
-Fusion tasks fuse the BT.601 Y channel; colour comes back from the sources' CbCr (SPEC 3.2): one colour
+Fusion tasks fuse the BT.601 Y channel; colour comes back from the sources' CbCr (main paper sec. 3): one colour
 source -> its CbCr, two -> ``rwkvfusion_io.color.fuse_chroma`` (SwinFusion |C - 0.5| weighting).
 """
 from __future__ import annotations

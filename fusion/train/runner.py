@@ -2,7 +2,7 @@
 
 With no ``data`` the run uses the embedded demo datasets (built on first use) with a small step budget
 (``DEMO_SETTINGS``) sized so ``make train TASK=<task>`` takes about five minutes on two CPU cores;
-with ``data`` it uses the paper's settings of the task registry (seed 000 Table 1).
+with ``data`` it uses the paper's settings of the task registry (Table 1).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ _DEMO_COMMON = {"steps": 250, "batch_size": 4}
 DEMO_SETTINGS: dict[str, dict[str, Any]] = {
     "vif": {**_DEMO_COMMON, "overrides": {"crop_size": (64, 80), "drop_path": 0.0}},
     "mif": {**_DEMO_COMMON, "overrides": {"crop_size": (64, 64), "drop_path": 0.0}},
-    # MEF is unsupervised in the paper (seed 000 sec. 1 iii: normally exposed images are not used as GT)
+    # MEF is unsupervised in the paper (supplement sec. 1 iii: normally exposed images are not used as GT)
     "mef": {**_DEMO_COMMON, "overrides": {"crop_size": (64, 64), "drop_path": 0.0}},
     "mff": {**_DEMO_COMMON, "overrides": {"crop_size": (64, 64), "drop_path": 0.0}},
     "pan": {"steps": 250, "batch_size": 8, "overrides": {"crop_size": (32, 32), "drop_path": 0.0}},

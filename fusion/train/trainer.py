@@ -1,4 +1,4 @@
-"""Optimisation loop: AdamW + cosine annealing (seed 000 Table 1), EMA, bf16 autocast, DDP, exact resume."""
+"""Optimisation loop: AdamW + cosine annealing (Table 1), EMA, bf16 autocast, DDP, exact resume."""
 from __future__ import annotations
 
 import logging

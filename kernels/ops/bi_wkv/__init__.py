@@ -1,4 +1,4 @@
-"""Bi-WKV spatial mixing (SPEC 2.1): naive O(T^2) reference, exact O(T) PyTorch path, Triton kernels."""
+"""Bi-WKV spatial mixing (Eq. 2): naive O(T^2) reference, exact O(T) PyTorch path, Triton kernels."""
 from .function import IMPLS, WKV_FLOPS_PER_ELEMENT, bi_wkv, check_values, resolve_impl
 from .naive import bi_wkv_naive
 from .torch_ref import FP32_W_LIMIT, MAX_ABS_W, BiWKVTorch, bi_wkv_torch

@@ -1,4 +1,4 @@
-"""Naive O(T^2) float64 Bi-WKV (SPEC 2.1, seed 000 Eq. 2): the ground truth for tests."""
+"""Naive O(T^2) float64 Bi-WKV (Eq. 2): the ground truth for tests."""
 from __future__ import annotations
 
 import torch

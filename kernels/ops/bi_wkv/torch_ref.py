@@ -1,4 +1,4 @@
-"""Exact O(T) PyTorch Bi-WKV (SPEC 2.1, Eq. 2) with a custom backward: the CPU path and autograd reference.
+"""Exact O(T) PyTorch Bi-WKV (Eq. 2) with a custom backward: the CPU path and autograd reference.
 
 Algorithm (a chunked two-level scan, the same decomposition as the Triton kernels):
 

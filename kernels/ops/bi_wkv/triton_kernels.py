@@ -1,4 +1,4 @@
-"""Triton Bi-WKV forward and backward (SPEC 2.1, Eq. 2): a chunked two-level scan.
+"""Triton Bi-WKV forward and backward (Eq. 2): a chunked two-level scan.
 
 Grid: (time chunks of BLOCK_T tokens, channel blocks of BLOCK_C, batch). Every program owns a
 [BLOCK_T, BLOCK_C] tile with channels contiguous (coalesced loads), accumulates in float32 and masks the

@@ -1,4 +1,4 @@
-"""ESS cross-scan / cross-merge (SPEC 2.2)."""
+"""ESS cross-scan / cross-merge (main paper sec. 3.4)."""
 from .function import cross_merge, cross_scan
 from .torch_ref import SCAN_K, cross_merge_torch, cross_scan_torch
 

@@ -1,4 +1,4 @@
-"""ESS cross-scan / cross-merge in PyTorch (SPEC 2.2): [B, C, H, W] <-> [B*K, H*W, C].
+"""ESS cross-scan / cross-merge in PyTorch (main paper sec. 3.4): [B, C, H, W] <-> [B*K, H*W, C].
 
 Scan orders (k index inside each image's group of K sequences):
   0: row-major (t = h*W + w), 1: column-major (t = w*H + h), 2: reversed row-major, 3: reversed column-major.

@@ -1,4 +1,4 @@
-"""Triton ESS cross-scan / cross-merge (SPEC 2.2), each the other's backward.
+"""Triton ESS cross-scan / cross-merge (main paper sec. 3.4), each the other's backward.
 
 Scan grid: (token blocks, channel blocks, B*K); each program gathers a [BLOCK_T, BLOCK_C] tile of the
 sequence k of image b (channels contiguous on the store side). Merge grid: (pixel blocks, channel blocks, B);

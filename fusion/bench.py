@@ -264,10 +264,14 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_probe(spec: dict[str, Any], timeout: float = 900.0) -> dict[str, Any]:
     """Run :func:`probe` in a fresh interpreter (clean peak-RSS high-water mark); errors become {"error"}."""
-    cmd = [sys.executable, "-m", "fusion.bench", "probe", json.dumps(spec)]
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return run_json_process([sys.executable, "-m", "fusion.bench", "probe", json.dumps(spec)], REPO, env, timeout)
+
+
+def run_json_process(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) -> dict[str, Any]:
+    """The last JSON line a child process prints; a failure or time-out becomes ``{"error": ...}``."""
     try:
-        env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]

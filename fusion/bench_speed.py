@@ -43,18 +43,11 @@ def export_baseline(rev: str, dest: Path) -> Path | None:
 
 def run_speed_probe(spec: dict[str, Any], tree: Path, timeout: float) -> dict[str, Any]:
     """``speed_probe.py`` in a fresh interpreter importing ``fusion`` from ``tree``."""
+    from fusion.bench import run_json_process
+
     env = {**os.environ, "PYTHONPATH": str(tree)}
     env.pop("TRITON_INTERPRET", None)
-    try:
-        proc = subprocess.run([sys.executable, str(PROBE), json.dumps(spec)], capture_output=True, text=True,
-                              timeout=timeout, cwd=str(tree), env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return {"error": f"probe exited {proc.returncode}: " + " | ".join(tail)}
-    return json.loads(lines[-1])
+    return run_json_process([sys.executable, str(PROBE), json.dumps(spec)], tree, env, timeout)
 
 
 def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Image and array reading with errors that name the file, plus Y/CbCr splitting (``rwkvfusion_io.color``, BT.601)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,33 +38,43 @@ def is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTS and not path.name.startswith(".")
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as float32 HxWxC in [0, 1] (C = 1 or 3); 16-bit PNGs keep their precision."""
+def _decoded(path: Path, what: str, to_array: Callable[[Any], np.ndarray]) -> np.ndarray:
+    """``to_array`` of the decoded PIL image of ``path``; ``SampleError`` naming the file when it is missing, too
+    large to decode safely (Pillow's decompression-bomb limit), corrupt, or too big for memory."""
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
     if not path.is_file():
-        raise SampleError(f"{path}: file not found", path=path)
+        raise SampleError(f"{path}: {what} not found", path=path)
     try:
         with Image.open(path) as im:
             im.load()
-            mode = im.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float32)
-                scale = 65535.0 if arr.max(initial=0) > 255 or mode.startswith("I;16") else 255.0
-                arr = arr / scale
-            elif mode == "F":
-                arr = np.asarray(im, dtype=np.float32)
-            else:
-                if mode not in ("L", "RGB"):
-                    im = im.convert("L" if mode in ("1", "LA") else "RGB")
-                arr = np.asarray(im, dtype=np.float32) / 255.0
+            return to_array(im)
     except Image.DecompressionBombError as exc:
         raise SampleError(f"{path}: image too large to read safely ({exc})", path=path) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise SampleError(f"{path}: cannot decode image ({exc})", path=path) from exc
+        raise SampleError(f"{path}: cannot decode {'label ' if what.startswith('label') else ''}image ({exc})",
+                          path=path) from exc
     except MemoryError as exc:
         raise SampleError(f"{path}: not enough memory to decode this image", path=path) from exc
+
+
+def _as_float(im: Any) -> np.ndarray:
+    """A decoded PIL image as float32 in [0, 1] (16-bit by its range, float as stored)."""
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float32)
+        return arr / (65535.0 if arr.max(initial=0) > 255 or mode.startswith("I;16") else 255.0)
+    if mode == "F":
+        return np.asarray(im, dtype=np.float32)
+    if mode not in ("L", "RGB"):
+        im = im.convert("L" if mode in ("1", "LA") else "RGB")
+    return np.asarray(im, dtype=np.float32) / 255.0
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as float32 HxWxC in [0, 1] (C = 1 or 3); 16-bit PNGs keep their precision."""
+    path = Path(path)
+    arr = _decoded(path, "file", _as_float)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     check_finite(arr, path)
@@ -90,17 +102,8 @@ def split_y_cbcr(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def read_label_map(path: str | Path) -> np.ndarray:
     """Read a segmentation label / class-map image as uint8 [H, W] (first channel of a colour PNG)."""
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
-    if not path.is_file():
-        raise SampleError(f"{path}: label file not found", path=path)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise SampleError(f"{path}: cannot decode label image ({exc})", path=path) from exc
+    arr = _decoded(path, "label file", np.asarray)
     if arr.ndim == 3:
         arr = arr[:, :, 0]
     return arr.astype(np.uint8)

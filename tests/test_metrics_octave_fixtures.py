@@ -35,7 +35,7 @@ from fusion.metrics import (
 )
 from fusion.metrics.mtf import imresize_bicubic, mtf_filter_toolbox
 
-pytestmark = pytest.mark.realdata
+pytestmark = pytest.mark.realdata  # conftest skips these when ../shared/data is absent
 
 # TNO pair 05 (ir, vi), fused = (ir + vi) // 2, full 475 x 575 images
 OCTAVE_TNO05 = {

@@ -1,4 +1,4 @@
-"""Benchmark plumbing (fusion.bench): exponent fit, memory probe, report rendering, the --quick CLI run."""
+"""Benchmark plumbing (fusion.bench package): exponent fit, memory probe, report rendering, the --quick CLI run."""
 from __future__ import annotations
 
 import json
@@ -12,43 +12,49 @@ import numpy as np
 import pytest
 
 from fusion import bench
+from fusion.bench.machine import fit_exponent, machine_info
+from fusion.bench.probe import PeakRSS, probe
+from fusion.bench.quality import _imread_y, _summarise, _take, fusion_pairs
+from fusion.bench.report import build_report
+from fusion.bench.sections import _attn_matrix_gib
+from fusion.bench.settings import PAPER_TABLE4, SECTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_fit_exponent_closed_form():
     px = [64**2, 128**2, 256**2, 512**2]
-    assert bench.fit_exponent(px, [3e-7 * p**1.5 for p in px]) == pytest.approx(1.5)
-    assert bench.fit_exponent(px, [2.0 * p for p in px]) == pytest.approx(1.0)
-    assert bench.fit_exponent(px[:1], [1.0]) is None
+    assert fit_exponent(px, [3e-7 * p**1.5 for p in px]) == pytest.approx(1.5)
+    assert fit_exponent(px, [2.0 * p for p in px]) == pytest.approx(1.0)
+    assert fit_exponent(px[:1], [1.0]) is None
     # failed or missing points are ignored
-    assert bench.fit_exponent(px, [1.0, 4.0, float("nan"), 64.0]) == pytest.approx(1.0)
+    assert fit_exponent(px, [1.0, 4.0, float("nan"), 64.0]) == pytest.approx(1.0)
 
 
 def test_attention_matrix_size():
     # K2 scans x 1 head x (256^2)^2 float32 scores = 32 GiB
-    assert bench._attn_matrix_gib(256) == pytest.approx(32.0)
-    assert bench._attn_matrix_gib(128) == pytest.approx(2.0)
+    assert _attn_matrix_gib(256) == pytest.approx(32.0)
+    assert _attn_matrix_gib(128) == pytest.approx(2.0)
 
 
 def test_take_round_robin_and_summary():
     groups = [[1, 2, 3], [10], [20, 21]]
-    assert bench._take(groups, 4) == [1, 10, 20, 2]
-    assert bench._take(groups, 99) == [1, 10, 20, 2, 21, 3]
-    s = bench._summarise({"m": [{"x": 1.0, "y": float("nan")}, {"x": 3.0, "y": 2.0}]})
+    assert _take(groups, 4) == [1, 10, 20, 2]
+    assert _take(groups, 99) == [1, 10, 20, 2, 21, 3]
+    s = _summarise({"m": [{"x": 1.0, "y": float("nan")}, {"x": 3.0, "y": 2.0}]})
     assert s["m"]["x"] == {"mean": 2.0, "std": 1.0, "n": 2}
     assert s["m"]["y"] == {"mean": 2.0, "std": 0.0, "n": 1}
 
 
 def test_peak_rss_sees_an_allocation():
-    with bench.PeakRSS() as mem:
+    with PeakRSS() as mem:
         block = np.ones(64 * 2**20 // 8)  # 64 MiB touched
         del block
     assert 48.0 < mem.delta < 200.0
 
 
 def test_probe_in_process_tiny_model():
-    res = bench.probe({"task": "vif", "size": 16, "modes": ["forward", "train"], "repeats": 1, "flops": True})
+    res = probe({"task": "vif", "size": 16, "modes": ["forward", "train"], "repeats": 1, "flops": True})
     assert res["params"] > 0 and res["flops"] > 0
     for mode in ("forward", "train"):
         assert res[mode]["median_s"] > 0 and res[mode]["images_per_s"] == pytest.approx(1 / res[mode]["median_s"])
@@ -63,10 +69,10 @@ def _synthetic_results() -> dict:
                       {"size": 256, "pixels": 65536, "skipped": "too big"}],
     }
     return {
-        "machine": bench.machine_info(), "settings": {"quick": True}, "total_seconds": 1.0,
+        "machine": machine_info(), "settings": {"quick": True}, "total_seconds": 1.0,
         "sections": {
             "kernels": {"error": "ModuleNotFoundError: x", "seconds": 0.0},
-            "cost": {"size": 32, "batch": 1, "paper": bench.PAPER_TABLE4, "note": "n", "seconds": 1.0,
+            "cost": {"size": 32, "batch": 1, "paper": PAPER_TABLE4, "note": "n", "seconds": 1.0,
                      "rows": [{"task": "vif", "params": 341265, "flops": 2e9, "device": "cpu", "counter": "c",
                                "forward": {"images_per_s": 2.0, "peak_mem_mib": 5.0},
                                "train": {"images_per_s": 1.0, "peak_mem_mib": 9.0}},
@@ -82,7 +88,7 @@ def _synthetic_results() -> dict:
 
 
 def test_report_renders_markdown_and_self_contained_html(tmp_path):
-    rep = bench.build_report(_synthetic_results(), tmp_path)
+    rep = build_report(_synthetic_results(), tmp_path)
     md, page = rep.markdown(), rep.html()
     assert "| vif | 0.3413 | 2 | 1 | 2 | 1 | - | - | 5 | 9 | cpu | c |" in md
     assert "could not run: ModuleNotFoundError" in md and "skipped: real data folder absent" in md
@@ -99,13 +105,13 @@ def test_bench_rejects_unknown_section(tmp_path):
 
 @pytest.mark.realdata
 def test_real_pairs_are_found(shared_data):
-    vif = bench.fusion_pairs("vif", shared_data)
+    vif = fusion_pairs("vif", shared_data)
     assert [len(g) for g in vif] == [25, 50]
     assert all(a.parent.name == "ir" and b.parent.name == "vi" for _, a, b in vif[0])
-    mef = bench.fusion_pairs("mef", shared_data)
+    mef = fusion_pairs("mef", shared_data)
     _, dark, bright = mef[-1][0]
-    assert bench._imread_y(dark).mean() < bench._imread_y(bright).mean()
-    assert len(bench._take(bench.fusion_pairs("mff", shared_data), 8)) == 8
+    assert _imread_y(dark).mean() < _imread_y(bright).mean()
+    assert len(_take(fusion_pairs("mff", shared_data), 8)) == 8
 
 
 @pytest.mark.realdata
@@ -113,12 +119,12 @@ def test_real_pairs_are_found(shared_data):
 def test_quick_bench_cli_writes_the_three_files(tmp_path, shared_data):
     env = {**os.environ, "RWKVFUSION_SHARED_DATA": str(shared_data)}
     # kernels.bench has its own tests; its quick table alone takes ~30 s on 2 cores
-    sections = ",".join(s for s in bench.SECTIONS if s != "kernels")
+    sections = ",".join(s for s in SECTIONS if s != "kernels")
     proc = subprocess.run([sys.executable, "-m", "fusion", "bench", "--out", str(tmp_path), "--quick",
                            "--sections", sections], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads((tmp_path / "results.json").read_text())
-    assert set(res["sections"]) == set(bench.SECTIONS) - {"kernels"}
+    assert set(res["sections"]) == set(SECTIONS) - {"kernels"}
     assert not any("error" in sec for sec in res["sections"].values())
     assert res["settings"]["quick"] is True
     q = res["sections"]["quality"]["tasks"]
@@ -132,7 +138,7 @@ def test_quick_bench_cli_writes_the_three_files(tmp_path, shared_data):
 
 @pytest.mark.slow
 def test_speed_section_measures_previous_and_current(tmp_path):
-    from fusion.bench_speed import report_lines, section_speed
+    from fusion.bench.speed import report_lines, section_speed
 
     res = section_speed(tmp_path, quick=True, log=lambda s: None)
     row = res["forward"]["32"]

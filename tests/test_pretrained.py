@@ -135,7 +135,7 @@ def test_multi_dataset_run_validates_exports_and_loads_without_pickle(vif_tree, 
 
     # the bench quality tables list the bundled model beside the baselines
     import fusion.pretrained as P
-    from fusion.bench import _bundled_fuser
+    from fusion.bench.quality import _bundled_fuser
 
     monkeypatch.setattr(P, "WEIGHTS_DIR", wdir)
     notes: list[str] = []

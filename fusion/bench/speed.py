@@ -3,7 +3,7 @@ bf16, and the training step, beside the previous implementation measured in the 
 
 "previous" is the tree of git revision ``BASELINE_REV`` (the last commit before the CPU fast path; override
 with ``RWKVFUSION_BENCH_BASELINE=<rev>``), exported with ``git archive`` and measured by the same probe
-script (``fusion/speed_probe.py``) in fresh interpreters, alternating with the current tree, so the ratios
+script (``fusion/bench/speed_probe.py``) in fresh interpreters, alternating with the current tree, so the ratios
 compare both under the same machine load. Each configuration runs in its own process (clean ``ru_maxrss``:
 the reported peak RSS is the whole process's, torch included). Ratios are previous / current time
 (> 1 = faster now), from wall-clock medians and, less sensitive to other processes, CPU-time medians.
@@ -22,7 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from fusion.bench.settings import DEFAULT_DATA, REPO
+
 PROBE = Path(__file__).resolve().with_name("speed_probe.py")
 BASELINE_REV = "bf365d5"
 FORWARD_SIZES = (256, 512, 1024)
@@ -43,7 +44,7 @@ def export_baseline(rev: str, dest: Path) -> Path | None:
 
 def run_speed_probe(spec: dict[str, Any], tree: Path, timeout: float) -> dict[str, Any]:
     """``speed_probe.py`` in a fresh interpreter importing ``fusion`` from ``tree``."""
-    from fusion.bench import run_json_process
+    from fusion.bench.probe import run_json_process
 
     env = {**os.environ, "PYTHONPATH": str(tree)}
     env.pop("TRITON_INTERPRET", None)
@@ -90,7 +91,7 @@ def bf16_accuracy(pairs: int = 4, max_side: int = 512, data_root: Path | None = 
                    else 0.5 * torch.randn(p.shape, generator=g))
     imgs: list[tuple[torch.Tensor, torch.Tensor]] = []
     source = "seeded noise (../shared/data absent)"
-    root = (data_root or REPO.parent / "shared" / "data") / "vif" / "tno"
+    root = (data_root or DEFAULT_DATA) / "vif" / "tno"
     if (root / "ir").is_dir():
         from PIL import Image
 

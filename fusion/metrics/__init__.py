@@ -13,7 +13,7 @@ One function per metric lives in the family modules (``information``, ``statisti
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,7 @@ from .pansharpening import (
 )
 from .phase_congruency import phase_congruency, qp
 from .qabf import qabf
+from .registry import DEFAULT_FUSION_METRICS, FUSION_METRICS
 from .statistics import (
     average_gradient,
     correlation_coefficient,
@@ -65,43 +66,6 @@ from .structural import qc, qw, qy, ssim, ssim_pair
 from .suites import SUITES, mefb_suite, pan_suite, vifb_suite
 from .vif import vif, viff, vifp
 
-Metric = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
-
-#: fusion metric name -> fn(F, A, B) on grey float64 0..255 images. Higher is better except Qcv.
-FUSION_METRICS: dict[str, Metric] = {
-    "EN": lambda f, a, b: entropy(f),
-    "SD": lambda f, a, b: standard_deviation(f),
-    "SF": lambda f, a, b: spatial_frequency(f),
-    "AG": lambda f, a, b: average_gradient(f),
-    "MI": mutual_information,
-    "MI_vifb": mutual_information_vifb,
-    "SCD": scd,
-    "VIF": vif,
-    "Qabf": qabf,
-    "Qcb": qcb,
-    "Qcv": qcv,
-    "Qy": qy,
-    "SSIM": ssim,
-    "PSNR": psnr,
-    "CC": correlation_coefficient,
-}
-#: what :func:`fusion_metrics` computes when no ``metrics`` are named (the fast, long-standing set)
-DEFAULT_FUSION_METRICS: tuple[str, ...] = tuple(FUSION_METRICS)
-FUSION_METRICS.update({
-    "PSNR_vifb": psnr_vifb,
-    "RMSE_vifb": rmse_vifb,
-    "EI": lambda f, a, b: edge_intensity(f),
-    "CE": cross_entropy,
-    "NMI": nmi,
-    "Qncie": qncie,
-    "TE": tsallis_entropy,
-    "Qc": qc,
-    "Qw": qw,
-    "Qp": qp,
-    "FMI": fmi,
-    "MEF_SSIM": lambda f, a, b: mef_ssim(f, a, b),
-    "VIFF": viff,
-})
 LOWER_IS_BETTER = frozenset({"Qcv", "LPIPS", "SAM", "ERGAS", "D_lambda", "D_s", "CE", "RMSE_vifb"})
 
 __all__ = [

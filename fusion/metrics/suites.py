@@ -17,69 +17,24 @@ Fusion suites take images on the 0..255 scale (uint8 keeps MATLAB's uint8 ``rgb2
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from ._common import as_float, rgb2gray
-from .fmi import fmi
-from .hvs import qcb, qcv
-from .information import cross_entropy, entropy, mutual_information_vifb, nmi, qncie, tsallis_entropy
 from .mef_ssim import mef_ssim
-from .phase_congruency import qp
-from .qabf import qabf
+from .registry import FUSION_METRICS, Metric
 from .statistics import (
-    average_gradient,
-    edge_intensity,
-    psnr_vifb,
-    rmse_vifb,
-    spatial_frequency,
     spatial_frequency_vifb_color,
-    standard_deviation,
 )
-from .structural import qc, qw, qy, ssim
-from .vif import viff
 
-Metric = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
-
-VIFB_METRICS: dict[str, Metric] = {
-    "AG": lambda f, a, b: average_gradient(f),
-    "CE": cross_entropy,
-    "EI": lambda f, a, b: edge_intensity(f),
-    "EN": lambda f, a, b: entropy(f),
-    "MI": mutual_information_vifb,
-    "PSNR": psnr_vifb,
-    "Qabf": qabf,
-    "Qcb": qcb,
-    "Qcv": qcv,
-    "RMSE": rmse_vifb,
-    "SF": lambda f, a, b: spatial_frequency(f),
-    "SSIM": ssim,
-    "SD": lambda f, a, b: standard_deviation(f),
-}
-
-MEFB_METRICS: dict[str, Metric] = {
-    "CE": cross_entropy,
-    "EN": lambda f, a, b: entropy(f),
-    "FMI": fmi,
-    "NMI": nmi,
-    "PSNR": psnr_vifb,
-    "Qncie": qncie,
-    "TE": tsallis_entropy,
-    "AG": lambda f, a, b: average_gradient(f),
-    "EI": lambda f, a, b: edge_intensity(f),
-    "Qabf": qabf,
-    "Qp": qp,
-    "SD": lambda f, a, b: standard_deviation(f),
-    "SF": lambda f, a, b: spatial_frequency(f),
-    "Qc": qc,
-    "Qw": qw,
-    "Qy": qy,
-    "MEF_SSIM": lambda f, a, b: mef_ssim(f, a, b),
-    "Qcb": qcb,
-    "Qcv": qcv,
-    "VIF": viff,
-}
+# suite name -> name in the one metric table (VIFB's MI is in nats, its PSNR/RMSE the toolbox's; MEFB's "VIF"
+# is Han et al.'s VIFF)
+VIFB_NAMES = {"AG": "AG", "CE": "CE", "EI": "EI", "EN": "EN", "MI": "MI_vifb", "PSNR": "PSNR_vifb", "Qabf": "Qabf",
+              "Qcb": "Qcb", "Qcv": "Qcv", "RMSE": "RMSE_vifb", "SF": "SF", "SSIM": "SSIM", "SD": "SD"}
+MEFB_NAMES = {"CE": "CE", "EN": "EN", "FMI": "FMI", "NMI": "NMI", "PSNR": "PSNR_vifb", "Qncie": "Qncie", "TE": "TE",
+              "AG": "AG", "EI": "EI", "Qabf": "Qabf", "Qp": "Qp", "SD": "SD", "SF": "SF", "Qc": "Qc", "Qw": "Qw",
+              "Qy": "Qy", "MEF_SSIM": "MEF_SSIM", "Qcb": "Qcb", "Qcv": "Qcv", "VIF": "VIFF"}
+VIFB_METRICS: dict[str, Metric] = {n: FUSION_METRICS[k] for n, k in VIFB_NAMES.items()}
+MEFB_METRICS: dict[str, Metric] = {n: FUSION_METRICS[k] for n, k in MEFB_NAMES.items()}
 
 PAN_REDUCED = ("Q2n", "Q", "SAM", "ERGAS", "SCC")
 PAN_FULL = ("D_lambda", "D_s", "HQNR")

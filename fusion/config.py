@@ -72,6 +72,9 @@ class TaskConfig:
     crop_size: tuple[int, int] | None = (224, 280)   # (H, W) training crop; None = uncropped (MIF)
     crop_scale: tuple[float, float] | None = None    # RandomResizedCrop scale (MEF/MFF)
     crop_ratio: tuple[float, float] | None = None    # RandomResizedCrop aspect ratio (MEF/MFF)
+    # pan/hmif .mat scenes: "file" = the file name's split; "halves" = train / val / test regions of every
+    # scene (rwkvfusion_io.spectral.half_region), for test scenes that are the only data of their sensor
+    scene_split: Literal["file", "halves"] = "file"
     # ---- losses (Eq. 19-20, Table 1)
     eta: tuple[float, float, float] = (10.0, 2.0, 20.0)  # intensity, SSIM, gradient
     gt_weight: float = 5.0         # + gt_weight * L1(F, GT) when a ground truth exists
@@ -111,6 +114,8 @@ class TaskConfig:
             raise ValueError(f"TaskConfig.fusion_base: {self.fusion_base!r} not in ('none', 'mean')")
         if self.output_clamp not in ("ste", "hard", "none"):
             raise ValueError(f"TaskConfig.output_clamp: {self.output_clamp!r} not in ('ste', 'hard', 'none')")
+        if self.scene_split not in ("file", "halves"):
+            raise ValueError(f"TaskConfig.scene_split: {self.scene_split!r} not in ('file', 'halves')")
         if self.intensity_target not in ("sources", "max"):
             raise ValueError(f"TaskConfig.intensity_target: {self.intensity_target!r} not in ('sources', 'max')")
         if self.mask_kind not in ("none", "binary", "two", "onehot"):
@@ -320,7 +325,10 @@ _CPU_RECIPES: dict[str, dict[str, Any]] = {
                 ema_decay=0.995, checkpoint_every=100, val_every=250),
     "mff": dict(steps=3000, batch_size=4, crop_size=(128, 128), crop_scale=(0.8, 1.0), crop_ratio=(0.8, 1.4),
                 ema_decay=0.995, checkpoint_every=100, val_every=250),
-    "pan": dict(steps=3000, batch_size=8, crop_size=(32, 32), ema_decay=0.995, checkpoint_every=100, val_every=250),
+    # pan: reduced-resolution crops of the top half of each shared scene (train/val regions), the bottom half
+    # held back for testing (``scene_split="halves"``); one model per band count (``--bands 4`` / ``8``)
+    "pan": dict(steps=3000, batch_size=16, crop_size=(32, 32), ema_decay=0.995, checkpoint_every=100, val_every=250,
+                overrides={"scene_split": "halves"}),
     "hmif": dict(steps=3000, batch_size=8, crop_size=(32, 32), ema_decay=0.995, checkpoint_every=100,
                  val_every=250),
 }

@@ -74,6 +74,19 @@ def upsample(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return F.interpolate(t, size=size, mode="bicubic", align_corners=False)[0].numpy()
 
 
+def usable_sensor(sensor: str | None, bands: int) -> str | None:
+    """``sensor`` as a key of Vivone's MTF table when it is known and has ``bands`` bands, else None (generic
+    gains), so a scene's Wald degradation, MTF-GLP-HPM and the metrics all use the same filters."""
+    from rwkvfusion_io import wald
+
+    try:
+        key = wald.canonical_sensor(sensor)
+        wald.sensor_gains(key, bands)
+    except ValueError:
+        return None
+    return key
+
+
 def wald_reduce(ms: np.ndarray, b: np.ndarray, ratio: int, sensor: str | None = None) -> dict[str, np.ndarray]:
     """Reduced-resolution sample from full-resolution ``ms`` [C, h, w] and ``b`` [c, h*ratio, w*ratio].
 
@@ -85,11 +98,7 @@ def wald_reduce(ms: np.ndarray, b: np.ndarray, ratio: int, sensor: str | None = 
     h, w = ms.shape[1] // ratio * ratio, ms.shape[2] // ratio * ratio
     ms = ms[:, :h, :w]
     b = b[:, : h * ratio, : w * ratio]
-    try:
-        key = wald.canonical_sensor(sensor)
-        wald.sensor_gains(key, ms.shape[0])
-    except ValueError:
-        key = None
+    key = usable_sensor(sensor, ms.shape[0])
     pan = b[0] if b.shape[0] == 1 else b.transpose(1, 2, 0)
     out = wald.reduced_resolution_pair(ms.transpose(1, 2, 0), pan, ratio, key)
     chw = {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
@@ -113,9 +122,11 @@ class SpectralRecord:
     id: str
     path: Path
     index: int | None = None
-    rows: tuple[int, int] | None = None  # row range of a single-cube .mat (train/test regions)
+    rows: tuple[int, int] | None = None  # row range (MS grid) of a region of the scene (train/val/test)
+    cols: tuple[int, int] | None = None  # column range (MS grid) of a region of a paired scene
     file_max: float | None = None        # DN range of the h5 file this sample comes from
     split: str = "all"                   # the file name's split, or the region of a single cube
+    bands: int | None = None             # MS/HS bands of a .mat scene (known at listing)
 
     @property
     def key(self) -> str:
@@ -212,24 +223,54 @@ def _load_mat_v73(path: Path) -> dict:
 
 def load_mat(path: Path) -> dict:
     import scipy.io as sio
+    from scipy.io.matlab import MatReadError
 
     try:
         d = sio.loadmat(path)
     except NotImplementedError:  # scipy's answer to MATLAB v7.3 files, which are HDF5
         return _load_mat_v73(path)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, MatReadError) as exc:
         raise SampleError(f"{path}: cannot read .mat file ({exc})", path=path) from exc
     return {k: v for k, v in d.items() if not k.startswith("__")}
 
 
-def list_mat(path: Path, task: str, split: str, train_fraction: float = 0.6) -> list[SpectralRecord]:
+SCENE_SPLITS = ("file", "halves")
+
+
+def half_region(split: str, h: int, w: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Half-scene protocol on the MS grid [h, w]: ``test`` = bottom half (all columns); the top half trains,
+    its rightmost quarter of columns held out as ``val``. Returns (rows, cols) ranges."""
+    top = h // 2
+    cut = w - w // 4
+    regions = {"train": ((0, top), (0, cut)), "val": ((0, top), (cut, w)), "test": ((top, h), (0, w))}
+    if split not in regions:
+        raise ValueError(f"half-scene protocol: split must be one of {sorted(regions)}, got {split!r}")
+    return regions[split]
+
+
+def _bands(shape: tuple[int, ...]) -> int | None:
+    return int(shape[2]) if len(shape) == 3 else 1 if len(shape) == 2 else None
+
+
+def list_mat(path: Path, task: str, split: str, train_fraction: float = 0.6, scene_split: str = "file"
+             ) -> list[SpectralRecord]:
     """A .mat scene is one sample; a lone HS cube (Chikusei/Pavia) is split by rows: the top
-    ``train_fraction`` for ``train``, the rest for ``test`` (the paper trains on the top region)."""
+    ``train_fraction`` for ``train``, the rest for ``test`` (the paper trains on the top region).
+    ``scene_split="halves"`` cuts every paired MS/PAN scene by ``half_region`` (train / val / test parts
+    of one scene, for test scenes that double as the only training data of their sensor)."""
+    if scene_split not in SCENE_SPLITS:
+        raise ValueError(f"scene_split must be one of {SCENE_SPLITS}, got {scene_split!r}")
     d = load_mat(path)
     keys = set(d)
+    ms_key = _first(keys, MAT_MS_KEYS)
     paired = _first(keys, MAT_PAN_KEYS) is not None or ("HSim" in keys and "MSim" in keys)
+    if paired and scene_split == "halves" and ms_key is not None:
+        shape = np.shape(d[ms_key])
+        rows, cols = half_region(split, int(shape[0]), int(shape[1]))
+        return [SpectralRecord(path.stem, path, rows=rows, cols=cols, split=split, bands=_bands(shape))]
     if paired:
-        return [SpectralRecord(path.stem, path, split=file_split(path))]
+        shape = np.shape(d[ms_key or "HSim"]) if (ms_key or "HSim") in d else ()
+        return [SpectralRecord(path.stem, path, split=file_split(path), bands=_bands(shape))]
     k = _first(keys, MAT_HS_KEYS) or max((k for k in keys if np.ndim(d[k]) == 3), key=lambda k: d[k].size,
                                            default=None)
     if k is None:
@@ -246,6 +287,17 @@ def srf_matrix(bands: int, out: int = 3) -> np.ndarray:
     peaks = np.linspace(0.2, 0.8, out)
     m = np.exp(-0.5 * ((centres[None] - peaks[:, None]) / 0.12) ** 2)
     return (m / m.sum(1, keepdims=True)).astype(np.float32)
+
+
+def crop_region(ms: np.ndarray, b: np.ndarray, rec: SpectralRecord, ratio: int) -> tuple[np.ndarray, np.ndarray]:
+    """The record's region of a full-resolution scene: ms [C, h, w] by ``rec.rows/cols``, b [c, rh, rw] alike x ratio."""
+    if rec.rows is None and rec.cols is None:
+        return ms, b
+    (r0, r1), (c0, c1) = rec.rows or (0, ms.shape[1]), rec.cols or (0, ms.shape[2])
+    if not (0 <= r0 < r1 <= ms.shape[1] and 0 <= c0 < c1 <= ms.shape[2]):
+        raise SampleError(f"{rec.path}: region rows {r0}:{r1} cols {c0}:{c1} outside the MS {ms.shape[1:]}",
+                          path=rec.path)
+    return ms[:, r0:r1, c0:c1], b[:, r0 * ratio: r1 * ratio, c0 * ratio: c1 * ratio]
 
 
 def read_mat(rec: SpectralRecord, task: str, ratio: int, max_value: float | None) -> dict[str, np.ndarray]:
@@ -275,6 +327,7 @@ def read_mat(rec: SpectralRecord, task: str, ratio: int, max_value: float | None
             ratio = int(np.asarray(d["ratio"]).ravel()[0])
         if b.shape[1] != ms.shape[1] * ratio or b.shape[2] != ms.shape[2] * ratio:
             raise SampleError(f"{rec.path}: PAN {b.shape[1:]} is not {ratio}x the MS {ms.shape[1:]}", path=rec.path)
+        ms, b = crop_region(ms, b, rec, ratio)
         sample = wald_reduce(ms, b, ratio, sensor)
     else:  # a lone HS cube (Chikusei / Pavia): HR-MSI synthesised with smooth responses
         k = _first(keys, MAT_HS_KEYS) or max((k for k in keys if np.ndim(d[k]) == 3), key=lambda k: d[k].size)

@@ -223,13 +223,22 @@ class SpectralDataset(_GuidedDataset):
         self.ignored_files: list[tuple[str, str]] = []
         self._scene_cache: dict[str, dict[str, np.ndarray]] = {}
         self.samples: list[SpectralRecord] = []
-        for f in _spectral_files(task, root, split, layout):
+        scene_split = cfg.scene_split if cfg is not None else "file"
+        for f in _spectral_files(task, root, split if scene_split == "file" else "all", layout):
             try:
-                self.samples += list_h5(f, task) if f.suffix.lower() in (".h5", ".hdf5") else list_mat(f, task, split)
+                recs = (list_h5(f, task) if f.suffix.lower() in (".h5", ".hdf5")
+                        else list_mat(f, task, split, scene_split=scene_split))
             except SampleError as exc:
                 if root.is_file() or on_error == "raise" and f.suffix.lower() != ".mat":
                     raise
                 self.ignored_files.append((str(f), str(exc)))  # e.g. a spectral-response .mat beside the scenes
+                continue
+            for rec in recs:
+                why = _unfit(rec, cfg, train)
+                if why:  # a scene of another band count (or too small to crop) under a mixed root
+                    self.ignored_files.append((str(f), why))
+                else:
+                    self.samples += [rec] * _patches_per_epoch(rec, cfg, train)
         if not self.samples:
             raise ValueError(f"{root}: no {task} samples for split {split!r} (ignored: {self.ignored_files})")
         self._bands: tuple[int, int] | None = None
@@ -278,6 +287,29 @@ class SpectralDataset(_GuidedDataset):
         if self._bands is None:
             self._load(0)
         return self._bands  # type: ignore[return-value]
+
+
+def _unfit(rec: SpectralRecord, cfg: Any, train: bool) -> str | None:
+    """Why a .mat scene cannot serve a model of ``cfg`` (its band count; for training, a region smaller than
+    the crop), else None."""
+    if cfg is None or rec.bands is None:
+        return None
+    if rec.bands != cfg.a_channels:
+        return f"{rec.bands} bands, the model has {cfg.a_channels} (--bands)"
+    if train and cfg.crop_size is not None and rec.rows is not None and rec.cols is not None:
+        # the reduced-resolution sample lives on the region's MS grid; the crop is taken on it
+        h, w = rec.rows[1] - rec.rows[0], rec.cols[1] - rec.cols[0]
+        if h < cfg.crop_size[0] or w < cfg.crop_size[1]:
+            return f"region {h}x{w} smaller than the training crop {tuple(cfg.crop_size)}"
+    return None
+
+
+def _patches_per_epoch(rec: SpectralRecord, cfg: Any, train: bool) -> int:
+    """Training on a region of a scene: one epoch draws as many random crops as tile the region (at least 1)."""
+    if not train or cfg is None or cfg.crop_size is None or rec.rows is None or rec.cols is None:
+        return 1
+    area = (rec.rows[1] - rec.rows[0]) * (rec.cols[1] - rec.cols[0])
+    return max(1, area // (cfg.crop_size[0] * cfg.crop_size[1]))
 
 
 def _tensor(arr: np.ndarray) -> torch.Tensor:

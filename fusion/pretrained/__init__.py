@@ -2,6 +2,9 @@
 
 Files live in ``fusion/pretrained/weights/`` (installed as package data):
 
+A bundle is named after its task (``vif``, ``mif``, ...); pansharpening bundles add their band count
+(``pan4``, ``pan8``: one model per band count, ``bundle_name``).
+
 - ``<task>.safetensors``: the EMA weights in float16 (loaded back as float32), safetensors only (no pickle);
 - ``<task>.json``: ``{"format", "task", "config" (TaskConfig.to_dict()), "training" {...}, "validation",
   "test"}`` -- everything needed to rebuild the network and to say where the weights came from;
@@ -26,6 +29,12 @@ FORMAT = 1
 
 class NoBundledModel(FileNotFoundError):
     """No bundled model for a task (the message names the task and the bundled ones)."""
+
+
+def bundle_name(config: dict[str, Any]) -> str:
+    """The bundle name of a model config: its task, with the band count for pan/hmif (``pan4``)."""
+    task = str(config["task"])
+    return f"{task}{int(config['a_channels'])}" if task in ("pan", "hmif") else task
 
 
 def bundled_tasks(weights_dir: Path | None = None) -> list[str]:
@@ -107,7 +116,7 @@ def export_run(run: str | Path, out_dir: Path | None = None, *, weights: str = "
 
     run = Path(run)
     ckpt = load_checkpoint(run / "checkpoint.pt")
-    task = str(ckpt.get("task") or ckpt["config"]["task"])
+    task = bundle_name(ckpt["config"])
     val = json.loads((run / "val.json").read_text()) if (run / "val.json").is_file() else None
     best = run / "best.safetensors"
     if weights == "best" and best.is_file():
@@ -143,23 +152,28 @@ def model_card(info: dict[str, Any]) -> str:
     """Markdown model card of a bundled model's JSON sidecar."""
     t, cfg, tr = info["task"], info["config"], info["training"]
     rec = tr.get("recipe") or {}
+    pan = cfg.get("task") in ("pan", "hmif")
+    data_note = ("top half of every scene with this band count (``scene_split='halves'``: train region + its "
+                 "right quarter for validation); the bottom halves are held back for testing" if pan else
+                 "every dataset found under the roots; validation split carved from them, never the test sets")
+    loss = (f"Eq. 19, L1 + {cfg.get('pan_lambda')} (1 - SSIM) against the reduced-resolution reference" if pan else
+            f"Eq. 20 weights eta = {cfg.get('eta')}, intensity target `{cfg.get('intensity_target')}`, "
+            f"head base `{cfg.get('fusion_base')}` (docs/ablations.md)")
     lines = [f"# RWKVFusion {t}: bundled model", "",
              f"- Weights: `{t}.safetensors`, float16, {tr['weights']}.",
-             f"- Data: {tr.get('data')} (every dataset found under the roots; validation split carved from them, "
-             f"never the test sets).",
+             f"- Data: {tr.get('data')} ({data_note}).",
              f"- Recipe: `{rec.get('name')}` -- batch {tr.get('batch_size')}, crop {rec.get('crop_size')}, "
              f"lr {rec.get('lr')} -> {rec.get('min_lr')} cosine, EMA {rec.get('ema_decay')}, drop path "
              f"{rec.get('drop_path')}; seed {tr.get('seed')}.",
              f"- Steps: {tr['steps_trained']} of {tr['total_steps']} trained; exported step {tr['step']}; "
              f"wall time {tr['wall_seconds'] / 60:.1f} min ({tr.get('world_size')} process, CPU).",
-             f"- Loss: Eq. 20 weights eta = {cfg.get('eta')}, intensity target `{cfg.get('intensity_target')}`, "
-             f"head base `{cfg.get('fusion_base')}` (docs/ablations.md).",
+             f"- Loss: {loss}.",
              "- Guidance: trained and run without text or masks (no manifests for these training sets).", ""]
     val = info.get("validation")
     if val:
         lines += [f"## Validation (step {val['step']}, carved split)", "",
                   "| metric | " + " | ".join(val["mean"]) + " |", "| --- |" + " --- |" * len(val["mean"]),
-                  "| mean over datasets | " + " | ".join(f"{v:.4f}" for v in val["mean"].values()) + " |", ""]
+                  f"| mean over {'scenes' if pan else 'datasets'} | " + " | ".join(f"{v:.4f}" for v in val["mean"].values()) + " |", ""]
     test = info.get("test")
     if test:
         lines += test_tables(test)
@@ -191,5 +205,5 @@ def test_tables(test: dict[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = ["WEIGHTS_DIR", "NoBundledModel", "bundled_tasks", "bundled_files", "bundled_info", "load_pretrained",
+__all__ = ["WEIGHTS_DIR", "NoBundledModel", "bundle_name", "bundled_tasks", "bundled_files", "bundled_info", "load_pretrained",
            "export_run", "model_card"]

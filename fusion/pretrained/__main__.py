@@ -23,13 +23,16 @@ def list_cmd() -> None:
 
 def _evaluate(task: str, weights_dir: Path | None, data: Path, out: Path, max_pairs: int | None) -> dict:
     from fusion.pretrained import load_pretrained
-    from fusion.pretrained.testsets import evaluate_testsets
+    from fusion.pretrained.testsets import evaluate_pan_testsets, evaluate_testsets
     from fusion.train.inference import model_fuse_y
 
     if not data.is_dir():
         raise typer.BadParameter(f"--data {data}: the shared test data folder is absent")
     model = load_pretrained(task, weights_dir=weights_dir)
-    res = evaluate_testsets(task, data, out, model_fuse_y=model_fuse_y(model), max_pairs=max_pairs)
+    if model.cfg.task == "pan":
+        res = evaluate_pan_testsets(model, data)
+    else:
+        res = evaluate_testsets(model.cfg.task, data, out, model_fuse_y=model_fuse_y(model), max_pairs=max_pairs)
     out.mkdir(parents=True, exist_ok=True)
     (out / "test.json").write_text(json.dumps(res, indent=2))
     for name, s in res["sets"].items():
@@ -66,7 +69,7 @@ def evaluate_cmd(task: str = typer.Option(..., "--task"),
                  data: Path = typer.Option(DEFAULT_DATA, "--data", help="shared test data root"),
                  out: Path | None = typer.Option(None, "--out", help="default runs/testsets/<task>"),
                  max_pairs: int | None = typer.Option(None, "--max-pairs", help="per test set (quick look)")) -> None:
-    """Score the bundled model of TASK and every classical baseline on the shared test sets."""
+    """Score the bundled model TASK (vif, mif, ..., pan4, pan8) and every classical baseline on the shared test sets."""
     _evaluate(task, None, data, out or Path("runs/testsets") / task, max_pairs)
 
 

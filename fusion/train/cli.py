@@ -82,6 +82,8 @@ def train(
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="steps between checkpoints"),
     log_every: int = typer.Option(10, "--log-every", help="steps between metrics.csv rows"),
     crop: str | None = typer.Option(None, "--crop", help="training crop HxW, e.g. 128x128 (overrides config)"),
+    bands: int | None = typer.Option(None, "--bands", help="pan/hmif: MS/HS band count of the model (scenes "
+                                     "with other band counts under --data are skipped)"),
     no_eval: bool = typer.Option(False, "--no-eval", help="skip the test-split evaluation and report"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a run already in --out (default: refuse)"),
@@ -109,6 +111,10 @@ def train(
         except ValueError:
             _fail(f"--crop {crop!r}: expected HxW such as 128x128")
         overrides["crop_size"] = (h, w)
+    if bands is not None:
+        if task not in ("pan", "hmif") or bands < 1:
+            _fail(f"--bands {bands}: only for pan/hmif, and at least 1")
+        overrides["bands"] = bands
     if hash_mismatch not in ("error", "skip"):
         _fail(f"--hash-mismatch {hash_mismatch!r}: expected error or skip")
     from fusion.train.runner import run_training
@@ -188,6 +194,50 @@ def _evaluate(checkpoint: Path, out: Path, data: Path | None, demo_dir: Path | N
                           indent=2))
 
 
+def _checkpoint_task(checkpoint: Path) -> str | None:
+    """The task a checkpoint was trained for (None when it cannot be read: the fuse path reports that)."""
+    try:
+        from fusion.train.checkpoint import load_checkpoint
+
+        return str(load_checkpoint(checkpoint)["config"]["task"])
+    except Exception:  # noqa: BLE001 - the regular loader names the problem
+        return None
+
+
+def _pansharpen(a: Path, b: Path, out: Path, checkpoint: Path | None, device: str | None, debug: bool,
+                tile: int | None, overlap: int) -> None:
+    """``fuse --task pan``: MS + PAN scenes -> pansharpened TIFFs (``fusion.train.pansharpen``)."""
+    from fusion.train.pansharpen import _read, model_pansharpen, pansharpen_files, scene_inputs
+    from rwkvfusion_io.distributed import resolve_device
+
+    try:
+        scenes = scene_inputs(a, b)
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    if checkpoint is not None:
+        from fusion.train.inference import load_model
+
+        model, _ = _run(debug, lambda: load_model(checkpoint, resolve_device(device)))
+    else:
+        from fusion.pretrained import NoBundledModel, bundled_files, load_pretrained
+
+        bands = _run(debug, lambda: _read(scenes[0][1], "ms")[0].shape[2])
+        try:
+            bundled_files(f"pan{bands}")
+        except NoBundledModel as err:
+            _fail(f"{scenes[0][1]} has {bands} bands: {err}")
+        model = _run(debug, lambda: load_pretrained(f"pan{bands}", resolve_device(device)))
+    failures: list[tuple[str, str]] = []
+    written = _run(debug, lambda: pansharpen_files(model_pansharpen(model, tile=tile, overlap=overlap), scenes, out,
+                                                   failures=None if debug else failures))
+    for name, why in failures:
+        typer.echo(f"error: scene {name!r}: {why}", err=True)
+    typer.echo(f"wrote {len(written)} pansharpened image(s) to {out}"
+               + (f"; {len(failures)} of {len(scenes)} scene(s) failed (listed above)" if failures else ""))
+    if failures:
+        raise typer.Exit(1)
+
+
 def fuse(
     a: Path = typer.Option(..., "--a", help="source A image or folder (ir / MRI / under-exposed / far focus)"),
     b: Path = typer.Option(..., "--b", help="source B image or folder (visible / SPECT / over-exposed / near)"),
@@ -195,8 +245,9 @@ def fuse(
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="trained model"),
     method: str | None = typer.Option(None, "--method",
                                       help=f"classical baseline instead of a checkpoint: {_baseline_names()}"),
-    task: str | None = typer.Option(None, "--task", help="vif | mif | mef | mff: the bundled model of the task "
-                                    "(used when neither --checkpoint nor --method is given)"),
+    task: str | None = typer.Option(None, "--task", help="vif | mif | mef | mff | pan: the bundled model of the "
+                                    "task (used when neither --checkpoint nor --method is given; pan: the model "
+                                    "of the MS band count, --a MS and --b PAN scenes)"),
     manifest: Path | None = typer.Option(None, "--manifest", help="manifest with captions/masks (guidance)"),
     device: str | None = typer.Option(None, "--device"),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
@@ -215,6 +266,8 @@ def fuse(
         _fail("give only one of --checkpoint PATH, --method NAME or --task TASK (bundled model)")
     if checkpoint is None and method is None and task is None:
         _fail("give --task TASK (the bundled model), --checkpoint PATH or --method NAME")
+    if task == "pan" or (checkpoint is not None and method is None and _checkpoint_task(checkpoint) == "pan"):
+        return _pansharpen(a, b, out, checkpoint, device, debug, tile, overlap)
     from fusion.train.inference import fuse_files, pair_inputs
 
     try:

@@ -161,6 +161,16 @@ def run_training(task: str, out: str | Path, *, data: str | Path | Sequence[str 
         else:
             dataset = build_dataset(task, root, "train", layout=layout, manifest=manifest, train=True, cfg=cfg,
                                     hash_mismatch=hash_mismatch)
+            if cfg.scene_split == "halves" and rec is not None:  # val regions of the same scenes select the weights
+                from fusion.train.validate import Validator
+
+                val_set = build_dataset(task, root, "val", layout=layout, train=False, cfg=cfg)
+                validator = Validator(val_set, out, every=rec.val_every, max_pairs=rec.val_max_pairs,
+                                      max_side=rec.val_max_side, resume=resume)
+                if env.is_main:
+                    logger.info("training regions %s (ignored: %s); validation regions %s",
+                                sorted({r.id for r in dataset.samples}), getattr(dataset, "ignored_files", []),
+                                [r.id for r in val_set.samples])
         if manifest is not None and env.is_main and hasattr(dataset, "guidance_summary"):
             gs = dataset.guidance_summary()
             logger.info("manifest %s: %s (samples without annotation train unguided)", manifest, gs)
@@ -196,7 +206,7 @@ def run_training(task: str, out: str | Path, *, data: str | Path | Sequence[str 
         if validator is not None and validator.best is not None:
             summary["best_validation"] = {"step": validator.best["step"], **validator.best["mean"]}
         if evaluate and summary["finished"] and env.is_main:
-            if val_set is not None:  # multi-dataset run: the best weights on the carved validation split
+            if val_set is not None and multi:  # multi-dataset run: the best weights on the carved validation split
                 summary["evaluation"] = evaluate_best_on_val(trainer, val_set, out, task=task, progress=progress)
             else:
                 summary["evaluation"] = evaluate_run(trainer, task, root, out, layout=layout, manifest=manifest,

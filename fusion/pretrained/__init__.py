@@ -139,21 +139,29 @@ def export_run(run: str | Path, out_dir: Path | None = None, *, weights: str = "
     return w, j, md
 
 
+def _listed(v: Any) -> Any:
+    """Tuples as the lists the JSON sidecar shows."""
+    return list(v) if isinstance(v, tuple) else v
+
+
 def model_card(info: dict[str, Any]) -> str:
     """Markdown model card of a bundled model's JSON sidecar."""
-    t, cfg, tr = info["task"], info["config"], info["training"]
+    from fusion.config import TaskConfig
+
+    t, tr = info["task"], info["training"]
+    cfg = TaskConfig.from_dict(info["config"])  # the run's effective config (flat in older sidecars)
     rec = tr.get("recipe") or {}
     lines = [f"# RWKVFusion {t}: bundled model", "",
              f"- Weights: `{t}.safetensors`, float16, {tr['weights']}.",
              f"- Data: {tr.get('data')} (every dataset found under the roots; validation split carved from them, "
              f"never the test sets).",
-             f"- Recipe: `{rec.get('name')}` -- batch {tr.get('batch_size')}, crop {rec.get('crop_size')}, "
-             f"lr {rec.get('lr')} -> {rec.get('min_lr')} cosine, EMA {rec.get('ema_decay')}, drop path "
-             f"{rec.get('drop_path')}; seed {tr.get('seed')}.",
+             f"- Recipe: `{rec.get('name')}` -- batch {tr.get('batch_size')}, crop {_listed(cfg.data.crop_size)}, "
+             f"lr {cfg.optim.lr} -> {cfg.optim.min_lr} cosine, EMA {rec.get('ema_decay')}, drop path "
+             f"{cfg.model.drop_path}; seed {tr.get('seed')}.",
              f"- Steps: {tr['steps_trained']} of {tr['total_steps']} trained; exported step {tr['step']}; "
              f"wall time {tr['wall_seconds'] / 60:.1f} min ({tr.get('world_size')} process, CPU).",
-             f"- Loss: Eq. 20 weights eta = {cfg.get('eta')}, intensity target `{cfg.get('intensity_target')}`, "
-             f"head base `{cfg.get('fusion_base')}` (docs/ablations.md).",
+             f"- Loss: Eq. 20 weights eta = {_listed(cfg.loss.eta)}, intensity target `{cfg.loss.intensity_target}`, "
+             f"head base `{cfg.model.fusion_base}` (docs/ablations.md).",
              "- Guidance: trained and run without text or masks (no manifests for these training sets).", ""]
     val = info.get("validation")
     if val:

@@ -1,15 +1,18 @@
 """The one registry of per-task configurations (Table 1 and supplement sec. 1; Eq. 19-20).
 
-`get_config(task, **overrides)` returns a frozen `TaskConfig`; `TASKS` names the six tasks. Every number
-the paper gives lives here (architecture, optimiser, schedule, crops, loss weights) together with the
-text/mask settings. `TaskConfig.to_dict()/from_dict()` and `to_yaml()/from_yaml()`
-serialise it for checkpoints.
+`get_config(task, **overrides)` returns a frozen `TaskConfig` made of typed sections: `model` (I/O and
+architecture, Table 1), `data` (crops, ratio, dataset mix; supplement sec. 1), `loss` (Eq. 19-20 weights),
+`optim` (AdamW and cosine schedule, Table 1) and `guidance` (text and mask inputs, main paper sec. 3.5).
+Every number the paper gives lives here; consumers read their section and keep no defaults of their own.
+Overrides use the flat field names (`crop_size=`, `eta=`, `bands=`), each routed to its section.
+`TaskConfig.to_dict()/from_dict()` and `to_yaml()/from_yaml()` serialise it; `from_dict` also reads
+the flat form of older checkpoints.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from rwkvfusion_io.tasks import FUSION_TASKS, SPECTRAL_RATIO, SPECTRAL_TASKS, TASKS
 
@@ -18,11 +21,15 @@ SHARPENING_TASKS = SPECTRAL_TASKS
 MaskKind = Literal["none", "binary", "two", "onehot"]
 
 
-@dataclass(frozen=True)
-class TaskConfig:
-    """Every setting of one task. Tuples with one entry per U-net level (encoder stage i / decoder mirror)."""
+def _check_choice(section: str, name: str, value: Any, choices: tuple[Any, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{section}.{name}: {value!r} not in {choices}")
 
-    task: str
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network I/O and architecture (Table 1; Eq. 2 spatial mixing). Tuples have one entry per U-net level."""
+
     # ---- I/O: `a` is the main input (ir/MRI/under/far, or the upsampled LRMS `lms`), `b` the second source
     a_channels: int = 1            # pan: MS bands (4 GF2/QB, 8 WV3); hmif: HS bands (128 Chikusei, 102 Pavia)
     b_channels: int = 1            # pan: 1 (PAN); hmif: 3 (HR-MSI)
@@ -32,7 +39,6 @@ class TaskConfig:
     # fusion head base: "none" = Conv3x3(res3conv(feat) + embedding) (main paper sec. 3); "mean" adds (A + B) / 2 and
     # zero-initialises the head, so training starts from the average image (like the residual sharpening head)
     fusion_base: Literal["none", "mean"] = "none"
-    ratio: int = 1                 # spatial ratio LRMS -> PAN (pan/hmif: 4); informational for data/metrics
     # ---- architecture (Table 1)
     arch: Literal["unet", "plain"] = "unet"
     base_channels: int = 32
@@ -50,95 +56,34 @@ class TaskConfig:
     wkv_impl: str | None = None    # rwkvfusion_kernels.bi_wkv impl override (None = auto)
     attn_head_dim: int = 32        # only for spatial_op="attention"
     cond_source: Literal["b", "ab"] = "b"  # conditioning from the second source or from cat[a, b]
-    # ---- text guidance (main paper sec. 3.5)
-    use_text: bool = True
-    text_dim: int = 512            # T5 width: 1024 for VIF/MIF (two captions concatenated along channels)
+    # ---- text/mask branch widths (main paper sec. 3.5)
     text_hidden: int = 64          # model-level text projection width
-    text_max_len: int = 512        # positions of the fixed sin-cos embedding
     text_ds_ratios: tuple[int, ...] = (8, 4)  # image downsample before the joint [image; text] mix, per level
-    text_drop: float = 0.0         # train-time probability of dropping the whole batch's text
-    # ---- mask guidance
-    mask_kind: MaskKind = "binary"
-    mask_channels: int = 1         # channels of a float mask input ([B, mask_channels, H, W])
-    mask_classes: int = 0          # one-hot vocabulary size for "onehot" masks (20): ids 1..n, 0 = background
-    # ---- optimisation (Table 1)
-    batch_size: int = 10
-    epochs: int = 200
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.95, 0.99)
-    weight_decay: float = 1e-6
-    min_lr: float = 1e-5           # cosine annealing 1e-3 -> 1e-5
-    # ---- data (supplement sec. 1)
-    crop_size: tuple[int, int] | None = (224, 280)   # (H, W) training crop; None = uncropped (MIF)
-    crop_scale: tuple[float, float] | None = None    # RandomResizedCrop scale (MEF/MFF)
-    crop_ratio: tuple[float, float] | None = None    # RandomResizedCrop aspect ratio (MEF/MFF)
-    # pan/hmif .mat scenes: "file" = the file name's split; "halves" = train / val / test regions of every
-    # scene (rwkvfusion_io.spectral.half_region), for test scenes that are the only data of their sensor
-    scene_split: Literal["file", "halves"] = "file"
-    # ---- losses (Eq. 19-20, Table 1)
-    eta: tuple[float, float, float] = (10.0, 2.0, 20.0)  # intensity, SSIM, gradient
-    gt_weight: float = 5.0         # + gt_weight * L1(F, GT) when a ground truth exists
-    # intensity term target: "sources" = Eq. 20, L1(F, A) + L1(F, B) (mask-aware for VIF); "max" = 2 L1(F, max(A, B))
-    # (the peers' target (FILM, TeSG): keeps the brighter source's contrast instead of pulling F to the average)
-    intensity_target: Literal["sources", "max"] = "sources"
-    pan_lambda: float = 0.1        # Eq. 19: L1 + lambda * (1 - SSIM)
-    ssim_window: int = 5
-    ssim_sigma: float = 1.5
-    # ---- training data mix and validation split (multi-dataset training, `fusion.data.multi`)
-    # sampling weight of each dataset found under the training roots, by its folder name (first path part of
-    # its location under the root, e.g. "msrs", or the full relative path "harvard/SPECT-MRI"); datasets not
-    # named weigh 1. A dataset of weight w is drawn w / sum(w) of the time, uniformly inside it.
-    dataset_weights: dict[str, float] = field(default_factory=dict)
-    val_fraction: float = 0.1      # groups (Harvard: series, else pairs) of each dataset held out for validation
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form, carried through serialisation
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"TaskConfig.task: unknown task {self.task!r}; expected one of {TASKS}")
         n = len(self.chan_upscales)
         for name in ("enc_layers", "dec_layers", "ffn_ratios", "text_ds_ratios"):
             if len(getattr(self, name)) != n:
-                raise ValueError(f"TaskConfig.{name}: needs {n} entries (one per level, like chan_upscales), "
+                raise ValueError(f"ModelConfig.{name}: needs {n} entries (one per level, like chan_upscales), "
                                  f"got {getattr(self, name)}")
-        if self.scan_mode not in ("K0", "K2", "K4"):
-            raise ValueError(f"TaskConfig.scan_mode: {self.scan_mode!r} not in K0/K2/K4")
-        if self.spatial_op not in ("bi_wkv", "attention"):
-            raise ValueError(f"TaskConfig.spatial_op: {self.spatial_op!r} not in ('bi_wkv', 'attention')")
-        if self.spatial_gate not in ("silu", "receptance"):
-            raise ValueError(f"TaskConfig.spatial_gate: {self.spatial_gate!r} not in ('silu', 'receptance')")
-        if self.arch not in ("unet", "plain"):
-            raise ValueError(f"TaskConfig.arch: {self.arch!r} not in ('unet', 'plain')")
-        if self.head not in ("fusion", "residual"):
-            raise ValueError(f"TaskConfig.head: {self.head!r} not in ('fusion', 'residual')")
-        if self.fusion_base not in ("none", "mean"):
-            raise ValueError(f"TaskConfig.fusion_base: {self.fusion_base!r} not in ('none', 'mean')")
-        if self.output_clamp not in ("ste", "hard", "none"):
-            raise ValueError(f"TaskConfig.output_clamp: {self.output_clamp!r} not in ('ste', 'hard', 'none')")
-        if self.scene_split not in ("file", "halves"):
-            raise ValueError(f"TaskConfig.scene_split: {self.scene_split!r} not in ('file', 'halves')")
-        if self.intensity_target not in ("sources", "max"):
-            raise ValueError(f"TaskConfig.intensity_target: {self.intensity_target!r} not in ('sources', 'max')")
-        if self.mask_kind not in ("none", "binary", "two", "onehot"):
-            raise ValueError(f"TaskConfig.mask_kind: {self.mask_kind!r} not in none/binary/two/onehot")
-        if self.mask_kind == "onehot" and self.mask_classes < 2:
-            raise ValueError("TaskConfig.mask_classes: a one-hot mask needs at least 2 classes")
-        if not 0.0 <= self.text_drop <= 1.0:
-            raise ValueError(f"TaskConfig.text_drop: {self.text_drop} not in [0, 1]")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"TaskConfig.val_fraction: {self.val_fraction} not in [0, 1)")
-        if any(float(w) < 0 for w in self.dataset_weights.values()):
-            raise ValueError(f"TaskConfig.dataset_weights: negative weight in {self.dataset_weights}")
+        _check_choice("ModelConfig", "scan_mode", self.scan_mode, ("K0", "K2", "K4"))
+        _check_choice("ModelConfig", "spatial_op", self.spatial_op, ("bi_wkv", "attention"))
+        _check_choice("ModelConfig", "spatial_gate", self.spatial_gate, ("silu", "receptance"))
+        _check_choice("ModelConfig", "arch", self.arch, ("unet", "plain"))
+        _check_choice("ModelConfig", "head", self.head, ("fusion", "residual"))
+        _check_choice("ModelConfig", "fusion_base", self.fusion_base, ("none", "mean"))
+        _check_choice("ModelConfig", "output_clamp", self.output_clamp, ("ste", "hard", "none"))
+        _check_choice("ModelConfig", "cond_source", self.cond_source, ("b", "ab"))
         if not 0.0 <= self.drop_path < 1.0:
-            raise ValueError(f"TaskConfig.drop_path: {self.drop_path} not in [0, 1)")
-        for name in ("a_channels", "b_channels", "out_channels", "base_channels", "text_dim", "text_hidden"):
+            raise ValueError(f"ModelConfig.drop_path: {self.drop_path} not in [0, 1)")
+        for name in ("a_channels", "b_channels", "out_channels", "base_channels", "text_hidden"):
             if getattr(self, name) < 1:
-                raise ValueError(f"TaskConfig.{name}: must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"ModelConfig.{name}: must be >= 1, got {getattr(self, name)}")
         if min(self.chan_upscales) < 1 or min(self.text_ds_ratios) < 1 or min(self.ffn_ratios) < 1:
-            raise ValueError("TaskConfig: chan_upscales, text_ds_ratios and ffn_ratios must be >= 1")
+            raise ValueError("ModelConfig: chan_upscales, text_ds_ratios and ffn_ratios must be >= 1")
         if self.head == "residual" and self.out_channels != self.a_channels:
-            raise ValueError("TaskConfig: the residual head adds `a` (lms), so out_channels must equal a_channels")
+            raise ValueError("ModelConfig: the residual head adds `a` (lms), so out_channels must equal a_channels")
 
-    # ------------------------------------------------------------------ derived
     @property
     def n_levels(self) -> int:
         """Number of U-net encoder (= decoder) stages."""
@@ -149,6 +94,109 @@ class TaskConfig:
         """Inputs are padded to a multiple of this factor (2 per level)."""
         return 2 ** self.n_levels if self.arch == "unet" else 1
 
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training crops (supplement sec. 1), spatial ratio, multi-dataset mix and validation split."""
+
+    ratio: int = 1                 # spatial ratio LRMS -> PAN (pan/hmif: 4); informational for data/metrics
+    crop_size: tuple[int, int] | None = (224, 280)   # (H, W) training crop; None = uncropped (MIF)
+    crop_scale: tuple[float, float] | None = None    # crop area scale (VIF crop, MEF/MFF RandomResizedCrop)
+    crop_ratio: tuple[float, float] | None = None    # RandomResizedCrop aspect ratio (MEF/MFF)
+    # sampling weight of each dataset found under the training roots, by its folder name (first path part of
+    # its location under the root, e.g. "msrs", or the full relative path "harvard/SPECT-MRI"); datasets not
+    # named weigh 1. A dataset of weight w is drawn w / sum(w) of the time, uniformly inside it.
+    dataset_weights: dict[str, float] = field(default_factory=dict)
+    val_fraction: float = 0.1      # groups (Harvard: series, else pairs) of each dataset held out for validation
+    # caption used by single-caption tasks (text_dim = encoder width): "a" or "b" (the other when absent)
+    text_source: Literal["a", "b"] = "a"
+    # pan/hmif .mat scenes: "file" = the file name's split; "halves" = train / val / test regions of every
+    # scene (rwkvfusion_io.spectral.half_region), for test scenes that are the only data of their sensor
+    scene_split: Literal["file", "halves"] = "file"
+
+    def __post_init__(self) -> None:
+        if self.ratio < 1:
+            raise ValueError(f"DataConfig.ratio: must be >= 1, got {self.ratio}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"DataConfig.val_fraction: {self.val_fraction} not in [0, 1)")
+        if any(float(w) < 0 for w in self.dataset_weights.values()):
+            raise ValueError(f"DataConfig.dataset_weights: negative weight in {self.dataset_weights}")
+        _check_choice("DataConfig", "text_source", self.text_source, ("a", "b"))
+        _check_choice("DataConfig", "scene_split", self.scene_split, ("file", "halves"))
+        for name in ("crop_size", "crop_scale", "crop_ratio"):
+            v = getattr(self, name)
+            if v is not None and len(v) != 2:
+                raise ValueError(f"DataConfig.{name}: needs 2 entries or None, got {v}")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss weights: Eq. 20 (fusion) and Eq. 19 (pansharpening/HMIF), Table 1."""
+
+    eta: tuple[float, float, float] = (10.0, 2.0, 20.0)  # intensity, SSIM, gradient
+    gt_weight: float = 5.0         # + gt_weight * L1(F, GT) when a ground truth exists
+    # intensity term target: "sources" = Eq. 20, L1(F, A) + L1(F, B) (mask-aware for VIF); "max" = 2 L1(F, max(A, B))
+    # (the peers' target (FILM, TeSG): keeps the brighter source's contrast instead of pulling F to the average)
+    intensity_target: Literal["sources", "max"] = "sources"
+    # SSIM term weights: "image" = one gradient-energy weight per image, "pixel" = per pixel
+    ssim_weighting: Literal["image", "pixel"] = "image"
+    ssim_window: int = 5
+    ssim_sigma: float = 1.5
+    pan_lambda: float = 0.1        # Eq. 19: L1 + lambda * (1 - SSIM)
+    pan_ssim_window: int = 11      # Eq. 19 SSIM window (the standard Wang et al. window)
+
+    def __post_init__(self) -> None:
+        if len(self.eta) != 3:
+            raise ValueError(f"LossConfig.eta: needs 3 weights (intensity, SSIM, gradient), got {self.eta}")
+        _check_choice("LossConfig", "intensity_target", self.intensity_target, ("sources", "max"))
+        _check_choice("LossConfig", "ssim_weighting", self.ssim_weighting, ("image", "pixel"))
+        for name in ("ssim_window", "pan_ssim_window"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"LossConfig.{name}: must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with cosine annealing 1e-3 -> 1e-5 (Table 1); gradient-norm clipping (0 = off)."""
+
+    batch_size: int = 10
+    epochs: int = 200
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.95, 0.99)
+    weight_decay: float = 1e-6
+    min_lr: float = 1e-5
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"OptimConfig.{name}: must be >= 1, got {getattr(self, name)}")
+        if len(self.betas) != 2:
+            raise ValueError(f"OptimConfig.betas: needs 2 entries, got {self.betas}")
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    """Text and mask inputs (main paper sec. 3.5)."""
+
+    use_text: bool = True
+    text_dim: int = 512            # T5 width: 1024 for VIF/MIF (two captions concatenated along channels)
+    text_max_len: int = 512        # positions of the fixed sin-cos embedding
+    text_drop: float = 0.0         # train-time probability of dropping the whole batch's text
+    mask_kind: MaskKind = "binary"
+    mask_channels: int = 1         # channels of a float mask input ([B, mask_channels, H, W])
+    mask_classes: int = 0          # one-hot vocabulary size for "onehot" masks (20): ids 1..n, 0 = background
+
+    def __post_init__(self) -> None:
+        _check_choice("GuidanceConfig", "mask_kind", self.mask_kind, ("none", "binary", "two", "onehot"))
+        if self.mask_kind == "onehot" and self.mask_classes < 2:
+            raise ValueError("GuidanceConfig.mask_classes: a one-hot mask needs at least 2 classes")
+        if not 0.0 <= self.text_drop <= 1.0:
+            raise ValueError(f"GuidanceConfig.text_drop: {self.text_drop} not in [0, 1]")
+        for name in ("text_dim", "text_max_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"GuidanceConfig.{name}: must be >= 1, got {getattr(self, name)}")
+
     @property
     def mask_in_channels(self) -> int:
         """Channels the model's mask branch receives (0 when the task has no mask)."""
@@ -156,30 +204,107 @@ class TaskConfig:
             return 0
         return self.mask_classes if self.mask_kind == "onehot" else self.mask_channels
 
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "loss": LossConfig, "optim": OptimConfig,
+                             "guidance": GuidanceConfig}
+# flat field name -> its section (each name lives in exactly one section)
+FIELD_SECTION: dict[str, str] = {f.name: s for s, c in SECTIONS.items() for f in dataclasses.fields(c)}
+assert len(FIELD_SECTION) == sum(len(dataclasses.fields(c)) for c in SECTIONS.values()), "duplicate field names"
+# convenience aliases accepted by get_config/build_model
+_ALIASES = {"bands": ("a_channels", "out_channels")}
+# keys of the old free-form `extra` dict of flat configs, now typed fields
+_OLD_EXTRA_KEYS = ("text_source", "ssim_weighting", "pan_ssim_window")
+
+
+def _value(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _plain(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else (dict(v) if isinstance(v, dict) else v)
+
+
+def route_overrides(overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Flat overrides (``crop_size=``, ``bands=``) or section ones (``loss={"eta": ...}``) -> {section: {field: value}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for k, v in overrides.items():
+        if k in SECTIONS:
+            if isinstance(v, SECTIONS[k]):
+                v = {f.name: getattr(v, f.name) for f in dataclasses.fields(v)}
+            if not isinstance(v, dict):
+                raise ValueError(f"override {k!r}: expected a {SECTIONS[k].__name__} or a dict, got {type(v).__name__}")
+            for name, x in v.items():
+                if FIELD_SECTION.get(name) != k:
+                    raise ValueError(f"unknown {SECTIONS[k].__name__} field {name!r}; valid fields: "
+                                     f"{sorted(n for n, s in FIELD_SECTION.items() if s == k)}")
+                out.setdefault(k, {})[name] = _value(x)
+        elif k in _ALIASES:
+            for target in _ALIASES[k]:
+                out.setdefault(FIELD_SECTION[target], {})[target] = v
+        elif k in FIELD_SECTION:
+            out.setdefault(FIELD_SECTION[k], {})[k] = _value(v)
+        else:
+            raise ValueError(f"unknown TaskConfig field {k!r}; valid fields: {sorted([*FIELD_SECTION, *_ALIASES])}")
+    return out
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Every setting of one task, grouped into typed sections (Table 1; supplement sec. 1)."""
+
+    task: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+
+    SECTIONS: ClassVar[dict[str, type]] = SECTIONS
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"TaskConfig.task: unknown task {self.task!r}; expected one of {TASKS}")
+        for name, cls in SECTIONS.items():
+            if not isinstance(getattr(self, name), cls):
+                raise TypeError(f"TaskConfig.{name}: expected a {cls.__name__}, got {type(getattr(self, name)).__name__}")
+
     @property
     def is_fusion(self) -> bool:
         return self.task in FUSION_TASKS
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON/YAML-friendly dict (tuples become lists)."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else (dict(v) if isinstance(v, dict) else v)
+        """Plain JSON/YAML-friendly dict ``{"task", "model": {...}, "data": {...}, ...}`` (tuples become lists)."""
+        out: dict[str, Any] = {"task": self.task}
+        for name in SECTIONS:
+            sec = getattr(self, name)
+            out[name] = {f.name: _plain(getattr(sec, f.name)) for f in dataclasses.fields(sec)}
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TaskConfig:
-        """Inverse of `to_dict`; unknown keys raise a ValueError naming them."""
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise ValueError(f"TaskConfig.from_dict: unknown keys {unknown}")
+        """Inverse of `to_dict`; also reads the flat form of older checkpoints. Unknown keys raise a ValueError."""
         if "task" not in d:
             raise ValueError("TaskConfig.from_dict: missing key 'task'")
-        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
-        return cls(**kw)
+        rest = {k: v for k, v in d.items() if k != "task"}
+        if any(isinstance(rest.get(s), dict) for s in SECTIONS):  # sectioned form
+            unknown = sorted(set(rest) - set(SECTIONS))
+        else:  # flat form: every field at the top level, free-form keys under "extra"
+            extra = dict(rest.pop("extra", None) or {})
+            unknown = sorted(set(rest) - set(FIELD_SECTION)) + sorted(f"extra.{k}" for k in set(extra) - set(_OLD_EXTRA_KEYS))
+            rest.update(extra)
+        if unknown:
+            raise ValueError(f"TaskConfig.from_dict: unknown keys {unknown}")
+        try:
+            routed = route_overrides(rest)
+        except ValueError as exc:
+            raise ValueError(f"TaskConfig.from_dict: unknown keys ({exc})") from exc
+        return cls(task=d["task"], **{s: SECTIONS[s](**routed.get(s, {})) for s in SECTIONS})
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """Every field at the top level (``{"task", "a_channels", ...}``), the form older checkpoints stored."""
+        nested = self.to_dict()
+        return {"task": self.task, **{k: v for name in SECTIONS for k, v in nested[name].items()}}
 
     def to_yaml(self) -> str:
         import yaml
@@ -196,8 +321,9 @@ class TaskConfig:
         return cls.from_dict(d)
 
     def replace(self, **overrides: Any) -> TaskConfig:
-        """`dataclasses.replace` with a clear error for unknown field names."""
-        return _replace(self, overrides)
+        """This config with flat (``eta=``) or section (``loss={...}``) overrides; unknown names raise ValueError."""
+        routed = route_overrides(overrides)
+        return dataclasses.replace(self, **{s: dataclasses.replace(getattr(self, s), **kw) for s, kw in routed.items()})
 
 
 _COMMON_FUSION = dict(a_channels=1, b_channels=1, out_channels=1, head="fusion", ratio=1)
@@ -206,11 +332,12 @@ _COMMON_SHARP = dict(head="residual", ratio=SPECTRAL_RATIO, chan_upscales=(2, 1,
                      text_ds_ratios=(4, 2, 1), mask_kind="none", mask_channels=0, batch_size=64, epochs=800,
                      crop_size=(64, 64), plain_layers=8)
 
+# per-task values in flat names (routed to their sections); fields not named keep the section's value
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    # VIF: MSRS/M3FD, crop+resize 224x280, binary mask (MSRS labels binarised / merged SAM masks)
+    # VIF: MSRS/M3FD, crop (area scale [0.5, 1]) + resize 224x280, binary mask (MSRS labels binarised / merged SAM masks)
     "vif": dict(**_COMMON_FUSION, chan_upscales=(1, 1), enc_layers=(1, 1), dec_layers=(1, 1), ffn_ratios=(2, 2),
                 drop_path=0.2, text_dim=1024, text_ds_ratios=(8, 4), mask_kind="binary", mask_channels=1,
-                batch_size=10, epochs=200, crop_size=(224, 280), plain_layers=4),
+                batch_size=10, epochs=200, crop_size=(224, 280), crop_scale=(0.5, 1.0), plain_layers=4),
     # MIF: Harvard MRI-SPECT, uncropped, two-channel mask
     "mif": dict(**_COMMON_FUSION, chan_upscales=(1, 1), enc_layers=(1, 1), dec_layers=(1, 1), ffn_ratios=(2, 2),
                 drop_path=0.3, text_dim=1024, text_ds_ratios=(4, 4), mask_kind="two", mask_channels=2,
@@ -232,89 +359,67 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "hmif": dict(**_COMMON_SHARP, a_channels=128, b_channels=3, out_channels=128),
 }
 
-# convenience aliases accepted by get_config/build_model
-_ALIASES = {"bands": ("a_channels", "out_channels")}
-
-
-def _replace(cfg: TaskConfig, overrides: dict[str, Any]) -> TaskConfig:
-    names = {f.name for f in dataclasses.fields(TaskConfig)}
-    kw: dict[str, Any] = {}
-    for k, v in overrides.items():
-        if k in _ALIASES:
-            for target in _ALIASES[k]:
-                kw[target] = v
-        elif k in names:
-            kw[k] = tuple(v) if isinstance(v, list) else v
-        else:
-            raise ValueError(f"unknown TaskConfig field {k!r}; valid fields: {sorted(names)}")
-    return dataclasses.replace(cfg, **kw)
-
 
 def get_config(task: str, **overrides: Any) -> TaskConfig:
-    """Paper configuration of `task` with `overrides` applied (`bands=` sets a_channels and out_channels)."""
+    """Paper configuration of `task` with flat or section `overrides` (`bands=` sets a_channels and out_channels)."""
     if task not in _DEFAULTS:
         raise ValueError(f"get_config: unknown task {task!r}; expected one of {TASKS}")
-    cfg = TaskConfig(task=task, **_DEFAULTS[task])
-    return _replace(cfg, overrides) if overrides else cfg
+    routed = route_overrides({**_DEFAULTS[task], **overrides})
+    return TaskConfig(task=task, **{s: SECTIONS[s](**routed.get(s, {})) for s in SECTIONS})
 
 
 # --------------------------------------------------------------------------- training recipes
 RecipeName = Literal["paper", "cpu"]
 RECIPES: tuple[str, ...] = ("paper", "cpu")
+# the budget fields of a recipe; every other key of a recipe entry is a TaskConfig override
+_BUDGET = ("steps", "epochs", "ema_decay", "checkpoint_every", "val_every", "val_max_pairs", "val_max_side")
 
 
 @dataclass(frozen=True)
 class TrainRecipe:
-    """How one task is trained: budget, crops, optimiser schedule, EMA, validation cadence.
+    """How one task is trained: a budget (steps or epochs, EMA, checkpoint/validation cadence) plus config overrides.
 
-    ``paper`` is Table 1 (GPU: the task config's epochs, batch, crop, lr 1e-3 -> 1e-5 cosine); ``cpu`` is
-    sized for a 2-core machine (about 90 minutes). ``steps`` (when set) overrides ``epochs``. The crop
-    fields and ``drop_path`` replace the task config's for training (``config_overrides``); inference is
-    fully convolutional, so the bundled model runs at any size.
+    ``paper`` is Table 1 (the task config's epochs, batch, crop, lr 1e-3 -> 1e-5 cosine, no overrides); ``cpu``
+    is sized for a 2-core machine (about 90 minutes). ``steps`` (when set) overrides ``epochs``. ``overrides``
+    are flat ``TaskConfig`` field names (crop, batch, lr, drop path, loss choices justified in
+    docs/ablations.md), checked against the sections when the recipe is made; ``apply(cfg)`` applies them.
+    Inference is fully convolutional, so the bundled model runs at any size.
     """
 
     name: str
-    batch_size: int
     steps: int | None = None
     epochs: int | None = None
-    crop_size: tuple[int, int] | None = None
-    crop_scale: tuple[float, float] | None = None
-    crop_ratio: tuple[float, float] | None = None
-    lr: float = 1e-3
-    min_lr: float = 1e-5
     ema_decay: float = 0.999
-    drop_path: float = 0.0
     checkpoint_every: int = 1000
     val_every: int = 1000          # steps between validations of the EMA weights (the best is kept)
     val_max_pairs: int = 16        # validation pairs per dataset
     val_max_side: int = 512        # validation pairs area-downscaled to this longer side
-    # further TaskConfig fields this recipe changes (loss/head choices justified in docs/ablations.md)
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if (self.steps is None) == (self.epochs is None):
             raise ValueError(f"TrainRecipe {self.name!r}: give exactly one of steps or epochs")
-        for f in ("batch_size", "checkpoint_every", "val_every", "val_max_pairs", "val_max_side"):
+        for f in ("checkpoint_every", "val_every", "val_max_pairs", "val_max_side"):
             if getattr(self, f) < 1:
                 raise ValueError(f"TrainRecipe.{f}: must be >= 1, got {getattr(self, f)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"TrainRecipe.ema_decay: {self.ema_decay} not in [0, 1)")
+        route_overrides(self.overrides)  # unknown names raise here
 
-    def config_overrides(self) -> dict[str, Any]:
-        """The ``TaskConfig`` fields this recipe sets for training."""
-        return {"crop_size": self.crop_size, "crop_scale": self.crop_scale, "crop_ratio": self.crop_ratio,
-                "drop_path": self.drop_path, "batch_size": self.batch_size, "lr": self.lr, "min_lr": self.min_lr,
-                **self.overrides}
+    def apply(self, cfg: TaskConfig) -> TaskConfig:
+        """``cfg`` with this recipe's overrides."""
+        return cfg.replace(**self.overrides) if self.overrides else cfg
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else
-                         {k: list(x) if isinstance(x, tuple) else x for k, x in v.items()} if isinstance(v, dict) else v)
-                for f in dataclasses.fields(self)}
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "overrides"},
+                "overrides": {k: _plain(v) for k, v in self.overrides.items()}}
 
 
 # CPU recipes: 2 shared cores, about 1-2 s per step at batch 4 and 64x64 (3 s at 128x128) for the U-net of
 # Table 1. MIF crops are exact windows of the 256x256 slices (ratio 1: no resampling, so the network sees
 # test-time statistics); VIF/MEF/MFF keep the paper's random-resized-crop family (not yet tuned on CPU).
+# Keys: the budget fields of TrainRecipe; every other key is a flat TaskConfig override (an "overrides" dict
+# may hold more); drop_path is 0 unless given.
 _CPU_RECIPES: dict[str, dict[str, Any]] = {
     "vif": dict(steps=3000, batch_size=4, crop_size=(128, 128), crop_scale=(0.5, 1.0), ema_decay=0.995,
                 checkpoint_every=100, val_every=250),
@@ -334,19 +439,26 @@ _CPU_RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+def _cpu_recipe(task: str) -> TrainRecipe:
+    entry = dict(_CPU_RECIPES[task])
+    overrides = {"drop_path": 0.0, **{k: v for k, v in entry.items() if k not in (*_BUDGET, "overrides")},
+                 **entry.get("overrides", {})}
+    return TrainRecipe(name="cpu", overrides=overrides, **{k: v for k, v in entry.items() if k in _BUDGET})
+
+
 def get_recipe(task: str, name: str = "paper") -> TrainRecipe:
     """The ``paper`` (Table 1, from the task config) or ``cpu`` training recipe of ``task``."""
     if task not in _DEFAULTS:
         raise ValueError(f"get_recipe: unknown task {task!r}; expected one of {TASKS}")
     if name == "paper":
-        cfg = get_config(task)
-        return TrainRecipe(name="paper", epochs=cfg.epochs, batch_size=cfg.batch_size, crop_size=cfg.crop_size,
-                           crop_scale=cfg.crop_scale, crop_ratio=cfg.crop_ratio, lr=cfg.lr, min_lr=cfg.min_lr,
-                           ema_decay=0.999, drop_path=cfg.drop_path)
+        return TrainRecipe(name="paper", epochs=get_config(task).optim.epochs, ema_decay=0.999)
     if name == "cpu":
-        return TrainRecipe(name="cpu", **_CPU_RECIPES[task])
+        rec = _cpu_recipe(task)
+        rec.apply(get_config(task))  # values are checked by the sections
+        return rec
     raise ValueError(f"get_recipe: unknown recipe {name!r}; expected one of {RECIPES}")
 
 
-__all__ = ["TASKS", "FUSION_TASKS", "SHARPENING_TASKS", "RECIPES", "TaskConfig", "TrainRecipe", "get_config",
-           "get_recipe"]
+__all__ = ["TASKS", "FUSION_TASKS", "SHARPENING_TASKS", "RECIPES", "SECTIONS", "FIELD_SECTION", "ModelConfig",
+           "DataConfig", "LossConfig", "OptimConfig", "GuidanceConfig", "TaskConfig", "TrainRecipe", "get_config",
+           "get_recipe", "route_overrides"]

@@ -5,12 +5,14 @@ conventions (float images in [0, 1], [B, C, H, W]); ``parts`` maps each weighted
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d, spatial_gradient
 from torch import nn
+
+from fusion.config import LossConfig, TaskConfig
+
+_L = LossConfig()  # constructor defaults are the registry's (Table 1), not copies
 
 
 def ssim_map(x: torch.Tensor, y: torch.Tensor, window: int = 5, sigma: float = 1.5, data_range: float = 1.0
@@ -62,9 +64,9 @@ class FusionLoss(nn.Module):
     Defaults (eta1, eta2, eta3) = (10, 2, 20), gt_weight = 5.
     """
 
-    def __init__(self, task: str = "vif", eta: tuple[float, float, float] = (10.0, 2.0, 20.0), gt_weight: float = 5.0,
-                 ssim_window: int = 5, ssim_sigma: float = 1.5, weighting: str = "image", eps: float = 1e-4,
-                 intensity_target: str = "sources"):
+    def __init__(self, task: str = "vif", eta: tuple[float, float, float] = _L.eta, gt_weight: float = _L.gt_weight,
+                 ssim_window: int = _L.ssim_window, ssim_sigma: float = _L.ssim_sigma, weighting: str = _L.ssim_weighting,
+                 eps: float = 1e-4, intensity_target: str = _L.intensity_target):
         super().__init__()
         if intensity_target not in ("sources", "max"):
             raise ValueError(f"intensity_target must be 'sources' or 'max', got {intensity_target!r}")
@@ -122,7 +124,7 @@ class PanLoss(nn.Module):
     the common call signature but not used (likewise ``mask`` and ``has_mask``); ``gt`` is required.
     """
 
-    def __init__(self, lam: float = 0.1, ssim_window: int = 11, ssim_sigma: float = 1.5):
+    def __init__(self, lam: float = _L.pan_lambda, ssim_window: int = _L.pan_ssim_window, ssim_sigma: float = _L.ssim_sigma):
         super().__init__()
         self.lam, self.ssim_window, self.ssim_sigma = float(lam), ssim_window, ssim_sigma
 
@@ -139,18 +141,11 @@ class PanLoss(nn.Module):
         return total, {"l1": float(l1.detach()), "ssim": float(ssim_term.detach()), "total": float(total.detach())}
 
 
-def build_loss(cfg: Any) -> nn.Module:
-    """The task's loss from a ``fusion.config.TaskConfig``: ``PanLoss`` for pan/hmif, ``FusionLoss`` otherwise.
-
-    Reads ``task``, ``eta``, ``gt_weight``, ``ssim_window``, ``ssim_sigma``, ``pan_lambda`` and, from
-    ``cfg.extra``, ``ssim_weighting`` ("image"/"pixel") and ``pan_ssim_window`` (11).
-    """
-    extra = getattr(cfg, "extra", None) or {}
-    task = getattr(cfg, "task", "vif")
-    if task in ("pan", "hmif"):
-        return PanLoss(lam=getattr(cfg, "pan_lambda", 0.1), ssim_window=int(extra.get("pan_ssim_window", 11)),
-                       ssim_sigma=getattr(cfg, "ssim_sigma", 1.5))
-    return FusionLoss(task=task, eta=getattr(cfg, "eta", (10.0, 2.0, 20.0)), gt_weight=getattr(cfg, "gt_weight", 5.0),
-                      ssim_window=getattr(cfg, "ssim_window", 5), ssim_sigma=getattr(cfg, "ssim_sigma", 1.5),
-                      weighting=str(extra.get("ssim_weighting", "image")),
-                      intensity_target=getattr(cfg, "intensity_target", "sources"))
+def build_loss(cfg: TaskConfig) -> nn.Module:
+    """The task's loss from ``cfg.loss``: ``PanLoss`` (Eq. 19) for pan/hmif, ``FusionLoss`` (Eq. 20) otherwise."""
+    loss = cfg.loss
+    if cfg.task in ("pan", "hmif"):
+        return PanLoss(lam=loss.pan_lambda, ssim_window=loss.pan_ssim_window, ssim_sigma=loss.ssim_sigma)
+    return FusionLoss(task=cfg.task, eta=loss.eta, gt_weight=loss.gt_weight, ssim_window=loss.ssim_window,
+                      ssim_sigma=loss.ssim_sigma, weighting=loss.ssim_weighting,
+                      intensity_target=loss.intensity_target)

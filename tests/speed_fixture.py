@@ -39,17 +39,17 @@ def case_inputs(task: str, with_guidance: bool) -> dict:
     model_cfg = seeded_model(task).cfg
     g = torch.Generator().manual_seed(2)
     H, W = 37, 50
-    kw: dict = dict(a=torch.rand(1, model_cfg.a_channels, H, W, generator=g),
-                    b=torch.rand(1, model_cfg.b_channels, H, W, generator=g))
-    if with_guidance and model_cfg.use_text:
-        kw["text"] = torch.randn(1, 5, model_cfg.text_dim, generator=g)
+    kw: dict = dict(a=torch.rand(1, model_cfg.model.a_channels, H, W, generator=g),
+                    b=torch.rand(1, model_cfg.model.b_channels, H, W, generator=g))
+    if with_guidance and model_cfg.guidance.use_text:
+        kw["text"] = torch.randn(1, 5, model_cfg.guidance.text_dim, generator=g)
         kw["text_mask"] = torch.tensor([[True, True, True, True, False]])
-    if with_guidance and model_cfg.mask_kind != "none":
-        if model_cfg.mask_kind == "onehot":  # the one-hot channels themselves (as the fixture's code encoded them)
-            ids = torch.randint(0, model_cfg.mask_classes, (1, H, W), generator=g)
-            kw["mask"] = torch.nn.functional.one_hot(ids, model_cfg.mask_classes).permute(0, 3, 1, 2).float()
+    if with_guidance and model_cfg.guidance.mask_kind != "none":
+        if model_cfg.guidance.mask_kind == "onehot":  # the one-hot channels themselves (as the fixture's code encoded them)
+            ids = torch.randint(0, model_cfg.guidance.mask_classes, (1, H, W), generator=g)
+            kw["mask"] = torch.nn.functional.one_hot(ids, model_cfg.guidance.mask_classes).permute(0, 3, 1, 2).float()
         else:
-            kw["mask"] = (torch.rand(1, model_cfg.mask_channels, H, W, generator=g) > 0.5).float()
+            kw["mask"] = (torch.rand(1, model_cfg.guidance.mask_channels, H, W, generator=g) > 0.5).float()
     return kw
 
 

@@ -502,7 +502,6 @@ def test_discover_spectral_containers(tmp_path):
 
 
 def test_pan_h5_annotates_and_joins_training_data(tmp_path, tiny_models):
-    import dataclasses
 
     import manifests
     from fusion.config import get_config
@@ -528,7 +527,7 @@ def test_pan_h5_annotates_and_joins_training_data(tmp_path, tiny_models):
     assert all({k: v for k, v in rows[i].items() if k != "created"} ==
                {k: v for k, v in again[i].items() if k != "created"} for i in rows)
     # the training data joins the manifest by sample id
-    cfg = dataclasses.replace(get_config("pan"), text_dim=16)
+    cfg = get_config("pan", text_dim=16)
     ds = build_dataset("pan", data, "train", manifest=out, cfg=cfg)
     assert len(ds) == 3 and ds[1]["text"].shape[1] == 16
     # a spectral container under a non-spectral task is an error row, not a crash

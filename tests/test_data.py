@@ -59,7 +59,7 @@ def test_demo_data_loads_for_every_task(demo_root, task):
         # the demo's lms is the upsampled ms: low-resolution content agrees
         assert "gt" in batch and float((s["a"] - s["gt"]).abs().mean()) < 0.05
     else:
-        h, w = cfg.crop_size if cfg.crop_size else s["a"].shape[-2:]
+        h, w = cfg.data.crop_size if cfg.data.crop_size else s["a"].shape[-2:]
         assert batch["a"].shape == (2, 1, h, w) and batch["cbcr_b"].shape == (2, 2, h, w)
     if task == "vif":
         assert batch["mask"].shape == (2, 1, 224, 280) and set(batch["mask"].unique().tolist()) <= {0.0, 1.0}
@@ -286,7 +286,7 @@ def test_class_ids_are_never_merged(tmp_path):
     cmap = ds[0]["mask"]
     assert sorted(torch.unique(cmap).tolist()) == [0, 19, 20]
     onehot = mask_to_channels(cmap[None], cfg, 1, (40, 48), torch.float32)
-    assert onehot.shape == (1, cfg.mask_classes, 40, 48)
+    assert onehot.shape == (1, cfg.guidance.mask_classes, 40, 48)
     assert float(onehot[0, :, :, :16].sum()) == 0  # background sets no channel
     assert bool((onehot[0, 18, :, 16:32] == 1).all()) and float(onehot[0, 18, :, 32:].sum()) == 0  # class 19
     assert bool((onehot[0, 19, :, 32:] == 1).all()) and float(onehot[0, 19, :, :32].sum()) == 0   # class 20

@@ -16,17 +16,18 @@ from fusion.model.spatial_mix import SpatialMix, init_decay_bonus
 def _inputs(cfg: TaskConfig, B: int, H: int, W: int, *, L: int = 6, seed: int = 0, text: bool = True,
             mask: bool = True) -> dict:
     g = torch.Generator().manual_seed(seed)
-    kw: dict = dict(a=torch.rand(B, cfg.a_channels, H, W, generator=g), b=torch.rand(B, cfg.b_channels, H, W, generator=g))
-    if text and cfg.use_text:
-        kw["text"] = torch.randn(B, L, cfg.text_dim, generator=g)
+    kw: dict = dict(a=torch.rand(B, cfg.model.a_channels, H, W, generator=g),
+                    b=torch.rand(B, cfg.model.b_channels, H, W, generator=g))
+    if text and cfg.guidance.use_text:
+        kw["text"] = torch.randn(B, L, cfg.guidance.text_dim, generator=g)
         tm = torch.ones(B, L, dtype=torch.bool)
         tm[-1, L // 2:] = False  # the last sample's caption is shorter (padded)
         kw["text_mask"] = tm
-    if mask and cfg.mask_kind != "none":
-        if cfg.mask_kind == "onehot":
-            kw["mask"] = torch.randint(0, cfg.mask_classes, (B, H, W), generator=g)
+    if mask and cfg.guidance.mask_kind != "none":
+        if cfg.guidance.mask_kind == "onehot":
+            kw["mask"] = torch.randint(0, cfg.guidance.mask_classes, (B, H, W), generator=g)
         else:
-            kw["mask"] = (torch.rand(B, cfg.mask_channels, H, W, generator=g) > 0.5).float()
+            kw["mask"] = (torch.rand(B, cfg.guidance.mask_channels, H, W, generator=g) > 0.5).float()
     return kw
 
 
@@ -62,16 +63,16 @@ def test_registry_holds_table1():
     epochs = {"vif": 200, "mif": 50, "mef": 50, "mff": 50, "hmif": 800, "pan": 800}
     for t in TASKS:
         c = get_config(t)
-        assert c.base_channels == 32 and c.mid_layers == 1
-        assert c.drop_path == drop[t] and c.batch_size == batch[t] and c.epochs == epochs[t]
-        assert (c.lr, c.betas, c.weight_decay, c.min_lr) == (1e-3, (0.95, 0.99), 1e-6, 1e-5)
-        assert c.text_dim == (1024 if t in ("vif", "mif") else 512)
-        assert set(c.ffn_ratios) == {2}
-    assert get_config("mef").enc_layers == (2, 1) and get_config("mef").dec_layers == (2, 1)
-    assert get_config("pan").chan_upscales == (2, 1, 1) and get_config("hmif").enc_layers == (2, 1, 1)
-    assert get_config("pan").pan_lambda == 0.1 and get_config("vif").eta == (10.0, 2.0, 20.0)
-    assert get_config("mef").mask_classes == 20 and get_config("mif").mask_channels == 2
-    assert get_config("pan", bands=4).a_channels == 4 == get_config("pan", bands=4).out_channels
+        assert c.model.base_channels == 32 and c.model.mid_layers == 1
+        assert c.model.drop_path == drop[t] and c.optim.batch_size == batch[t] and c.optim.epochs == epochs[t]
+        assert (c.optim.lr, c.optim.betas, c.optim.weight_decay, c.optim.min_lr) == (1e-3, (0.95, 0.99), 1e-6, 1e-5)
+        assert c.guidance.text_dim == (1024 if t in ("vif", "mif") else 512)
+        assert set(c.model.ffn_ratios) == {2}
+    assert get_config("mef").model.enc_layers == (2, 1) and get_config("mef").model.dec_layers == (2, 1)
+    assert get_config("pan").model.chan_upscales == (2, 1, 1) and get_config("hmif").model.enc_layers == (2, 1, 1)
+    assert get_config("pan").loss.pan_lambda == 0.1 and get_config("vif").loss.eta == (10.0, 2.0, 20.0)
+    assert get_config("mef").guidance.mask_classes == 20 and get_config("mif").guidance.mask_channels == 2
+    assert get_config("pan", bands=4).model.a_channels == 4 == get_config("pan", bands=4).model.out_channels
 
 
 def test_config_serialisation_and_errors():
@@ -113,13 +114,13 @@ def test_forward_shape_and_range(task):
         m.eval()
         with torch.no_grad():
             y = m(**kw)
-        assert y.shape == (2, cfg.out_channels, H, W) == y_train.shape
+        assert y.shape == (2, cfg.model.out_channels, H, W) == y_train.shape
         assert torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
         assert y_train.min() >= 0 and y_train.max() <= 1
     # runs without text and without mask ("Proposed*")
     with torch.no_grad():
         y = m(**_inputs(cfg, 1, 21, 30, text=False, mask=False))
-    assert y.shape == (1, cfg.out_channels, 21, 30)
+    assert y.shape == (1, cfg.model.out_channels, 21, 30)
 
 
 def test_padding_is_cropped_back_exactly():
@@ -192,7 +193,7 @@ def test_dropped_or_absent_text_does_not_depend_on_text():
     m.train()  # drop probability 1: the text is always dropped in training
     with torch.no_grad():
         y1 = m(**kw)
-        y2 = m(**dict(kw, text=torch.randn(2, 11, m.cfg.text_dim), text_mask=None))
+        y2 = m(**dict(kw, text=torch.randn(2, 11, m.cfg.guidance.text_dim), text_mask=None))
     torch.testing.assert_close(y1, y2, rtol=0, atol=0)
     m.eval()  # absent text = the same null text
     with torch.no_grad():
@@ -250,7 +251,7 @@ def test_plain_ablation_model():
         kw = _inputs(m.cfg, 1, 24, 31)
         with torch.no_grad():
             y = m(**kw)
-        assert y.shape == (1, m.cfg.out_channels, 24, 31) and 0 <= y.min() and y.max() <= 1
+        assert y.shape == (1, m.cfg.model.out_channels, 24, 31) and 0 <= y.min() and y.max() <= 1
     assert len(build_model("vif", arch="plain").blocks) == 4 and len(build_model("hmif", arch="plain", bands=8).blocks) == 8
     m = build_model("vif", arch="plain", drop_path=0.0)
     _set_lambda(m, 0.5)

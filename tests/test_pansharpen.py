@@ -97,7 +97,7 @@ def test_validate_pan_scores_against_the_reference(scenes, pan_model):
     direct = pansharpening_metrics(f, s["gt"].double().numpy().transpose(1, 2, 0) * 2047.0, ratio=4, max_value=2047.0)
     assert res["per_dataset"][s["id"]]["Q2n"] == pytest.approx(direct["Q2n"], abs=1e-9)
     assert res["score"] == pytest.approx(np.mean([d["Q2n"] for d in res["per_dataset"].values()]))
-    assert get_config("pan").scene_split == "file"  # the paper's PanCollection files keep their own splits
+    assert get_config("pan").data.scene_split == "file"  # the paper's PanCollection files keep their own splits
 
 
 def test_pan_testsets_and_verdict(scenes, pan_model):

@@ -88,8 +88,8 @@ def test_recipes_live_in_the_config_registry():
     for t in TASKS:
         paper, cpu = get_recipe(t, "paper"), get_recipe(t, "cpu")
         cfg = get_config(t)
-        assert (paper.epochs, paper.batch_size, paper.crop_size) == (cfg.epochs, cfg.batch_size, cfg.crop_size)
-        assert cpu.steps and cpu.batch_size <= paper.batch_size
+        assert paper.epochs == cfg.optim.epochs and paper.apply(cfg) == cfg  # Table 1 as is
+        assert cpu.steps and cpu.apply(cfg).optim.batch_size <= cfg.optim.batch_size
     with pytest.raises(ValueError, match="recipe"):
         get_recipe("vif", "tpu")
 

@@ -94,7 +94,7 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(demo_root, tmp_path):
     ds = build_dataset("mef", demo_root / "mef", "train", train=True, cfg=cfg)
     batch = collate([ds[0], ds[1]])
     tr = Trainer(model_from_config(cfg.to_dict()), build_loss(cfg), ds,
-                 TrainSettings(steps=12, batch_size=2, progress=False), tmp_path, CPU, collate_fn=collate,
+                 TrainSettings(cfg.replace(batch_size=2).optim, steps=12, progress=False), tmp_path, CPU, collate_fn=collate,
                  config=cfg.to_dict(), task="mef")
     losses = [tr.train_step(batch)["loss"] for _ in range(12)]
     assert all(np.isfinite(losses))
@@ -155,7 +155,7 @@ def test_nan_batch_is_skipped_and_counted(demo_root, caplog, tmp_path):
     torch.manual_seed(0)
     n_epochs = 2
     tr = Trainer(model_from_config(cfg.to_dict()), build_loss(cfg), Poison(),
-                 TrainSettings(epochs=n_epochs, batch_size=1, progress=False, checkpoint_every=10**6,
+                 TrainSettings(cfg.replace(batch_size=1).optim, epochs=n_epochs, progress=False, checkpoint_every=10**6,
                                log_every=10**6), tmp_path, CPU, collate_fn=collate, config=cfg.to_dict(),
                  task="mef")
     tr.save = lambda: None  # no files for this test

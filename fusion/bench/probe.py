@@ -24,8 +24,8 @@ def _model_inputs(cfg: Any, size: int, device: str) -> tuple[Any, Any]:
     import torch
 
     gen = torch.Generator().manual_seed(0)
-    a = torch.rand(1, cfg.a_channels, size, size, generator=gen)
-    b = torch.rand(1, cfg.b_channels, size, size, generator=gen)
+    a = torch.rand(1, cfg.model.a_channels, size, size, generator=gen)
+    b = torch.rand(1, cfg.model.b_channels, size, size, generator=gen)
     return a.to(device), b.to(device)
 
 

@@ -161,8 +161,8 @@ def _pan_model_fuser(path: Path) -> Callable[..., np.ndarray]:
     model, _ = load_model(path)
 
     def fn(ms: np.ndarray, pan: np.ndarray, ratio: int, max_value: float = 2047.0) -> np.ndarray:
-        if ms.shape[2] != model.cfg.a_channels:
-            raise ValueError(f"checkpoint {path} expects {model.cfg.a_channels} bands, image has {ms.shape[2]}")
+        if ms.shape[2] != model.cfg.model.a_channels:
+            raise ValueError(f"checkpoint {path} expects {model.cfg.model.a_channels} bands, image has {ms.shape[2]}")
         lms = torch.from_numpy(upsample_ms(ms, ratio).transpose(2, 0, 1) / max_value).float()[None]
         p = torch.from_numpy(pan / max_value).float()[None, None]
         return run_model(model, lms, p)[0].double().numpy().transpose(1, 2, 0) * max_value

@@ -1,10 +1,11 @@
 """Training augmentations of the paper's supplement, section 1, applied identically to sources, ground truth and masks.
 
-- VIF: random crop (target aspect, area scale ``cfg.crop_scale`` or [0.5, 1]) resized to ``cfg.crop_size`` (224x280).
-- MEF/MFF: RandomResizedCrop to ``cfg.crop_size`` (256x256), scale ``cfg.crop_scale`` [0.8, 1],
-  aspect ratio ``cfg.crop_ratio`` [0.8, 1.4] (torchvision's sampling algorithm).
-- MIF: uncropped (``cfg.crop_size`` None).
-- pan/HMIF: random ``cfg.crop_size`` (64x64) patch, its corner on the ``ratio`` grid so ``ms`` is cropped alike.
+Every size comes from the task config's data section (``cfg.data``, ``fusion.config``):
+- VIF: random crop (target aspect, area scale ``crop_scale`` [0.5, 1]) resized to ``crop_size`` (224x280).
+- MEF/MFF: RandomResizedCrop to ``crop_size`` (256x256), scale ``crop_scale`` [0.8, 1], aspect ratio
+  ``crop_ratio`` [0.8, 1.4] (torchvision's sampling algorithm).
+- MIF: uncropped (``crop_size`` None).
+- pan/HMIF: random ``crop_size`` (64x64) patch, its corner on the ``ratio`` grid so ``ms`` is cropped alike.
 Images resize bilinearly (antialiased), masks and class maps by nearest neighbour. All randomness comes
 from the ``torch.Generator`` passed in.
 """
@@ -16,9 +17,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fusion.config import TaskConfig
+
 IMAGE_KEYS = ("a", "b", "gt", "cbcr_a", "cbcr_b", "gt_cbcr", "lms")
 MASK_KEYS = ("mask",)
-DEFAULT_SIZES = {"vif": (224, 280), "mif": None, "mef": (256, 256), "mff": (256, 256), "pan": (64, 64), "hmif": (64, 64)}
 
 
 def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
@@ -102,21 +104,21 @@ def random_patch(sample: dict[str, Any], size: tuple[int, int], ratio: int, g: t
     return out
 
 
-def augment_sample(sample: dict[str, Any], task: str, cfg: Any = None, generator: torch.Generator | None = None
+def augment_sample(sample: dict[str, Any], task: str, cfg: TaskConfig, generator: torch.Generator | None = None
                    ) -> dict[str, Any]:
-    """Apply the task's training augmentation (module docstring) to one sample dict of tensors."""
+    """Apply the task's training augmentation (module docstring, sizes from ``cfg.data``) to one sample dict."""
     g = generator if generator is not None else torch.Generator().manual_seed(0)
-    size = getattr(cfg, "crop_size", DEFAULT_SIZES[task]) if cfg is not None else DEFAULT_SIZES[task]
-    if size is None:  # MIF: uncropped
+    data = cfg.data
+    if data.crop_size is None:  # MIF: uncropped
         return sample
-    size = (int(size[0]), int(size[1]))
+    size = (int(data.crop_size[0]), int(data.crop_size[1]))
     h, w = sample["a"].shape[-2:]
     if task in ("pan", "hmif"):
-        ratio = int(getattr(cfg, "ratio", 4) or 4) if cfg is not None else 4
-        return random_patch(sample, size, ratio, g)
+        return random_patch(sample, size, int(data.ratio), g)
+    if data.crop_scale is None:
+        raise ValueError(f"augment_sample: task {task!r} crops with cfg.data.crop_scale, which is None")
     if task == "vif":
-        scale = getattr(cfg, "crop_scale", None) or (0.5, 1.0)
-        return crop_resize(sample, random_aspect_crop_box(h, w, size, scale, g), size)
-    scale = getattr(cfg, "crop_scale", None) or (0.8, 1.0)
-    ratio_rng = getattr(cfg, "crop_ratio", None) or (0.8, 1.4)
-    return crop_resize(sample, random_resized_crop_box(h, w, scale, ratio_rng, g), size)
+        return crop_resize(sample, random_aspect_crop_box(h, w, size, data.crop_scale, g), size)
+    if data.crop_ratio is None:
+        raise ValueError(f"augment_sample: task {task!r} crops with cfg.data.crop_ratio, which is None")
+    return crop_resize(sample, random_resized_crop_box(h, w, data.crop_scale, data.crop_ratio, g), size)

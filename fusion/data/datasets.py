@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fusion.config import get_config
+from fusion.config import TaskConfig, get_config
 from fusion.data.augment import augment_sample
 from fusion.data.guidance import Guidance
 from rwkvfusion_io import layouts as L
@@ -48,8 +48,9 @@ class _GuidedDataset(Dataset):
     task: str
     samples: list
 
-    def _init_common(self, task: str, root: Path, manifest, train: bool, cfg: Any, hash_mismatch: str) -> None:
-        if cfg is None:  # the task's registry config (Table 1)
+    def _init_common(self, task: str, root: Path, manifest, train: bool, cfg: TaskConfig | None,
+                     hash_mismatch: str) -> None:
+        if cfg is None:  # no config given: the task's registry config (Table 1)
             cfg = get_config(task)
         self.task, self.root, self.train, self.cfg = task, root, train, cfg
         self.skipped: list[tuple[str, str]] = []
@@ -146,7 +147,7 @@ class PairedImageDataset(_GuidedDataset):
     """VIF/MIF/MEF/MFF pairs from any layout of ``rwkvfusion_io.layouts`` (Y channel + CbCr)."""
 
     def __init__(self, task: str, root: str | Path, split: str = "test", *, layout: str = "auto",
-                 manifest: str | Path | None = None, train: bool = False, cfg: Any = None,
+                 manifest: str | Path | None = None, train: bool = False, cfg: TaskConfig | None = None,
                  on_error: str = "raise", hash_mismatch: str = "error") -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -203,7 +204,7 @@ class PairedImageDataset(_GuidedDataset):
                 sample["mask"] = torch.from_numpy(np.repeat((lab > 0)[None], 1 if self.task == "vif" else 2, 0)
                                                   .astype(np.float32))
             else:
-                sample["mask"] = torch.from_numpy(checked_class_map(lab, self.cfg.mask_classes, rec.label, rec.id))
+                sample["mask"] = torch.from_numpy(checked_class_map(lab, self.cfg.guidance.mask_classes, rec.label, rec.id))
         self._add_guidance(sample, rec.id, hw)
         return sample
 
@@ -212,18 +213,18 @@ class SpectralDataset(_GuidedDataset):
     """Pansharpening / HMIF samples from PanCollection-style h5 files or full-resolution .mat scenes."""
 
     def __init__(self, task: str, root: str | Path, split: str = "test", *, layout: str = "auto",
-                 manifest: str | Path | None = None, train: bool = False, cfg: Any = None,
+                 manifest: str | Path | None = None, train: bool = False, cfg: TaskConfig | None = None,
                  on_error: str = "raise", hash_mismatch: str = "error", max_value: float | None = None) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         root = Path(root)
         self._init_common(task, root, manifest, train, cfg, hash_mismatch)
         self.split, self.max_value = split, max_value
-        self.ratio = int(getattr(cfg, "ratio", 4) or 4) if cfg is not None else 4
+        self.ratio = int(self.cfg.data.ratio)
         self.ignored_files: list[tuple[str, str]] = []
         self._scene_cache: dict[str, dict[str, np.ndarray]] = {}
         self.samples: list[SpectralRecord] = []
-        scene_split = cfg.scene_split if cfg is not None else "file"
+        scene_split = cfg.data.scene_split if cfg is not None else "file"
         for f in _spectral_files(task, root, split if scene_split == "file" else "all", layout):
             try:
                 recs = (list_h5(f, task) if f.suffix.lower() in (".h5", ".hdf5")
@@ -294,22 +295,24 @@ def _unfit(rec: SpectralRecord, cfg: Any, train: bool) -> str | None:
     the crop), else None."""
     if cfg is None or rec.bands is None:
         return None
-    if rec.bands != cfg.a_channels:
-        return f"{rec.bands} bands, the model has {cfg.a_channels} (--bands)"
-    if train and cfg.crop_size is not None and rec.rows is not None and rec.cols is not None:
+    if rec.bands != cfg.model.a_channels:
+        return f"{rec.bands} bands, the model has {cfg.model.a_channels} (--bands)"
+    crop = cfg.data.crop_size
+    if train and crop is not None and rec.rows is not None and rec.cols is not None:
         # the reduced-resolution sample lives on the region's MS grid; the crop is taken on it
         h, w = rec.rows[1] - rec.rows[0], rec.cols[1] - rec.cols[0]
-        if h < cfg.crop_size[0] or w < cfg.crop_size[1]:
-            return f"region {h}x{w} smaller than the training crop {tuple(cfg.crop_size)}"
+        if h < crop[0] or w < crop[1]:
+            return f"region {h}x{w} smaller than the training crop {tuple(crop)}"
     return None
 
 
 def _patches_per_epoch(rec: SpectralRecord, cfg: Any, train: bool) -> int:
     """Training on a region of a scene: one epoch draws as many random crops as tile the region (at least 1)."""
-    if not train or cfg is None or cfg.crop_size is None or rec.rows is None or rec.cols is None:
+    crop = cfg.data.crop_size if cfg is not None else None
+    if not train or crop is None or rec.rows is None or rec.cols is None:
         return 1
     area = (rec.rows[1] - rec.rows[0]) * (rec.cols[1] - rec.cols[0])
-    return max(1, area // (cfg.crop_size[0] * cfg.crop_size[1]))
+    return max(1, area // (crop[0] * crop[1]))
 
 
 def _tensor(arr: np.ndarray) -> torch.Tensor:
@@ -333,13 +336,14 @@ def _spectral_files(task: str, root: Path, split: str, layout: str) -> list[Path
 
 
 def build_dataset(task: str, root: str | Path, split: str = "test", *, layout: str = "auto",
-                  manifest: str | Path | None = None, train: bool = False, cfg: Any = None,
+                  manifest: str | Path | None = None, train: bool = False, cfg: TaskConfig | None = None,
                   on_error: str = "raise", hash_mismatch: str = "error", max_value: float | None = None
                   ) -> _GuidedDataset:
     """Dataset of dict samples for ``task`` from ``root`` (any supported layout; the demo data: ``<demo dir>/<task>``).
 
-    ``train`` applies the paper's augmentation (supplement sec. 1) (``fusion.data.augment``); ``cfg`` (a ``TaskConfig``)
-    supplies crop sizes, ratio, text_dim and mask_classes; ``manifest`` (.parquet file or directory)
+    ``train`` applies the paper's augmentation (supplement sec. 1) (``fusion.data.augment``); ``cfg`` (a
+    ``TaskConfig``; None = ``get_config(task)``) supplies crops and ratio (``cfg.data``), text_dim and
+    mask_classes (``cfg.guidance``); ``manifest`` (.parquet file or directory)
     adds text/mask guidance joined by sample id with sha256 checks (``hash_mismatch`` "error"/"skip").
     ``on_error="skip"`` test-loads every sample and drops bad ones (``dataset.skipped``). ``max_value``
     (pan/hmif) overrides the DN of 1.0 (default: the file's attribute, the .mat bit depth, or inferred).

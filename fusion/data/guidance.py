@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from fusion.config import get_config
+from fusion.config import TaskConfig, get_config
 from rwkvfusion_io.images import checked_class_map
 
 
@@ -24,20 +23,18 @@ class ManifestMismatchError(ValueError):
     """A local source file differs from the one the manifest was made from (message names the file)."""
 
 
-def text_dim_for(task: str, cfg: Any) -> int:
-    return int(getattr(cfg, "text_dim", 0) or (1024 if task in ("vif", "mif") else 512))
 
 
 class Guidance:
     """Manifest rows matched to a dataset's samples; decodes text [L, D] and masks on demand."""
 
-    def __init__(self, manifest: str | Path, task: str, root: str | Path, *, cfg: Any = None,
+    def __init__(self, manifest: str | Path, task: str, root: str | Path, *, cfg: TaskConfig | None = None,
                  hash_mismatch: str = "error") -> None:
         import manifests
 
         if hash_mismatch not in ("error", "skip"):
             raise ValueError(f"hash_mismatch must be 'error' or 'skip', got {hash_mismatch!r}")
-        if cfg is None:  # the task's registry config (Table 1)
+        if cfg is None:  # no config given: the task's registry config (Table 1)
             cfg = get_config(task)
         self.task, self.cfg, self.root = task, cfg, Path(root)
         self.hash_mismatch = hash_mismatch
@@ -93,8 +90,8 @@ class Guidance:
     # ---------------------------------------------------------------- decoding
     def text(self, sample_id: str) -> np.ndarray | None:
         """[L, D] float32: VIF/MIF (text_dim = 2 x encoder width) concatenate a and b along channels,
-        each zero-padded to the longer L; other tasks use one caption: ``cfg.extra["text_source"]``
-        ("a" default, or "b"), the other one when it is absent."""
+        each zero-padded to the longer L; other tasks use one caption: ``cfg.data.text_source``
+        ("a" or "b"), the other one when it is absent. The width is ``cfg.guidance.text_dim``."""
         import manifests
 
         row = self.matched.get(sample_id)
@@ -103,7 +100,7 @@ class Guidance:
         ta, tb = manifests.decode_text(row, "a"), manifests.decode_text(row, "b")
         if ta is None and tb is None:
             return None
-        d_model = text_dim_for(self.task, self.cfg)
+        d_model = self.cfg.guidance.text_dim
         d_enc = (ta if ta is not None else tb).shape[1]
         if d_model == 2 * d_enc:
             L = max(t.shape[0] for t in (ta, tb) if t is not None)
@@ -114,7 +111,7 @@ class Guidance:
                     z[: t.shape[0]] = t
                 parts.append(z)
             return np.concatenate(parts, axis=1)
-        first = (getattr(self.cfg, "extra", None) or {}).get("text_source", "a")  # which caption, default a
+        first = self.cfg.data.text_source
         t = (tb if tb is not None else ta) if first == "b" else (ta if ta is not None else tb)
         if t.shape[1] != d_model:
             raise ValueError(f"{self.path}: sample {sample_id!r} text width {t.shape[1]} does not match the "
@@ -147,7 +144,7 @@ class Guidance:
             cmap = np.any(inst, axis=0).astype(np.uint8)
         if self.task == "vif":
             return (cmap > 0)[None].astype(np.float32)
-        return checked_class_map(cmap, self.cfg.mask_classes, self.path, sample_id)
+        return checked_class_map(cmap, self.cfg.guidance.mask_classes, self.path, sample_id)
 
     def summary(self) -> dict[str, int]:
         return {"annotated": len(self.matched), "unannotated": len(self.unannotated_ids),

@@ -3,10 +3,10 @@
 ``discover_datasets(task, roots)`` walks each root and returns every folder that one of the standard
 layouts of ``rwkvfusion_io.layouts`` recognises (the discovery itself is ``layouts.list_pairs``; this module
 only walks the tree). ``MultiDataset`` concatenates their ``PairedImageDataset``s, exposes per-sample
-sampling weights from ``TaskConfig.dataset_weights`` and carves a validation split: groups of samples
+sampling weights from ``TaskConfig.data.dataset_weights`` and carves a validation split: groups of samples
 (Harvard: the series, i.e. the file name minus its 3-digit slice number, because adjacent slices are
 near-duplicates; elsewhere each pair) are assigned to validation by a seeded permutation until a fraction
-``TaskConfig.val_fraction`` of the samples of every dataset is held out (``split_groups``).
+``TaskConfig.data.val_fraction`` of the samples of every dataset is held out (``split_groups``).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
+from fusion.config import TaskConfig
 from rwkvfusion_io import layouts as L
 
 _SLICE_RE = re.compile(r"^(?P<series>.*?)(?P<slice>\d{3})$")
@@ -123,11 +124,11 @@ class MultiDataset(Dataset):
     """Several paired-image datasets as one (``split`` "train" or "val" of the carved split).
 
     Sample ids become ``<dataset name>/<id>``. ``sample_weights`` (one float per sample) gives each dataset
-    a total weight ``TaskConfig.dataset_weights[name]`` (default 1) spread evenly over its samples;
+    a total weight ``TaskConfig.data.dataset_weights[name]`` (default 1) spread evenly over its samples;
     ``datasets`` lists (name, size, weight). ``samples`` holds the records, like ``PairedImageDataset``.
     """
 
-    def __init__(self, task: str, roots: Sequence[str | Path], split: str = "train", *, cfg: Any,
+    def __init__(self, task: str, roots: Sequence[str | Path], split: str = "train", *, cfg: TaskConfig,
                  train: bool = False, val_seed: int = 0) -> None:
         from fusion.data.datasets import PairedImageDataset
 
@@ -136,8 +137,8 @@ class MultiDataset(Dataset):
         if task not in L.FUSION_TASKS:
             raise ValueError(f"MultiDataset: task {task!r} is not a paired-image task {L.FUSION_TASKS}")
         self.task, self.split, self.cfg, self.train = task, split, cfg, train
-        weights = dict(getattr(cfg, "dataset_weights", {}) or {})
-        fraction = float(getattr(cfg, "val_fraction", 0.1))
+        weights = dict(cfg.data.dataset_weights)
+        fraction = float(cfg.data.val_fraction)
         self.parts: list[tuple[str, Dataset, list[int]]] = []
         self.datasets: list[tuple[str, int, float]] = []
         for found in discover_datasets(task, roots):

@@ -19,7 +19,7 @@ def build_model(task: str | TaskConfig, **overrides: Any) -> nn.Module:
         cfg = task.replace(**overrides) if overrides else task
     else:
         cfg = get_config(task, **overrides)
-    if cfg.arch == "plain":
+    if cfg.model.arch == "plain":
         from fusion.model.plain import PlainRWKV
 
         return PlainRWKV(cfg)

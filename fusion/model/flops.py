@@ -30,15 +30,15 @@ def example_inputs(model: nn.Module, h: int, w: int, *, batch: int = 1, text_len
     cfg = model.cfg
     g = torch.Generator().manual_seed(seed)
     dev = next(model.parameters()).device
-    kw: dict = dict(a=torch.rand(batch, cfg.a_channels, h, w, generator=g).to(dev),
-                    b=torch.rand(batch, cfg.b_channels, h, w, generator=g).to(dev))
-    if text_len and cfg.use_text:
-        kw["text"] = torch.randn(batch, text_len, cfg.text_dim, generator=g).to(dev)
-    if with_mask and cfg.mask_kind != "none":
-        if cfg.mask_kind == "onehot":
-            kw["mask"] = torch.randint(0, cfg.mask_classes, (batch, h, w), generator=g).to(dev)
+    kw: dict = dict(a=torch.rand(batch, cfg.model.a_channels, h, w, generator=g).to(dev),
+                    b=torch.rand(batch, cfg.model.b_channels, h, w, generator=g).to(dev))
+    if text_len and cfg.guidance.use_text:
+        kw["text"] = torch.randn(batch, text_len, cfg.guidance.text_dim, generator=g).to(dev)
+    if with_mask and cfg.guidance.mask_kind != "none":
+        if cfg.guidance.mask_kind == "onehot":
+            kw["mask"] = torch.randint(0, cfg.guidance.mask_classes, (batch, h, w), generator=g).to(dev)
         else:
-            kw["mask"] = (torch.rand(batch, cfg.mask_channels, h, w, generator=g) > 0.5).float().to(dev)
+            kw["mask"] = (torch.rand(batch, cfg.guidance.mask_channels, h, w, generator=g) > 0.5).float().to(dev)
     return kw
 
 

@@ -27,18 +27,18 @@ def mask_to_channels(mask: torch.Tensor, cfg: TaskConfig, batch: int, hw: tuple[
                      dtype: torch.dtype) -> torch.Tensor:
     """Mask argument -> float [B, mask_in_channels, H, W].
 
-    Float [B, Cm, H, W] with Cm = cfg.mask_in_channels is used as is. An integer class map [B, H, W] (or
-    [B, 1, H, W]) is one-hot encoded for "onehot" masks: class id c in 1..cfg.mask_classes sets channel c - 1 and
-    background (0) sets none, so every vocabulary class keeps its own channel; binarised (> 0) for "binary".
+    Float [B, Cm, H, W] with Cm = cfg.guidance.mask_in_channels is used as is. An integer class map [B, H, W]
+    (or [B, 1, H, W]) is one-hot encoded for "onehot" masks: class id c in 1..cfg.guidance.mask_classes sets
+    channel c - 1 and background (0) sets none, so every vocabulary class keeps its own channel; binarised (> 0) for "binary".
     """
-    want = cfg.mask_in_channels
+    want = cfg.guidance.mask_in_channels
     if mask.ndim == 4 and mask.is_floating_point():
         if mask.shape[0] != batch or mask.shape[1] != want or tuple(mask.shape[-2:]) != hw:
             raise ValueError(f"mask: expected float [B={batch}, {want}, {hw[0]}, {hw[1]}] for task "
-                             f"{cfg.task!r} ({cfg.mask_kind}), got {tuple(mask.shape)}")
+                             f"{cfg.task!r} ({cfg.guidance.mask_kind}), got {tuple(mask.shape)}")
         return mask.to(dtype)
     if mask.is_floating_point() or mask.dtype == torch.bool:
-        if mask.dtype == torch.bool and cfg.mask_kind == "binary" and mask.ndim in (3, 4):
+        if mask.dtype == torch.bool and cfg.guidance.mask_kind == "binary" and mask.ndim in (3, 4):
             mask = mask.long()
         else:
             raise ValueError(f"mask: a [B, H, W] map must be an integer class map, got {mask.dtype} "
@@ -47,14 +47,14 @@ def mask_to_channels(mask: torch.Tensor, cfg: TaskConfig, batch: int, hw: tuple[
         mask = mask[:, 0]
     if mask.ndim != 3 or mask.shape[0] != batch or tuple(mask.shape[-2:]) != hw:
         raise ValueError(f"mask: expected a class map [B={batch}, {hw[0]}, {hw[1]}], got {tuple(mask.shape)}")
-    if cfg.mask_kind == "binary":
+    if cfg.guidance.mask_kind == "binary":
         return (mask > 0).to(dtype)[:, None]
-    if cfg.mask_kind == "onehot":
+    if cfg.guidance.mask_kind == "onehot":
         lo, hi = int(mask.min()), int(mask.max())
-        if lo < 0 or hi > cfg.mask_classes:
-            raise ValueError(f"mask: class ids must lie in [0, {cfg.mask_classes}] (0 = background, "
-                             f"1..cfg.mask_classes), got range [{lo}, {hi}]")
-        return F.one_hot(mask.long(), cfg.mask_classes + 1)[..., 1:].permute(0, 3, 1, 2).to(dtype)
+        if lo < 0 or hi > cfg.guidance.mask_classes:
+            raise ValueError(f"mask: class ids must lie in [0, {cfg.guidance.mask_classes}] (0 = background, "
+                             f"1..cfg.guidance.mask_classes), got range [{lo}, {hi}]")
+        return F.one_hot(mask.long(), cfg.guidance.mask_classes + 1)[..., 1:].permute(0, 3, 1, 2).to(dtype)
     raise ValueError(f"mask: task {cfg.task!r} takes a float mask [B, {want}, H, W], not a class map")
 
 
@@ -62,7 +62,7 @@ def prepare_inputs(model: nn.Module, a: torch.Tensor, b: torch.Tensor, text: tor
                    text_mask: torch.Tensor | None, mask: torch.Tensor | None) -> ModelInputs:
     """Check the forward arguments against `model.cfg` and pad the images to the model's multiple."""
     cfg: TaskConfig = model.cfg
-    for name, t, ch in (("a", a, cfg.a_channels), ("b", b, cfg.b_channels)):
+    for name, t, ch in (("a", a, cfg.model.a_channels), ("b", b, cfg.model.b_channels)):
         if not isinstance(t, torch.Tensor) or t.ndim != 4 or not t.is_floating_point():
             raise ValueError(f"{name}: expected a float tensor [B, {ch}, H, W], got "
                              f"{getattr(t, 'dtype', type(t))} {tuple(getattr(t, 'shape', ()))}")
@@ -75,17 +75,17 @@ def prepare_inputs(model: nn.Module, a: torch.Tensor, b: torch.Tensor, text: tor
     bsz, hw = a.shape[0], (int(a.shape[-2]), int(a.shape[-1]))
     b = b.to(a.dtype)
     m = None
-    if cfg.mask_kind != "none":
+    if cfg.guidance.mask_kind != "none":
         m = (mask_to_channels(mask, cfg, bsz, hw, a.dtype) if mask is not None
-             else a.new_zeros(bsz, cfg.mask_in_channels, *hw))  # absent mask = all-zero mask
+             else a.new_zeros(bsz, cfg.guidance.mask_in_channels, *hw))  # absent mask = all-zero mask
     elif mask is not None:
-        raise ValueError(f"mask: task {cfg.task!r} has no mask branch (cfg.mask_kind='none'); pass mask=None")
+        raise ValueError(f"mask: task {cfg.task!r} has no mask branch (cfg.guidance.mask_kind='none'); pass mask=None")
     t, tm = None, None
     if model.text_proj is not None:
         t, tm = model.text_proj(text, text_mask, bsz, a.device, a.dtype)
     elif text is not None:
         raise ValueError("text: this model was built with use_text=False; pass text=None")
-    mult = cfg.total_downsample
+    mult = cfg.model.total_downsample
     a_p, b_p = pad_to_multiple(a, mult), pad_to_multiple(b, mult)
     m = pad_to_multiple(m, mult, mode="replicate") if m is not None else None
     return ModelInputs(a_p, b_p, t, tm, m, hw)
@@ -116,7 +116,7 @@ class FusionNet(nn.Module, abc.ABC):
     """Shared forward of the fusion models: ``(a, b, text, text_mask, mask) -> out``, see ``prepare_inputs``.
 
     Subclasses implement ``_forward(inp)``: padded inputs in, output cropped back to ``inp.hw``; the result
-    is clamped per ``cfg.output_clamp``.
+    is clamped per ``cfg.model.output_clamp``.
     """
 
     cfg: TaskConfig
@@ -124,11 +124,11 @@ class FusionNet(nn.Module, abc.ABC):
     def forward(self, a: torch.Tensor, b: torch.Tensor, text: torch.Tensor | None = None,
                 text_mask: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         inp = prepare_inputs(self, a, b, text, text_mask, mask)
-        return apply_output_clamp(self._forward(inp), self.cfg.output_clamp, self.training)
+        return apply_output_clamp(self._forward(inp), self.cfg.model.output_clamp, self.training)
 
     def condition_source(self, inp: ModelInputs) -> torch.Tensor:
         """The source of the conditioning feature: the second image (or both images, concatenated)."""
-        return inp.b if self.cfg.cond_source == "b" else torch.cat([inp.a, inp.b], dim=1)
+        return inp.b if self.cfg.model.cond_source == "b" else torch.cat([inp.a, inp.b], dim=1)
 
     def condition(self, inp: ModelInputs) -> torch.Tensor:
         """Conditioning feature of the MFM (main paper sec. 3): Conv1x1 of the second source (or of both sources)."""

@@ -1,6 +1,6 @@
 """Plain-RWKV ablation backbone (supplement sec. 5, Fig. 1): SwinIR-like, no U-net, no long skip.
 
-Conv3x3 shallow feature extraction -> `cfg.plain_layers` RWKV layers, each guided by the MFM (mask and text in
+Conv3x3 shallow feature extraction -> `cfg.model.plain_layers` RWKV layers, each guided by the MFM (mask and text in
 every layer) -> reconstruction by the sub-pixel convolution head, which at scale factor 1 (the inputs are already at the
 output size: pan/hmif take the upsampled LRMS) is a single Conv3x3 to the output channels. pan/hmif add the upsampled LRMS (residual head).
 """
@@ -12,8 +12,7 @@ from torch import nn
 from fusion.config import TaskConfig
 from fusion.model.block import RWKVFusionBlock
 from fusion.model.inputs import FusionNet, ModelInputs
-from fusion.model.text import TextProjector
-from fusion.model.unet import init_weights, spatial_kwargs
+from fusion.model.unet import cond_channels, init_weights, spatial_kwargs, text_projector
 
 
 class PlainRWKV(FusionNet):
@@ -21,30 +20,29 @@ class PlainRWKV(FusionNet):
 
     def __init__(self, cfg: TaskConfig) -> None:
         super().__init__()
-        if cfg.arch != "plain":
-            raise ValueError(f"PlainRWKV: cfg.arch={cfg.arch!r}; use fusion.model.unet.RWKVFusion")
+        if cfg.model.arch != "plain":
+            raise ValueError(f"PlainRWKV: cfg.model.arch={cfg.model.arch!r}; use fusion.model.unet.RWKVFusion")
         self.cfg = cfg
-        C, n = cfg.base_channels, cfg.plain_layers
+        C, n = cfg.model.base_channels, cfg.model.plain_layers
         if n < 1:
-            raise ValueError(f"PlainRWKV: cfg.plain_layers must be >= 1, got {n}")
-        self.shallow = nn.Conv2d(cfg.a_channels + cfg.b_channels, C, 3, padding=1)
-        cond_in = cfg.b_channels if cfg.cond_source == "b" else cfg.a_channels + cfg.b_channels
-        self.cond_embed = nn.Conv2d(cond_in, C, 1, bias=False)
-        self.text_proj = (TextProjector(cfg.text_dim, cfg.text_hidden, cfg.text_max_len, cfg.text_drop)
-                          if cfg.use_text else None)
-        self.mask_embed = nn.Conv2d(cfg.mask_classes, C, 1, bias=False) if cfg.mask_kind == "onehot" else None
-        mask_ch = C if cfg.mask_kind == "onehot" else cfg.mask_in_channels
-        rates = torch.linspace(0.0, cfg.drop_path, n).tolist() if n > 1 else [0.0]
+            raise ValueError(f"PlainRWKV: cfg.model.plain_layers must be >= 1, got {n}")
+        self.shallow = nn.Conv2d(cfg.model.a_channels + cfg.model.b_channels, C, 3, padding=1)
+        self.cond_embed = nn.Conv2d(cond_channels(cfg), C, 1, bias=False)
+        self.text_proj = text_projector(cfg)
+        onehot = cfg.guidance.mask_kind == "onehot"
+        self.mask_embed = nn.Conv2d(cfg.guidance.mask_classes, C, 1, bias=False) if onehot else None
+        mask_ch = C if onehot else cfg.guidance.mask_in_channels
+        rates = torch.linspace(0.0, cfg.model.drop_path, n).tolist() if n > 1 else [0.0]
         sk = spatial_kwargs(cfg)
         blocks = []
         for i in range(n):
             blocks.append(RWKVFusionBlock(
-                C, C, cfg.ffn_ratios[0], mask_channels=mask_ch,
-                text_channels=(cfg.text_hidden if i == 0 else C) if cfg.use_text else 0,
-                text_ds_ratio=cfg.text_ds_ratios[0], update_text=i < n - 1, layer_id=i, n_layers=n,
+                C, C, cfg.model.ffn_ratios[0], mask_channels=mask_ch,
+                text_channels=(cfg.model.text_hidden if i == 0 else C) if cfg.guidance.use_text else 0,
+                text_ds_ratio=cfg.model.text_ds_ratios[0], update_text=i < n - 1, layer_id=i, n_layers=n,
                 drop_path=rates[i], block_index=i, spatial_kwargs=sk))
         self.blocks = nn.ModuleList(blocks)
-        self.head = nn.Conv2d(C, cfg.out_channels, 3, padding=1)
+        self.head = nn.Conv2d(C, cfg.model.out_channels, 3, padding=1)
         init_weights(self)
 
     def _forward(self, inp: ModelInputs) -> torch.Tensor:
@@ -58,6 +56,6 @@ class PlainRWKV(FusionNet):
             if blk.mfm.update_text:
                 text = t
         out = self.head(x)
-        if cfg.head == "residual":
+        if cfg.model.head == "residual":
             out = out + inp.a
         return out[..., : inp.hw[0], : inp.hw[1]]

@@ -75,8 +75,21 @@ class Stage(nn.Module):
 
 
 def spatial_kwargs(cfg: TaskConfig) -> dict:
-    return dict(op=cfg.spatial_op, gate=cfg.spatial_gate, scan_mode=cfg.scan_mode, wkv_impl=cfg.wkv_impl,
-                head_dim=cfg.attn_head_dim)
+    """Spatial-mix settings of `cfg.model` (Eq. 2, main paper sec. 3.4)."""
+    m = cfg.model
+    return dict(op=m.spatial_op, gate=m.spatial_gate, scan_mode=m.scan_mode, wkv_impl=m.wkv_impl, head_dim=m.attn_head_dim)
+
+
+def cond_channels(cfg: TaskConfig) -> int:
+    """Input channels of the conditioning embedding: `b`, or cat[a, b] for cond_source "ab"."""
+    m = cfg.model
+    return m.b_channels if m.cond_source == "b" else m.a_channels + m.b_channels
+
+
+def text_projector(cfg: TaskConfig) -> TextProjector | None:
+    """The model-level text projection (main paper sec. 3.5), None when the task runs without text."""
+    g = cfg.guidance
+    return TextProjector(g.text_dim, cfg.model.text_hidden, g.text_max_len, g.text_drop) if g.use_text else None
 
 
 def init_weights(module: nn.Module) -> None:
@@ -101,34 +114,32 @@ class RWKVFusion(FusionNet):
     forward(a, b, text=None, text_mask=None, mask=None) -> out. Fusion tasks: a, b [B, 1, H, W] Y channels in
     [0, 1], out the fused Y [B, 1, H, W]. pan/hmif: a = upsampled LRMS [B, bands, H, W], b = PAN / HR-MSI,
     out = Conv3x3(Res3Conv(feat)) + a. Any H, W (padded to a multiple of 2**levels, cropped back).
-    Output range: clamped to [0, 1] (`cfg.output_clamp`: "ste" = straight-through in training, so pixels
+    Output range: clamped to [0, 1] (`cfg.model.output_clamp`: "ste" = straight-through in training, so pixels
     beyond the range still get gradients; "hard" = plain clamp; "none").
     """
 
     def __init__(self, cfg: TaskConfig) -> None:
         super().__init__()
-        if cfg.arch != "unet":
-            raise ValueError(f"RWKVFusion: cfg.arch={cfg.arch!r}; use fusion.model.plain.PlainRWKV")
+        if cfg.model.arch != "unet":
+            raise ValueError(f"RWKVFusion: cfg.model.arch={cfg.model.arch!r}; use fusion.model.plain.PlainRWKV")
         self.cfg = cfg
-        C = cfg.base_channels
+        C = cfg.model.base_channels
         sk = spatial_kwargs(cfg)
-        self.patch_embed = nn.Conv2d(cfg.a_channels + cfg.b_channels, C, 1, bias=False)
-        cond_in = cfg.b_channels if cfg.cond_source == "b" else cfg.a_channels + cfg.b_channels
-        self.cond_embed = nn.Conv2d(cond_in, C, 1, bias=False)
-        self.text_proj = (TextProjector(cfg.text_dim, cfg.text_hidden, cfg.text_max_len, cfg.text_drop)
-                          if cfg.use_text else None)
-        if cfg.mask_kind == "onehot":
-            self.mask_embed = nn.Conv2d(cfg.mask_classes, C, 1, bias=False)
+        self.patch_embed = nn.Conv2d(cfg.model.a_channels + cfg.model.b_channels, C, 1, bias=False)
+        self.cond_embed = nn.Conv2d(cond_channels(cfg), C, 1, bias=False)
+        self.text_proj = text_projector(cfg)
+        if cfg.guidance.mask_kind == "onehot":
+            self.mask_embed = nn.Conv2d(cfg.guidance.mask_classes, C, 1, bias=False)
             mask_ch = C
         else:
             self.mask_embed = None
-            mask_ch = cfg.mask_in_channels
+            mask_ch = cfg.guidance.mask_in_channels
 
-        depth = sum(cfg.enc_layers) + cfg.mid_layers + sum(cfg.dec_layers)
-        rates = drop_path_schedule(depth, cfg.drop_path)
-        n_guided = sum(cfg.enc_layers) + cfg.mid_layers
+        depth = sum(cfg.model.enc_layers) + cfg.model.mid_layers + sum(cfg.model.dec_layers)
+        rates = drop_path_schedule(depth, cfg.model.drop_path)
+        n_guided = sum(cfg.model.enc_layers) + cfg.model.mid_layers
         idx = 0
-        text_ch = cfg.text_hidden if cfg.use_text else 0
+        text_ch = cfg.model.text_hidden if cfg.guidance.use_text else 0
 
         def block(dim: int, ffn: int, guided: bool, ds: int) -> RWKVFusionBlock:
             nonlocal idx, text_ch
@@ -136,7 +147,7 @@ class RWKVFusion(FusionNet):
                 dim, C, ffn, mask_channels=mask_ch if guided else 0, text_channels=text_ch if guided else 0,
                 text_ds_ratio=ds, update_text=guided and idx < n_guided - 1, layer_id=idx, n_layers=depth,
                 drop_path=rates[idx], block_index=idx, spatial_kwargs=sk)
-            if guided and cfg.use_text:
+            if guided and cfg.guidance.use_text:
                 text_ch = dim  # the text stream leaves each guided block at that block's width
             idx += 1
             return b
@@ -144,28 +155,28 @@ class RWKVFusion(FusionNet):
         self.encoders, self.downs = nn.ModuleList(), nn.ModuleList()
         dims = []
         chan = C
-        for lvl, n in enumerate(cfg.enc_layers):
-            blocks = [block(chan, cfg.ffn_ratios[lvl], True, cfg.text_ds_ratios[lvl]) for _ in range(n)]
+        for lvl, n in enumerate(cfg.model.enc_layers):
+            blocks = [block(chan, cfg.model.ffn_ratios[lvl], True, cfg.model.text_ds_ratios[lvl]) for _ in range(n)]
             self.encoders.append(Stage(blocks, chan))
             dims.append(chan)
-            self.downs.append(Downsample(chan, cfg.chan_upscales[lvl]))
-            chan *= cfg.chan_upscales[lvl]
-        self.middle = Stage([block(chan, cfg.ffn_ratios[-1], True, cfg.text_ds_ratios[-1])
-                             for _ in range(cfg.mid_layers)], chan)
+            self.downs.append(Downsample(chan, cfg.model.chan_upscales[lvl]))
+            chan *= cfg.model.chan_upscales[lvl]
+        self.middle = Stage([block(chan, cfg.model.ffn_ratios[-1], True, cfg.model.text_ds_ratios[-1])
+                             for _ in range(cfg.model.mid_layers)], chan)
         self.ups, self.skip_scales, self.skip_fuse, self.decoders = (nn.ModuleList(), nn.ParameterList(),
                                                                      nn.ModuleList(), nn.ModuleList())
-        for lvl in reversed(range(cfg.n_levels)):
-            up = cfg.chan_upscales[lvl]
+        for lvl in reversed(range(cfg.model.n_levels)):
+            up = cfg.model.chan_upscales[lvl]
             self.ups.append(Upsample(chan, up))
             chan //= up
             self.skip_scales.append(nn.Parameter(torch.full((chan,), 1.0 / math.sqrt(2.0))))
             self.skip_fuse.append(nn.Conv2d(2 * chan, chan, 1, bias=False))
-            blocks = [block(chan, cfg.ffn_ratios[lvl], False, 1) for _ in range(cfg.dec_layers[lvl])]
+            blocks = [block(chan, cfg.model.ffn_ratios[lvl], False, 1) for _ in range(cfg.model.dec_layers[lvl])]
             self.decoders.append(Stage(blocks, chan))
         self.body_out = Res3Conv(C, bias=False)
-        self.head = nn.Conv2d(C, cfg.out_channels, 3, padding=1)
+        self.head = nn.Conv2d(C, cfg.model.out_channels, 3, padding=1)
         init_weights(self)
-        if cfg.head == "fusion" and cfg.fusion_base == "mean":  # start from the average image
+        if cfg.model.head == "fusion" and cfg.model.fusion_base == "mean":  # start from the average image
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
@@ -215,9 +226,9 @@ class RWKVFusion(FusionNet):
             c, _ = conds(tuple(x.shape[-2:]))
             x, _ = dec(x, c, None, None, None, cond_weight=cond_w)
         feat = self.body_out(x)
-        if cfg.head == "fusion":
+        if cfg.model.head == "fusion":
             out = self.head(feat + (x0 if keep_x0 else embed()))
-            if cfg.fusion_base == "mean":
+            if cfg.model.fusion_base == "mean":
                 out = out + 0.5 * (inp.a + inp.b)
         else:
             out = self.head(feat) + inp.a

@@ -33,8 +33,10 @@ class NoBundledModel(FileNotFoundError):
 
 def bundle_name(config: dict[str, Any]) -> str:
     """The bundle name of a model config: its task, with the band count for pan/hmif (``pan4``)."""
-    task = str(config["task"])
-    return f"{task}{int(config['a_channels'])}" if task in ("pan", "hmif") else task
+    from fusion.config import TaskConfig
+
+    cfg = TaskConfig.from_dict(dict(config))  # sectioned, or the flat form of older checkpoints
+    return f"{cfg.task}{cfg.model.a_channels}" if cfg.task in ("pan", "hmif") else cfg.task
 
 
 def bundled_tasks(weights_dir: Path | None = None) -> list[str]:
@@ -148,23 +150,31 @@ def export_run(run: str | Path, out_dir: Path | None = None, *, weights: str = "
     return w, j, md
 
 
+def _listed(v: Any) -> Any:
+    """Tuples as the lists the JSON sidecar shows."""
+    return list(v) if isinstance(v, tuple) else v
+
+
 def model_card(info: dict[str, Any]) -> str:
     """Markdown model card of a bundled model's JSON sidecar."""
-    t, cfg, tr = info["task"], info["config"], info["training"]
+    from fusion.config import TaskConfig
+
+    t, tr = info["task"], info["training"]
+    cfg = TaskConfig.from_dict(info["config"])  # the run's effective config (flat in older sidecars)
     rec = tr.get("recipe") or {}
-    pan = cfg.get("task") in ("pan", "hmif")
+    pan = cfg.task in ("pan", "hmif")
     data_note = ("top half of every scene with this band count (``scene_split='halves'``: train region + its "
                  "right quarter for validation); the bottom halves are held back for testing" if pan else
                  "every dataset found under the roots; validation split carved from them, never the test sets")
-    loss = (f"Eq. 19, L1 + {cfg.get('pan_lambda')} (1 - SSIM) against the reduced-resolution reference" if pan else
-            f"Eq. 20 weights eta = {cfg.get('eta')}, intensity target `{cfg.get('intensity_target')}`, "
-            f"head base `{cfg.get('fusion_base')}` (docs/ablations.md)")
+    loss = (f"Eq. 19, L1 + {cfg.loss.pan_lambda} (1 - SSIM) against the reduced-resolution reference" if pan else
+            f"Eq. 20 weights eta = {_listed(cfg.loss.eta)}, intensity target `{cfg.loss.intensity_target}`, "
+            f"head base `{cfg.model.fusion_base}` (docs/ablations.md)")
     lines = [f"# RWKVFusion {t}: bundled model", "",
              f"- Weights: `{t}.safetensors`, float16, {tr['weights']}.",
              f"- Data: {tr.get('data')} ({data_note}).",
-             f"- Recipe: `{rec.get('name')}` -- batch {tr.get('batch_size')}, crop {rec.get('crop_size')}, "
-             f"lr {rec.get('lr')} -> {rec.get('min_lr')} cosine, EMA {rec.get('ema_decay')}, drop path "
-             f"{rec.get('drop_path')}; seed {tr.get('seed')}.",
+             f"- Recipe: `{rec.get('name')}` -- batch {tr.get('batch_size')}, crop {_listed(cfg.data.crop_size)}, "
+             f"lr {cfg.optim.lr} -> {cfg.optim.min_lr} cosine, EMA {rec.get('ema_decay')}, drop path "
+             f"{cfg.model.drop_path}; seed {tr.get('seed')}.",
              f"- Steps: {tr['steps_trained']} of {tr['total_steps']} trained; exported step {tr['step']}; "
              f"wall time {tr['wall_seconds'] / 60:.1f} min ({tr.get('world_size')} process, CPU).",
              f"- Loss: {loss}.",

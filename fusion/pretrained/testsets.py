@@ -163,7 +163,7 @@ def evaluate_pan_testsets(model: Any, data_root: Path, *, model_name: str = "rwk
                         "region": {"rows": rec.rows, "cols": rec.cols, "sensor": sensor, "max_value": mv},
                         "verdict": pan_verdict(means, model_name)}
     if not sets:
-        raise ValueError(f"{data_root}/pan: no test scene with {model.cfg.a_channels} bands")
+        raise ValueError(f"{data_root}/pan: no test scene with {model.cfg.model.a_channels} bands")
     return {"protocol": (f"Held-back bottom halves of the shared scenes under {data_root}/pan (the top halves "
                          "trained the model), reduced resolution by Wald's protocol (sensor MTF gains, the file's "
                          "ratio), reference = original MS; metrics in sensor DN (Vivone's toolbox conventions; "

@@ -31,13 +31,14 @@ def main(task: str = typer.Option(..., "--task"), data: list[Path] = typer.Optio
          out: Path = typer.Option(Path("runs/ablations"), "--out"),
          crop: int = typer.Option(64, "--crop", help="square training crop of the short runs"),
          seed: int = typer.Option(0, "--seed")) -> None:
-    from fusion.config import get_recipe
+    from fusion.config import get_config, get_recipe
     from fusion.train.runner import run_training
 
     names = [n for n in only.split(",") if n and n != "baselines"] or list(ABLATIONS)
     if "baselines" in only.split(","):
         names = [n for n in only.split(",") if n and n != "baselines"]
     rec = get_recipe(task, "cpu")
+    batch = rec.apply(get_config(task)).optim.batch_size
     base: dict[str, Any] = {"crop_size": (crop, crop)}
     if task == "mif":  # exact windows of the 256x256 slices (no resampling), as the CPU recipe
         base.update(crop_scale=((crop / 256) ** 2,) * 2, crop_ratio=(1.0, 1.0))
@@ -59,7 +60,7 @@ def main(task: str = typer.Option(..., "--task"), data: list[Path] = typer.Optio
                                evaluate=False, progress=False, checkpoint_every=steps, log_every=25,
                                overwrite=True)
         row = {"setting": name, "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in over.items()},
-               "steps": steps, "batch": rec.batch_size, "minutes": round((time.perf_counter() - t0) / 60, 1),
+               "steps": steps, "batch": batch, "minutes": round((time.perf_counter() - t0) / 60, 1),
                "last_loss": summary.get("last_loss"), "val": summary.get("best_validation")}
         results = [r for r in results if r["setting"] != name] + [row]
         results_path.write_text(json.dumps(results, indent=2))

@@ -96,12 +96,12 @@ def evaluate_dataset(model: nn.Module | None, dataset: Dataset, out_dir: str | P
     ``out_dir/report.html``; returns the metrics dict.  ``baseline`` defaults to "average" for
     fusion tasks and "exp" (upsampled MS) for pan/HMIF.
     """
-    from fusion.config import FUSION_TASKS
+    from fusion.config import FUSION_TASKS, get_config
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fusion_task = task in FUSION_TASKS
-    ratio = int(getattr(getattr(model, "cfg", None), "ratio", 4) or 4)
+    ratio = int((model.cfg if model is not None else get_config(task)).data.ratio)
     baseline = baseline or ("average" if fusion_task else "exp")
     methods: dict[str, Callable[[dict[str, Any]], np.ndarray]] = {}
     if model is not None:

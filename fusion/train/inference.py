@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- model
 def model_from_config(config: dict[str, Any]) -> nn.Module:
-    """``build_model`` from a ``TaskConfig.to_dict()`` dict (what checkpoints store)."""
+    """``build_model`` from a ``TaskConfig.to_dict()`` dict (what checkpoints store; the older flat form too)."""
     from fusion.config import TaskConfig
     from fusion.model.build import build_model
 

@@ -79,8 +79,8 @@ def model_pansharpen(model: nn.Module, *, tile: int | None = None, overlap: int 
     from fusion.train.inference import run_model
 
     def fn(ms: np.ndarray, pan: np.ndarray, ratio: int, max_value: float) -> np.ndarray:
-        if ms.shape[2] != model.cfg.a_channels:
-            raise ValueError(f"the model pansharpens {model.cfg.a_channels}-band MS; this one has {ms.shape[2]}")
+        if ms.shape[2] != model.cfg.model.a_channels:
+            raise ValueError(f"the model pansharpens {model.cfg.model.a_channels}-band MS; this one has {ms.shape[2]}")
         lms = np.clip(upsample_ms(ms, ratio) / max_value, 0.0, 1.0)
         a = torch.from_numpy(lms.transpose(2, 0, 1).astype(np.float32))[None]
         b = torch.from_numpy((pan / max_value).astype(np.float32))[None, None]

@@ -88,11 +88,12 @@ def run_training(task: str, out: str | Path, *, data: str | Path | Sequence[str 
     step metrics.json, fused/ and report.html).  Works single-process or under torchrun (DDP).
 
     ``data``: one root or several. For vif/mif/mef/mff without a manifest every dataset found under the
-    roots is trained on (``fusion.data.multi.MultiDataset``, weights ``TaskConfig.dataset_weights``) and a
+    roots is trained on (``fusion.data.multi.MultiDataset``, weights ``TaskConfig.data.dataset_weights``) and a
     validation split carved from them selects the best EMA weights (``best.safetensors``, ``val.json``);
     the final evaluation then runs on that validation split. ``recipe`` ("paper" = Table 1, the default
-    with ``data``; "cpu") sets budget, crops, batch, schedule and EMA (``fusion.config.get_recipe``);
-    explicit ``steps``/``epochs``/``batch_size``/``checkpoint_every``/``overrides`` win over it.
+    with ``data``; "cpu") sets budget and EMA, and its config overrides set crops, batch and schedule
+    (``fusion.config.get_recipe``); explicit ``steps``/``epochs``/``batch_size``/``checkpoint_every``/``overrides``
+    win over it. The optimiser numbers of the run are ``cfg.optim`` of the resulting config.
     A folder that already holds a run is continued with ``resume``, replaced with ``overwrite`` (its old
     outputs removed first), and otherwise refused (FileExistsError), so a finished run is never clobbered.
     ``hash_mismatch`` ("error" / "skip") is passed to the dataset's manifest join."""
@@ -111,17 +112,15 @@ def run_training(task: str, out: str | Path, *, data: str | Path | Sequence[str 
         roots: list[Path] = []
         rec = get_recipe(task, recipe or "paper") if (recipe or not demo) else None
         if rec is not None:
-            cfg_over.update(rec.config_overrides())
+            cfg_over.update(rec.overrides)
             if steps is None and epochs is None:
                 steps, epochs = rec.steps, rec.epochs
-            batch_size = batch_size or rec.batch_size
             checkpoint_every = checkpoint_every or rec.checkpoint_every
         if demo:
             ds = DEMO_SETTINGS[task]
             if rec is None:
-                cfg_over.update(ds["overrides"])
+                cfg_over.update(ds["overrides"], batch_size=ds["batch_size"])
                 steps = steps if steps is not None or epochs is not None else ds["steps"]
-                batch_size = batch_size or ds["batch_size"]
             root = demo_task_root(demo_dir, task, env)
         else:
             roots = [Path(d) for d in ([data] if isinstance(data, (str, Path)) else data)]
@@ -130,14 +129,15 @@ def run_training(task: str, out: str | Path, *, data: str | Path | Sequence[str 
                     raise FileNotFoundError(f"--data {r} does not exist")
             root = roots[0]
         cfg_over.update(overrides or {})
+        if batch_size:
+            cfg_over["batch_size"] = batch_size
         cfg = get_config(task, **cfg_over)
         multi = bool(roots) and task in FUSION_TASKS and manifest is None
         if len(roots) > 1 and not multi:
             raise ValueError(f"several --data roots need a paired-image task without --manifest ({task})")
         settings = TrainSettings(
-            steps=steps, epochs=None if steps is not None else (epochs or cfg.epochs),
-            batch_size=batch_size or cfg.batch_size, lr=cfg.lr, lr_min=cfg.min_lr, betas=cfg.betas,
-            weight_decay=cfg.weight_decay, seed=seed, num_workers=num_workers, progress=progress,
+            optim=cfg.optim, steps=steps, epochs=None if steps is not None else (epochs or cfg.optim.epochs),
+            seed=seed, num_workers=num_workers, progress=progress,
             ema_decay=rec.ema_decay if rec is not None else TrainSettings.ema_decay,
             checkpoint_every=checkpoint_every or (100 if demo else 1000), log_every=log_every,
             extra={"data": [str(r) for r in roots] if multi else str(root),
@@ -161,7 +161,7 @@ def run_training(task: str, out: str | Path, *, data: str | Path | Sequence[str 
         else:
             dataset = build_dataset(task, root, "train", layout=layout, manifest=manifest, train=True, cfg=cfg,
                                     hash_mismatch=hash_mismatch)
-            if cfg.scene_split == "halves" and rec is not None:  # val regions of the same scenes select the weights
+            if cfg.data.scene_split == "halves" and rec is not None:  # val regions of the same scenes select the weights
                 from fusion.train.validate import Validator
 
                 val_set = build_dataset(task, root, "val", layout=layout, train=False, cfg=cfg)

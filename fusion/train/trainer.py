@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from fusion.config import OptimConfig
 from fusion.train.checkpoint import (
     CHECKPOINT_FORMAT,
     capture_rng,
@@ -43,16 +44,12 @@ TENSOR_KEYS = ("a", "b", "gt", "text", "text_mask", "mask", "has_mask")
 
 @dataclass
 class TrainSettings:
-    """Optimiser, schedule and bookkeeping of one run.  ``steps`` (if set) overrides ``epochs``."""
+    """Budget and bookkeeping of one run; the optimiser numbers are ``optim`` (the task config's section,
+    Table 1: batch, lr, betas, weight decay, min lr, gradient clipping). ``steps`` (if set) overrides ``epochs``."""
 
+    optim: OptimConfig
     steps: int | None = None
     epochs: int | None = None
-    batch_size: int = 12
-    lr: float = 1e-3
-    lr_min: float = 1e-5
-    betas: tuple[float, float] = (0.95, 0.99)
-    weight_decay: float = 1e-6
-    grad_clip: float = 1.0
     ema_decay: float = 0.999
     checkpoint_every: int = 500
     log_every: int = 10
@@ -65,17 +62,16 @@ class TrainSettings:
     extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance (data paths, demo, ...)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.optim, OptimConfig):
+            raise TypeError(f"TrainSettings.optim: expected an OptimConfig, got {type(self.optim).__name__}")
         if self.steps is None and self.epochs is None:
             raise ValueError("TrainSettings needs steps or epochs")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.max_unreadable_fraction <= 1.0:
             raise ValueError(f"max_unreadable_fraction must be in [0, 1], got {self.max_unreadable_fraction}")
-        self.betas = tuple(self.betas)  # type: ignore[assignment]
 
 
 class Trainer:
@@ -107,8 +103,9 @@ class Trainer:
                                             else None, find_unused_parameters=True)
                     if env.distributed else None)
         self.ema = ModelEMA(self.model, settings.ema_decay)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=settings.lr, betas=settings.betas,
-                                           weight_decay=settings.weight_decay)
+        optim = settings.optim
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=optim.lr, betas=tuple(optim.betas),
+                                           weight_decay=optim.weight_decay)
 
         n = len(dataset)  # type: ignore[arg-type]
         if n == 0:
@@ -121,7 +118,7 @@ class Trainer:
             self.sampler = ResumableSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True,
                                             seed=settings.seed)
         per_rank = len(self.sampler)
-        self.batch_size = settings.batch_size
+        self.batch_size = optim.batch_size
         if per_rank < self.batch_size:
             warnings.warn(f"batch size {self.batch_size} exceeds the {per_rank} samples per rank; "
                           f"using {per_rank}", stacklevel=2)
@@ -137,7 +134,7 @@ class Trainer:
         self.batches_per_epoch = per_rank // self.batch_size
         self.total_steps = settings.steps if settings.steps is not None else settings.epochs * self.batches_per_epoch
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.total_steps,
-                                                                    eta_min=settings.lr_min)
+                                                                    eta_min=optim.min_lr)
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -256,8 +253,8 @@ class Trainer:
             # backward on every rank even when some loss is non-finite: DDP needs matching collectives
             loss.backward()
             params = [p for p in self.model.parameters() if p.grad is not None]
-            gnorm = torch.nn.utils.clip_grad_norm_(params, self.settings.grad_clip if self.settings.grad_clip > 0
-                                                   else float("inf"))
+            clip = self.settings.optim.grad_clip
+            gnorm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
             if loss_ok and bool(torch.isfinite(gnorm).item()):
                 self.optimizer.step()
                 self.ema.update(self.model)

@@ -112,7 +112,7 @@ def test_pan_testsets_and_verdict(scenes, pan_model):
               "mtf-glp-hpm": {"Q2n": 0.8, "SAM": 3.0, "ERGAS": 2.0, "SCC": 0.9},
               "exp": {"Q2n": 0.7, "SAM": 1.0, "ERGAS": 3.0, "SCC": 0.8}}
     v = pan_verdict(closed, "m")
-    assert "on Q2n, SAM, ERGAS, SCC of" in v and "beats on all four: mtf-glp-hpm:" in v and v.endswith("MET.")
+    assert "on 4 of 4 (Q2n, SAM, ERGAS, SCC)" in v and "SCC: mtf-glp-hpm:" in v and v.endswith("MET.")
     closed["m"]["SCC"] = 0.85
     assert pan_verdict(closed, "m").endswith("NOT met.")
 

@@ -199,7 +199,10 @@ def test_tables(test: dict[str, Any]) -> list[str]:
     lines = ["## Test sets", "", test.get("protocol", ""), ""]
     for ds, res in test["sets"].items():
         metrics = res["metrics"]
-        lines += [f"### {ds} ({res['pairs']} pairs)", "",
+        reg = res.get("region")
+        what = (f"held-back region: MS rows {reg['rows'][0]}:{reg['rows'][1]}, columns {reg['cols'][0]}:{reg['cols'][1]}; "
+                f"sensor {reg['sensor'] or 'generic MTF'}" if reg else f"{res['pairs']} pairs")
+        lines += [f"### {ds} ({what})", "",
                   "| method | " + " | ".join(metrics) + " |", "| --- |" + " --- |" * len(metrics)]
         for method, means in res["means"].items():
             cells = []

@@ -120,13 +120,15 @@ PAN_REFERENCE = "mtf-glp-hpm"
 MIN_TEST_SIDE = 32  # Q2n needs whole 32x32 blocks (WV3_example: 16x32 test half, left out)
 
 
-def evaluate_pan_testsets(model: Any, data_root: Path, *, model_name: str = "rwkvfusion") -> dict[str, Any]:
+def evaluate_pan_testsets(model: Any, data_root: Path, *, model_name: str = "rwkvfusion", split: str = "test"
+                          ) -> dict[str, Any]:
     """Reduced-resolution scores of a pansharpening ``model`` and every pan baseline on the held-back bottom
     halves (``rwkvfusion_io.spectral.half_region``) of the shared scenes with the model's band count.
 
     Each region is degraded by Wald's protocol (sensor MTF, ratio of the file); methods fuse in sensor DN
     and are scored against the original MS with ``fusion.metrics.pansharpening_metrics``. Returns the
     ``evaluate_testsets`` shape: {"protocol", "sets": {scene: {"pairs", "metrics", "means", "best", "verdict"}}}.
+    ``split="val"`` scores the validation regions instead (the baselines' side of the selection metric).
     """
     import torch
 
@@ -137,7 +139,7 @@ def evaluate_pan_testsets(model: Any, data_root: Path, *, model_name: str = "rwk
     from rwkvfusion_io.spectral import load_mat, usable_sensor
 
     cfg = model.cfg.replace(scene_split="halves")
-    ds = build_dataset("pan", Path(data_root) / "pan", "test", cfg=cfg)
+    ds = build_dataset("pan", Path(data_root) / "pan", split, cfg=cfg)
     sets: dict[str, Any] = {}
     for i, rec in enumerate(ds.samples):
         s = ds[i]
@@ -180,6 +182,7 @@ def pan_verdict(means: dict[str, dict[str, float]], model: str) -> str:
     wins = [k for k in PAN_CRITERION if better(k, mv[k], means[PAN_REFERENCE][k])]
     beaten = [m for m in means if m != model and all(better(k, mv[k], means[m][k]) for k in PAN_CRITERION)]
     met = len(wins) == len(PAN_CRITERION)
-    return (f"{model} beats {PAN_REFERENCE} on {', '.join(wins) or 'nothing'} of {', '.join(PAN_CRITERION)}; "
-            f"beats on all four: {', '.join(beaten) or 'none'}: criterion {'MET' if met else 'NOT met'}.")
+    return (f"{model} beats {PAN_REFERENCE} on {len(wins)} of {len(PAN_CRITERION)} ({', '.join(wins) or '-'}); "
+            f"beats on all of {', '.join(PAN_CRITERION)}: {', '.join(beaten) or 'none'}: "
+            f"criterion {'MET' if met else 'NOT met'}.")
 

@@ -34,8 +34,9 @@ def checked_class_map(cmap: np.ndarray, n_classes: int, source: str | Path, samp
     return out
 
 
-def is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTS and not path.name.startswith(".")
+def is_image(path: Path, exts: tuple[str, ...] = IMAGE_EXTS) -> bool:
+    """A visible file with one of ``exts`` (lower-case suffixes; default the image formats)."""
+    return path.is_file() and path.suffix.lower() in exts and not path.name.startswith(".")
 
 
 def _decoded(path: Path, what: str, to_array: Callable[[Any], np.ndarray]) -> np.ndarray:

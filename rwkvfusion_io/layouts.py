@@ -93,11 +93,12 @@ def _subdirs(path: Path) -> dict[str, Path]:
     return {p.name.lower(): p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".")}
 
 
-def images_by_stem(folder: Path) -> dict[str, Path]:
-    """The images of ``folder`` by file stem (sorted; hidden files skipped); two images of one stem are an error."""
+def images_by_stem(folder: Path, exts: tuple[str, ...] | None = None) -> dict[str, Path]:
+    """The images of ``folder`` by file stem (sorted; hidden files skipped); two images of one stem are an error.
+    ``exts`` (lower-case suffixes) selects other files instead, e.g. pansharpening scenes (.mat, .tif)."""
     out: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        if is_image(p):
+        if is_image(p) if exts is None else is_image(p, exts):
             if p.stem in out:
                 raise ValueError(f"{folder}: two images share the stem {p.stem!r} ({out[p.stem].name}, {p.name})")
             out[p.stem] = p

@@ -194,6 +194,17 @@ def _evaluate(checkpoint: Path, out: Path, data: Path | None, demo_dir: Path | N
                           indent=2))
 
 
+def _report_written(written: list[Path], failures: list[tuple[str, str]], total: int, out: Path, unit: str,
+                    what: str) -> None:
+    """One error line per failed input, a summary line; exit status 1 when anything failed."""
+    for name, why in failures:
+        typer.echo(f"error: {unit} {name!r}: {why}", err=True)
+    typer.echo(f"wrote {len(written)} {what}(s) to {out}"
+               + (f"; {len(failures)} of {total} {unit}(s) failed (listed above)" if failures else ""))
+    if failures:
+        raise typer.Exit(1)
+
+
 def _checkpoint_task(checkpoint: Path) -> str | None:
     """The task a checkpoint was trained for (None when it cannot be read: the fuse path reports that)."""
     try:
@@ -207,11 +218,12 @@ def _checkpoint_task(checkpoint: Path) -> str | None:
 def _pansharpen(a: Path, b: Path, out: Path, checkpoint: Path | None, device: str | None, debug: bool,
                 tile: int | None, overlap: int) -> None:
     """``fuse --task pan``: MS + PAN scenes -> pansharpened TIFFs (``fusion.train.pansharpen``)."""
-    from fusion.train.pansharpen import _read, model_pansharpen, pansharpen_files, scene_inputs
+    from fusion.train.inference import pair_inputs
+    from fusion.train.pansharpen import SCENE_EXTS, _read, model_pansharpen, pansharpen_files
     from rwkvfusion_io.distributed import resolve_device
 
     try:
-        scenes = scene_inputs(a, b)
+        scenes = pair_inputs(a, b, SCENE_EXTS)
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
     if checkpoint is not None:
@@ -230,12 +242,7 @@ def _pansharpen(a: Path, b: Path, out: Path, checkpoint: Path | None, device: st
     failures: list[tuple[str, str]] = []
     written = _run(debug, lambda: pansharpen_files(model_pansharpen(model, tile=tile, overlap=overlap), scenes, out,
                                                    failures=None if debug else failures))
-    for name, why in failures:
-        typer.echo(f"error: scene {name!r}: {why}", err=True)
-    typer.echo(f"wrote {len(written)} pansharpened image(s) to {out}"
-               + (f"; {len(failures)} of {len(scenes)} scene(s) failed (listed above)" if failures else ""))
-    if failures:
-        raise typer.Exit(1)
+    _report_written(written, failures, len(scenes), out, "scene", "pansharpened image")
 
 
 def fuse(
@@ -319,12 +326,7 @@ def fuse(
     failures: list[tuple[str, str]] = []
     written = _run(debug, lambda: fuse_files(fuse_y, pairs, out, fuse_y_for=fuse_y_for,
                                              failures=None if debug else failures))
-    for name, why in failures:
-        typer.echo(f"error: pair {name!r}: {why}", err=True)
-    typer.echo(f"wrote {len(written)} fused image(s) to {out}"
-               + (f"; {len(failures)} of {len(pairs)} pair(s) failed (listed above)" if failures else ""))
-    if failures:
-        raise typer.Exit(1)
+    _report_written(written, failures, len(pairs), out, "pair", "fused image")
 
 
 def register(app: typer.Typer) -> None:

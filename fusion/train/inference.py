@@ -235,8 +235,9 @@ def write_image(path: str | Path, img: np.ndarray) -> Path:
     return atomic_write(path, lambda fh: fh.write(buf.getbuffer()))
 
 
-def pair_inputs(a: str | Path, b: str | Path) -> list[tuple[str, Path, Path]]:
-    """Pairs ``(name, path_a, path_b)``: two files, or two folders matched by file name (without suffix)."""
+def pair_inputs(a: str | Path, b: str | Path, exts: tuple[str, ...] | None = None) -> list[tuple[str, Path, Path]]:
+    """Pairs ``(name, path_a, path_b)``: two files, or two folders matched by file name (without suffix);
+    ``exts``: the suffixes to match in folders (default: the image formats)."""
     a, b = Path(a), Path(b)
     for p, flag in ((a, "--a"), (b, "--b")):
         if not p.exists():
@@ -244,7 +245,7 @@ def pair_inputs(a: str | Path, b: str | Path) -> list[tuple[str, Path, Path]]:
     if a.is_file() and b.is_file():
         return [(a.stem, a, b)]
     if a.is_dir() and b.is_dir():
-        fa, fb = images_by_stem(a), images_by_stem(b)
+        fa, fb = images_by_stem(a, exts), images_by_stem(b, exts)
         only_a, only_b = sorted(set(fa) - set(fb)), sorted(set(fb) - set(fa))
         if only_a or only_b:
             msg = [f"--a {a} and --b {b} do not hold the same image names"]
@@ -254,7 +255,7 @@ def pair_inputs(a: str | Path, b: str | Path) -> list[tuple[str, Path, Path]]:
                 msg.append(f"only in {b}: {', '.join(fb[n].name for n in only_b)}")
             raise ValueError("; ".join(msg))
         if not fa:
-            raise ValueError(f"--a {a}: no images ({', '.join(IMAGE_EXTS)})")
+            raise ValueError(f"--a {a}: no images ({', '.join(exts or IMAGE_EXTS)})")
         return [(n, fa[n], fb[n]) for n in sorted(fa)]
     raise ValueError(f"--a {a} and --b {b} must both be files or both be folders")
 

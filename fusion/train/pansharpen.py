@@ -54,23 +54,6 @@ def _read(path: Path, role: str) -> tuple[np.ndarray, int | None]:
     return arr, bits
 
 
-def scene_inputs(a: Path, b: Path) -> list[tuple[str, Path, Path]]:
-    """``(name, ms_path, pan_path)``: two files (possibly the same .mat), or two folders matched by stem."""
-    for p, flag in ((a, "--a"), (b, "--b")):
-        if not p.exists():
-            raise FileNotFoundError(f"{flag} {p} does not exist")
-    if a.is_file() and b.is_file():
-        return [(a.stem, a, b)]
-    if a.is_dir() and b.is_dir():
-        fa = {p.stem: p for p in sorted(a.iterdir()) if p.suffix.lower() in SCENE_EXTS}
-        fb = {p.stem: p for p in sorted(b.iterdir()) if p.suffix.lower() in SCENE_EXTS}
-        if set(fa) != set(fb) or not fa:
-            raise ValueError(f"--a {a} and --b {b} must hold the same scene names ({', '.join(SCENE_EXTS)}); "
-                             f"only in --a: {sorted(set(fa) - set(fb))}, only in --b: {sorted(set(fb) - set(fa))}")
-        return [(n, fa[n], fb[n]) for n in sorted(fa)]
-    raise ValueError(f"--a {a} and --b {b} must both be files or both be folders")
-
-
 def model_pansharpen(model: nn.Module, *, tile: int | None = None, overlap: int = 64
                      ) -> Callable[[np.ndarray, np.ndarray, int, float], np.ndarray]:
     """fn(ms [h, w, C], pan [H, W], ratio, max_value) -> [H, W, C] in DN: lms = 23-tap upsampling (EXP), both

@@ -100,6 +100,14 @@ def split_y_cbcr(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(ycc[:, :, 0][None]), np.ascontiguousarray(ycc[:, :, 1:].transpose(2, 0, 1))
 
 
+def read_luma(path: str | Path) -> np.ndarray:
+    """Image file -> float64 HxW luma in [0, 1] (BT.601 Y of RGB via ``rwkvfusion_io.color.luma``; grey as stored)."""
+    from rwkvfusion_io.color import luma
+
+    img = read_image(path).astype(np.float64)
+    return img[:, :, 0] if img.shape[2] == 1 else luma(img[:, :, :3])
+
+
 def read_label_map(path: str | Path) -> np.ndarray:
     """Read a segmentation label / class-map image as uint8 [H, W] (first channel of a colour PNG)."""
     path = Path(path)

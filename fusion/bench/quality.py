@@ -16,62 +16,6 @@ from fusion.bench.settings import REPO, BenchSettings
 
 
 # ============================================================================ 4. quality
-def _imread_y(path: Path) -> np.ndarray:
-    """Read an image as float64 luma Y (BT.601) in [0, 1], HxW."""
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f"{path}: could not be read as an image")
-    scale = 65535.0 if img.dtype == np.uint16 else 255.0
-    img = img.astype(np.float64) / scale
-    if img.ndim == 3:
-        bgr = img[..., :3]
-        img = 0.114 * bgr[..., 0] + 0.587 * bgr[..., 1] + 0.299 * bgr[..., 2]
-    return img
-
-
-def _pairs_by_stem(a_dir: Path, b_dir: Path) -> list[tuple[str, Path, Path]]:
-    exts = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-    a = {p.stem: p for p in sorted(a_dir.iterdir()) if p.suffix.lower() in exts} if a_dir.is_dir() else {}
-    b = {p.stem: p for p in sorted(b_dir.iterdir()) if p.suffix.lower() in exts} if b_dir.is_dir() else {}
-    return [(f"{a_dir.parent.name}/{s}", a[s], b[s]) for s in sorted(a) if s in b]
-
-
-def fusion_pairs(task: str, root: Path) -> list[list[tuple[str, Path, Path]]]:
-    """Real pairs of ``task`` under the shared data root, one list per dataset (a, b as in the model)."""
-    groups: list[list[tuple[str, Path, Path]]] = []
-    if task == "vif":
-        for ds in ("tno", "roadscene"):
-            groups.append(_pairs_by_stem(root / "vif" / ds / "ir", root / "vif" / ds / "vi"))
-    elif task == "mif":
-        for ds, other in (("mri_spect", "SPECT"), ("mri_pet", "PET"), ("mri_ct", "CT")):
-            groups.append(_pairs_by_stem(root / "mif" / ds / "MRI", root / "mif" / ds / other))
-    elif task == "mef":
-        for ds in ("dataset1", "dataset2"):
-            groups.append(_pairs_by_stem(root / "mef" / "u2fusion" / ds / "ue", root / "mef" / "u2fusion" / ds / "oe"))
-        seqs = []
-        base = root / "mef" / "ifcnn_sequences"
-        for scene in sorted(base.iterdir()) if base.is_dir() else []:
-            imgs = sorted(p for p in scene.iterdir() if p.suffix.lower() in (".jpg", ".png"))
-            if len(imgs) >= 2:  # darkest and brightest exposure of the sequence
-                lum = sorted(imgs, key=lambda p: float(_imread_y(p).mean()))
-                seqs.append((f"ifcnn/{scene.name}", lum[0], lum[-1]))
-        groups.append(seqs)
-    elif task == "mff":
-        lytro = root / "mff" / "lytro"
-        pairs = []
-        for pa in sorted(lytro.glob("lytro-*-A.*")) if lytro.is_dir() else []:
-            pb = pa.with_name(pa.name.replace("-A.", "-B."))
-            if pb.is_file():
-                pairs.append((f"lytro/{pa.stem[:-2]}", pa, pb))
-        groups.append(pairs)
-        groups.append(_pairs_by_stem(root / "mff" / "u2fusion" / "far", root / "mff" / "u2fusion" / "near"))
-    else:
-        raise ValueError(f"fusion_pairs: task {task!r} is not a fusion task")
-    return [g for g in groups if g]
-
-
 def _take(groups: list[list[Any]], n: int) -> list[Any]:
     """Round-robin over the datasets so each contributes, at most ``n`` items in all."""
     out: list[Any] = []
@@ -172,6 +116,8 @@ def _pan_model_fuser(path: Path) -> Callable[..., np.ndarray]:
 def _quality_fusion(task: str, root: Path, st: BenchSettings) -> dict[str, Any]:
     from fusion.baselines import methods_for
     from fusion.metrics import fusion_metrics
+    from rwkvfusion_io.images import read_luma
+    from rwkvfusion_io.layouts import fusion_pairs
 
     pairs = _take(fusion_pairs(task, root), st.max_pairs)
     methods: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {s.name: s.fn for s in methods_for(task)}
@@ -189,7 +135,7 @@ def _quality_fusion(task: str, root: Path, st: BenchSettings) -> dict[str, Any]:
     for pid, pa, pb in pairs:
         import cv2
 
-        a, b = _imread_y(pa), _imread_y(pb)
+        a, b = read_luma(pa), read_luma(pb)
         if a.shape != b.shape:
             notes.append(f"{pid}: shapes {a.shape} vs {b.shape}; b resized to a")
             b = cv2.resize(b, (a.shape[1], a.shape[0]), interpolation=cv2.INTER_AREA)
@@ -211,9 +157,10 @@ def _quality_fusion(task: str, root: Path, st: BenchSettings) -> dict[str, Any]:
 
 
 def _load_pan(path: Path) -> dict[str, Any]:
-    from scipy.io import loadmat
+    """A .mat scene (``rwkvfusion_io.spectral.load_mat``) -> MS HxWxC and PAN HxW float64 in DN, sensor, bits, ratio."""
+    from rwkvfusion_io.spectral import load_mat
 
-    d = loadmat(str(path))
+    d = load_mat(path)
     ms = d.get("I_MS", d.get("I_MS_LR"))
     pan = d.get("I_PAN")
     if ms is None or pan is None:

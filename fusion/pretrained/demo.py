@@ -24,7 +24,8 @@ DEMO_TASKS = ("vif", "mif", "mef", "mff")
 
 def demo_pairs(task: str, data: Path | None, demo_dir: Path, n: int) -> tuple[list[tuple[str, Path, Path]], str]:
     """Up to ``n`` (id, a, b) pairs: real shared test pairs when ``data`` exists, else the embedded demo test split."""
-    from fusion.bench.quality import _take, fusion_pairs
+    from fusion.bench.quality import _take
+    from rwkvfusion_io.layouts import fusion_pairs
 
     if data is not None and data.is_dir():
         groups = fusion_pairs(task, data)

@@ -1,6 +1,6 @@
 """Score a model against every classical baseline on the shared real TEST sets (never trained on).
 
-For each test set of a task (``fusion.bench.quality.fusion_pairs``: VIF TNO / RoadScene, MIF MRI-SPECT / MRI-PET /
+For each test set of a task (``rwkvfusion_io.layouts.fusion_pairs``: VIF TNO / RoadScene, MIF MRI-SPECT / MRI-PET /
 MRI-CT, MEF U2Fusion dataset1 / dataset2 / IFCNN sequences (darkest and brightest exposure), MFF Lytro /
 U2Fusion) the sources are written as PNG to ``<out>/<set>/a`` and ``b``, each method's fused images (full
 size, colour restored from the sources' chroma, as ``python -m fusion fuse`` writes them) to
@@ -33,9 +33,9 @@ def evaluate_testsets(task: str, data_root: Path, out: Path, *, model_fuse_y: Ca
     """Fuse and score every test set of ``task``; returns {"protocol", "sets": {set: {"pairs", "metrics",
     "means": {method: {metric: mean}}, "best": {metric: method}, "verdict", "command"}}}."""
     from fusion.baselines import methods_for
-    from fusion.bench.quality import fusion_pairs
     from fusion.metrics.cli import run_metrics
     from fusion.train.inference import fuse_arrays, read_image, write_image
+    from rwkvfusion_io.layouts import fusion_pairs
 
     methods: dict[str, Callable] = {}
     if model_fuse_y is not None:

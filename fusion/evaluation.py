@@ -147,7 +147,7 @@ def summarise(rows: Sequence[dict[str, Any]], *, drop_nan: bool = True,
     out: dict[str, dict[str, float]] = {}
     for k in keys:
         vals = [r[k] for r in rows if k in r and isinstance(r[k], (int, float, np.floating, np.integer))]
-        v = np.array([x for x in vals if math.isfinite(x)] if drop_nan else vals, dtype=np.float64)
+        v = np.asarray([x for x in vals if math.isfinite(x)] if drop_nan else vals)  # dtype as given
         if v.size:
             out[k] = {"mean": float(v.mean()), "std": float(v.std()), "n": int(v.size)}
         elif keep_empty:

@@ -14,10 +14,11 @@ import pytest
 from fusion import bench
 from fusion.bench.machine import fit_exponent, machine_info
 from fusion.bench.probe import PeakRSS, probe
-from fusion.bench.quality import _summarise, _take
+from fusion.bench.quality import _summarise
 from fusion.bench.report import build_report
 from fusion.bench.sections import _attn_matrix_gib
 from fusion.bench.settings import PAPER_TABLE4, SECTIONS
+from fusion.evaluation import take_round_robin as _take
 from rwkvfusion_io.images import read_luma
 from rwkvfusion_io.layouts import fusion_pairs
 

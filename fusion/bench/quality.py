@@ -14,13 +14,6 @@ from fusion.bench.settings import REPO, BenchSettings
 
 
 # ============================================================================ 4. quality
-def _take(groups: list[list[Any]], n: int) -> list[Any]:
-    """Round-robin over the datasets so each contributes, at most ``n`` items in all."""
-    from fusion.evaluation import take_round_robin
-
-    return take_round_robin(groups, n)
-
-
 def _summarise(scores: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
     """method -> metric -> {mean, std, n} (population std over pairs; NaNs dropped)."""
     from fusion.evaluation import summarise
@@ -101,10 +94,10 @@ def _fusion_inputs(pairs: list[tuple[str, Path, Path]], st: BenchSettings,
 
 def _quality_fusion(task: str, root: Path, st: BenchSettings) -> dict[str, Any]:
     from fusion.baselines import methods_for
-    from fusion.evaluation import as_fuser, fusion_pair_scores
+    from fusion.evaluation import as_fuser, fusion_pair_scores, take_round_robin
     from rwkvfusion_io.layouts import fusion_pairs
 
-    pairs = _take(fusion_pairs(task, root), st.max_pairs)
+    pairs = take_round_robin(fusion_pairs(task, root), st.max_pairs)
     methods: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {s.name: s.fn for s in methods_for(task)}
     cks, notes = find_checkpoints(task)
     bundled = _bundled_fuser(task, notes)

@@ -61,8 +61,9 @@ def _apply(x: Any, matrix: np.ndarray, pre: np.ndarray, post: np.ndarray, channe
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
-    """BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` of an ``[..., 3]`` array (the Y of :func:`rgb_to_ycbcr`)."""
-    return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    """BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` of an ``[..., 3]`` array -> ``[...]`` (the Y of :func:`rgb_to_ycbcr`;
+    summed blue first, as OpenCV-based readers did, so scores computed from it match theirs to the last bit)."""
+    return 0.114 * rgb[..., 2] + 0.587 * rgb[..., 1] + 0.299 * rgb[..., 0]
 
 
 def rgb_to_ycbcr(rgb: Any, *, channel_axis: int | None = None, data_range: float | None = None) -> Any:

@@ -59,17 +59,17 @@ def _decoded(path: Path, what: str, to_array: Callable[[Any], np.ndarray]) -> np
         raise SampleError(f"{path}: not enough memory to decode this image", path=path) from exc
 
 
-def _as_float(im: Any) -> np.ndarray:
-    """A decoded PIL image as float32 in [0, 1] (16-bit by its range, float as stored)."""
+def _as_float(im: Any, dtype: type = np.float32) -> np.ndarray:
+    """A decoded PIL image as float (``dtype``) in [0, 1] (16-bit by its range, float as stored)."""
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(im, dtype=np.float32)
+        arr = np.asarray(im, dtype=dtype)
         return arr / (65535.0 if arr.max(initial=0) > 255 or mode.startswith("I;16") else 255.0)
     if mode == "F":
-        return np.asarray(im, dtype=np.float32)
+        return np.asarray(im, dtype=dtype)
     if mode not in ("L", "RGB"):
         im = im.convert("L" if mode in ("1", "LA") else "RGB")
-    return np.asarray(im, dtype=np.float32) / 255.0
+    return np.asarray(im, dtype=dtype) / 255.0
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -99,6 +99,16 @@ def split_y_cbcr(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     ycc = np.asarray(rgb_to_ycbcr(np.ascontiguousarray(img[:, :, :3], dtype=np.float32)), dtype=np.float32)
     return np.ascontiguousarray(ycc[:, :, 0][None]), np.ascontiguousarray(ycc[:, :, 1:].transpose(2, 0, 1))
+
+
+def read_luma(path: str | Path) -> np.ndarray:
+    """Image file -> float64 HxW luma in [0, 1] (BT.601 Y of RGB via ``rwkvfusion_io.color.luma``; grey as stored)."""
+    from rwkvfusion_io.color import luma
+
+    path = Path(path)
+    img = _decoded(path, "file", lambda im: _as_float(im, np.float64))
+    check_finite(img, path)
+    return img if img.ndim == 2 else luma(img[:, :, :3])
 
 
 def read_label_map(path: str | Path) -> np.ndarray:

@@ -282,6 +282,38 @@ def _list_pairs(task: str, root: str | Path, split: str, layout: str
         f"'<stem>-A/-B' files, or exposure-sequence folders); found folders {sorted(_subdirs(base))}")
 
 
+#: the shared real test sets of each fusion task (``../shared/data``): (folder under the data root, layout,
+#: pair-id prefix); sources: CDDFuse test_img (TNO, RoadScene, Harvard MRI-SPECT/PET/CT), U2Fusion test_imgs,
+#: IFCNN MEDataset/CMFDataset (Zhao et al., CVPR 2023; Xu et al., TPAMI 2020; Zhang et al., Inf. Fusion 2020)
+TEST_SETS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "vif": (("vif/tno", "tno", "tno"), ("vif/roadscene", "roadscene", "roadscene")),
+    "mif": (("mif/mri_spect", "harvard", "mri_spect"), ("mif/mri_pet", "harvard", "mri_pet"),
+            ("mif/mri_ct", "harvard", "mri_ct")),
+    "mef": (("mef/u2fusion/dataset1", "mef_pairs", "dataset1"), ("mef/u2fusion/dataset2", "mef_pairs", "dataset2"),
+            ("mef/ifcnn_sequences", "sequences", "ifcnn")),
+    "mff": (("mff/lytro", "lytro", "lytro"), ("mff/u2fusion", "generic", "u2fusion")),
+}
+
+
+def fusion_pairs(task: str, root: str | Path) -> list[list[tuple[str, Path, Path]]]:
+    """The real test pairs of ``task`` under the shared data root: one list of (``"<set>/<id>"``, a, b) per
+    non-empty test set of :data:`TEST_SETS` (exposure sequences: darkest / brightest exposure)."""
+    if task not in TEST_SETS:
+        raise ValueError(f"fusion_pairs: task {task!r} is not a fusion task")
+    groups: list[list[tuple[str, Path, Path]]] = []
+    for folder, layout, prefix in TEST_SETS[task]:
+        base = Path(root) / folder
+        if not base.is_dir():
+            continue
+        try:
+            records, _ = list_pairs(task, base, "test", layout)
+        except ValueError:  # not that layout (role folders missing): the set contributes nothing
+            continue
+        if records:
+            groups.append([(f"{prefix}/{r.id}", r.a, r.b) for r in records])
+    return groups
+
+
 def check_record_files(rec: PairRecord) -> None:
     """Raise SampleError naming the first missing file of a record."""
     for role, p in rec.paths().items():
@@ -289,5 +321,5 @@ def check_record_files(rec: PairRecord) -> None:
             raise SampleError(f"{p}: {role} file of sample {rec.id!r} not found", sample_id=rec.id, path=p)
 
 
-__all__ = ["PairRecord", "Problem", "list_pairs", "list_splits", "resolve_split_base", "LAYOUTS", "ROLE_ALIASES",
+__all__ = ["PairRecord", "Problem", "list_pairs", "fusion_pairs", "TEST_SETS", "list_splits", "resolve_split_base", "LAYOUTS", "ROLE_ALIASES",
            "FUSION_TASKS", "SPECTRAL_TASKS", "SampleError"]

@@ -14,10 +14,13 @@ import pytest
 from fusion import bench
 from fusion.bench.machine import fit_exponent, machine_info
 from fusion.bench.probe import PeakRSS, probe
-from fusion.bench.quality import _imread_y, _summarise, _take, fusion_pairs
+from fusion.bench.quality import _summarise
 from fusion.bench.report import build_report
 from fusion.bench.sections import _attn_matrix_gib
 from fusion.bench.settings import PAPER_TABLE4, SECTIONS
+from fusion.evaluation import take_round_robin as _take
+from rwkvfusion_io.images import read_luma
+from rwkvfusion_io.layouts import fusion_pairs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,7 +113,7 @@ def test_real_pairs_are_found(shared_data):
     assert all(a.parent.name == "ir" and b.parent.name == "vi" for _, a, b in vif[0])
     mef = fusion_pairs("mef", shared_data)
     _, dark, bright = mef[-1][0]
-    assert _imread_y(dark).mean() < _imread_y(bright).mean()
+    assert read_luma(dark).mean() < read_luma(bright).mean()
     assert len(_take(fusion_pairs("mff", shared_data), 8)) == 8
 
 

@@ -2,10 +2,8 @@
 test pairs of ../shared/data."""
 from __future__ import annotations
 
-import math
-import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,85 +14,11 @@ from fusion.bench.settings import REPO, BenchSettings
 
 
 # ============================================================================ 4. quality
-def _imread_y(path: Path) -> np.ndarray:
-    """Read an image as float64 luma Y (BT.601) in [0, 1], HxW."""
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f"{path}: could not be read as an image")
-    scale = 65535.0 if img.dtype == np.uint16 else 255.0
-    img = img.astype(np.float64) / scale
-    if img.ndim == 3:
-        bgr = img[..., :3]
-        img = 0.114 * bgr[..., 0] + 0.587 * bgr[..., 1] + 0.299 * bgr[..., 2]
-    return img
-
-
-def _pairs_by_stem(a_dir: Path, b_dir: Path) -> list[tuple[str, Path, Path]]:
-    exts = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-    a = {p.stem: p for p in sorted(a_dir.iterdir()) if p.suffix.lower() in exts} if a_dir.is_dir() else {}
-    b = {p.stem: p for p in sorted(b_dir.iterdir()) if p.suffix.lower() in exts} if b_dir.is_dir() else {}
-    return [(f"{a_dir.parent.name}/{s}", a[s], b[s]) for s in sorted(a) if s in b]
-
-
-def fusion_pairs(task: str, root: Path) -> list[list[tuple[str, Path, Path]]]:
-    """Real pairs of ``task`` under the shared data root, one list per dataset (a, b as in the model)."""
-    groups: list[list[tuple[str, Path, Path]]] = []
-    if task == "vif":
-        for ds in ("tno", "roadscene"):
-            groups.append(_pairs_by_stem(root / "vif" / ds / "ir", root / "vif" / ds / "vi"))
-    elif task == "mif":
-        for ds, other in (("mri_spect", "SPECT"), ("mri_pet", "PET"), ("mri_ct", "CT")):
-            groups.append(_pairs_by_stem(root / "mif" / ds / "MRI", root / "mif" / ds / other))
-    elif task == "mef":
-        for ds in ("dataset1", "dataset2"):
-            groups.append(_pairs_by_stem(root / "mef" / "u2fusion" / ds / "ue", root / "mef" / "u2fusion" / ds / "oe"))
-        seqs = []
-        base = root / "mef" / "ifcnn_sequences"
-        for scene in sorted(base.iterdir()) if base.is_dir() else []:
-            imgs = sorted(p for p in scene.iterdir() if p.suffix.lower() in (".jpg", ".png"))
-            if len(imgs) >= 2:  # darkest and brightest exposure of the sequence
-                lum = sorted(imgs, key=lambda p: float(_imread_y(p).mean()))
-                seqs.append((f"ifcnn/{scene.name}", lum[0], lum[-1]))
-        groups.append(seqs)
-    elif task == "mff":
-        lytro = root / "mff" / "lytro"
-        pairs = []
-        for pa in sorted(lytro.glob("lytro-*-A.*")) if lytro.is_dir() else []:
-            pb = pa.with_name(pa.name.replace("-A.", "-B."))
-            if pb.is_file():
-                pairs.append((f"lytro/{pa.stem[:-2]}", pa, pb))
-        groups.append(pairs)
-        groups.append(_pairs_by_stem(root / "mff" / "u2fusion" / "far", root / "mff" / "u2fusion" / "near"))
-    else:
-        raise ValueError(f"fusion_pairs: task {task!r} is not a fusion task")
-    return [g for g in groups if g]
-
-
-def _take(groups: list[list[Any]], n: int) -> list[Any]:
-    """Round-robin over the datasets so each contributes, at most ``n`` items in all."""
-    out: list[Any] = []
-    i = 0
-    while len(out) < n and any(i < len(g) for g in groups):
-        for g in groups:
-            if i < len(g) and len(out) < n:
-                out.append(g[i])
-        i += 1
-    return out
-
-
 def _summarise(scores: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
     """method -> metric -> {mean, std, n} (population std over pairs; NaNs dropped)."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for method, rows in scores.items():
-        keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, (int, float))})
-        out[method] = {}
-        for k in keys:
-            vals = np.array([r[k] for r in rows if isinstance(r.get(k), (int, float)) and math.isfinite(r[k])])
-            if vals.size:
-                out[method][k] = {"mean": float(vals.mean()), "std": float(vals.std()), "n": int(vals.size)}
-    return out
+    from fusion.evaluation import summarise
+
+    return {m: summarise(rows, keep_empty=False) for m, rows in scores.items()}
 
 
 def find_checkpoints(task: str, runs_dir: Path | None = None) -> tuple[list[Path], list[str]]:
@@ -115,26 +39,10 @@ def find_checkpoints(task: str, runs_dir: Path | None = None) -> tuple[list[Path
     return found, notes
 
 
-def _model_fuser(path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """Fusion fn(a, b) of a checkpoint (EMA weights; no text or mask: the paper's Proposed* setting)."""
-    import torch
-
-    from fusion.train.inference import load_model, run_model
-
-    model, _ = load_model(path)
-
-    def fn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        t = lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]  # noqa: E731
-        return run_model(model, t(a), t(b))[0, 0].double().numpy()
-    return fn
-
-
 def _bundled_fuser(task: str, notes: list[str]) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
-    """Fusion fn(a, b) of the package's bundled model of ``task`` (``fusion.pretrained``), or None."""
-    import torch
-
+    """Fusion fn(Y_a, Y_b) of the package's bundled model of ``task`` (``fusion.pretrained``), or None."""
+    from fusion.evaluation import as_fuser
     from fusion.pretrained import NoBundledModel, bundled_info, load_pretrained
-    from fusion.train.inference import run_model
 
     try:
         model = load_pretrained(task)
@@ -144,52 +52,26 @@ def _bundled_fuser(task: str, notes: list[str]) -> Callable[[np.ndarray, np.ndar
     tr = bundled_info(task)["training"]
     notes.append(f"bundled:{task} = fusion/pretrained/weights/{task}.safetensors ({tr['weights']}, recipe "
                  f"{(tr.get('recipe') or {}).get('name')}; no text or mask)")
-
-    def fn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        t = lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]  # noqa: E731
-        return run_model(model, t(a), t(b))[0, 0].double().numpy()
-    return fn
+    return as_fuser(model)
 
 
 def _pan_model_fuser(path: Path) -> Callable[..., np.ndarray]:
-    """Pan fn(ms, pan, ratio, max_value) of a checkpoint: inputs scaled by ``max_value`` to [0, 1], lms = EXP."""
-    import torch
+    """Pan fn(ms, pan, ratio, max_value) of a checkpoint (``fusion.train.pansharpen.model_pansharpen``)."""
+    from fusion.train.inference import load_model
+    from fusion.train.pansharpen import model_pansharpen
 
-    from fusion.baselines.pan_interp import upsample_ms
-    from fusion.train.inference import load_model, run_model
-
-    model, _ = load_model(path)
-
-    def fn(ms: np.ndarray, pan: np.ndarray, ratio: int, max_value: float = 2047.0) -> np.ndarray:
-        if ms.shape[2] != model.cfg.model.a_channels:
-            raise ValueError(f"checkpoint {path} expects {model.cfg.model.a_channels} bands, image has {ms.shape[2]}")
-        lms = torch.from_numpy(upsample_ms(ms, ratio).transpose(2, 0, 1) / max_value).float()[None]
-        p = torch.from_numpy(pan / max_value).float()[None, None]
-        return run_model(model, lms, p)[0].double().numpy().transpose(1, 2, 0) * max_value
-    return fn
+    return model_pansharpen(load_model(path)[0])
 
 
-def _quality_fusion(task: str, root: Path, st: BenchSettings) -> dict[str, Any]:
-    from fusion.baselines import methods_for
-    from fusion.metrics import fusion_metrics
+def _fusion_inputs(pairs: list[tuple[str, Path, Path]], st: BenchSettings,
+                   notes: list[str]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(id, Y_a, Y_b) of each pair: luma in [0, 1], b resized to a when sizes differ, longer side <= max_side."""
+    import cv2
 
-    pairs = _take(fusion_pairs(task, root), st.max_pairs)
-    methods: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {s.name: s.fn for s in methods_for(task)}
-    cks, notes = find_checkpoints(task)
-    bundled = _bundled_fuser(task, notes)
-    if bundled is not None:
-        methods[f"bundled:{task}"] = bundled
-    for ck in cks:
-        try:
-            methods[f"model:{ck.parent.name}"] = _model_fuser(ck)
-        except Exception as err:  # noqa: BLE001 - reported
-            notes.append(f"checkpoint {ck}: {type(err).__name__}: {err}")
-    scores: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
-    seconds: dict[str, list[float]] = {m: [] for m in methods}
+    from rwkvfusion_io.images import read_luma
+
     for pid, pa, pb in pairs:
-        import cv2
-
-        a, b = _imread_y(pa), _imread_y(pb)
+        a, b = read_luma(pa), read_luma(pb)
         if a.shape != b.shape:
             notes.append(f"{pid}: shapes {a.shape} vs {b.shape}; b resized to a")
             b = cv2.resize(b, (a.shape[1], a.shape[0]), interpolation=cv2.INTER_AREA)
@@ -197,23 +79,38 @@ def _quality_fusion(task: str, root: Path, st: BenchSettings) -> dict[str, Any]:
         if scale < 1.0:  # same downscaled inputs for every method (keeps metrics and CPU models in budget)
             size = (max(16, round(a.shape[1] * scale)), max(16, round(a.shape[0] * scale)))
             a, b = (cv2.resize(x, size, interpolation=cv2.INTER_AREA) for x in (a, b))
-        for name, fn in methods.items():
-            t0 = time.perf_counter()
-            fused = np.clip(fn(a, b), 0.0, 1.0)
-            seconds[name].append(time.perf_counter() - t0)
-            m = fusion_metrics(fused * 255.0, a * 255.0, b * 255.0)
-            scores[name].append({k: float(v) for k, v in m.items() if isinstance(v, (int, float, np.floating))})
-    return {"pairs": [p[0] for p in pairs], "summary": _summarise(scores),
-            "seconds_per_pair": {m: _median(v) for m, v in seconds.items()}, "notes": notes,
+        yield pid, a, b
+
+
+def _quality_fusion(task: str, root: Path, st: BenchSettings) -> dict[str, Any]:
+    from fusion.baselines import methods_for
+    from fusion.evaluation import as_fuser, fusion_pair_scores, take_round_robin
+    from rwkvfusion_io.layouts import fusion_pairs
+
+    pairs = take_round_robin(fusion_pairs(task, root), st.max_pairs)
+    methods: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {s.name: s.fn for s in methods_for(task)}
+    cks, notes = find_checkpoints(task)
+    bundled = _bundled_fuser(task, notes)
+    if bundled is not None:
+        methods[f"bundled:{task}"] = bundled
+    for ck in cks:
+        try:
+            methods[f"model:{ck.parent.name}"] = as_fuser(ck)
+        except Exception as err:  # noqa: BLE001 - reported
+            notes.append(f"checkpoint {ck}: {type(err).__name__}: {err}")
+    scores = fusion_pair_scores(_fusion_inputs(pairs, st, notes), methods)
+    return {"pairs": [p[0] for p in pairs], "summary": scores.summary(keep_empty=False),
+            "seconds_per_pair": {m: _median(v) for m, v in scores.seconds.items()}, "notes": notes,
             "protocol": (f"luma Y (BT.601) of each source in [0, 1], pairs larger than {st.max_side} px on the "
                          "longer side area-downscaled to it (same inputs for every method); metrics on the "
                          "0-255 scale (fusion.metrics.fusion_metrics, grey)")}
 
 
 def _load_pan(path: Path) -> dict[str, Any]:
-    from scipy.io import loadmat
+    """A .mat scene (``rwkvfusion_io.spectral.load_mat``) -> MS HxWxC and PAN HxW float64 in DN, sensor, bits, ratio."""
+    from rwkvfusion_io.spectral import load_mat
 
-    d = loadmat(str(path))
+    d = load_mat(path)
     ms = d.get("I_MS", d.get("I_MS_LR"))
     pan = d.get("I_PAN")
     if ms is None or pan is None:

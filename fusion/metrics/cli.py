@@ -147,7 +147,8 @@ def run_metrics(task: str, fused: list[Path], a: Path | None = None, b: Path | N
     converts every image with rgb2gray first, None (default) keeps the suite's own colour protocol; without a
     suite None means "gray".
     """
-    from fusion.metrics import fusion_metrics, hmif_metrics, pansharpening_metrics
+    from fusion.evaluation import score_fusion, summarise
+    from fusion.metrics import hmif_metrics, pansharpening_metrics
     from fusion.metrics.suites import SUITES, mefb_suite, pan_suite, vifb_suite
 
     if suite is not None:
@@ -210,7 +211,8 @@ def run_metrics(task: str, fused: list[Path], a: Path | None = None, b: Path | N
                     fi, ai, bi = (rgb2gray(x) if x.ndim == 3 else x for x in (fi, ai, bi))
                 fn = vifb_suite if suite == "vifb" else mefb_suite
                 return fn(fi, ai, bi, metrics)
-            return fusion_metrics(fi, ai, bi, color=color or "gray", metrics=metrics, lpips_weights=lpips_weights)
+            return score_fusion(fi, ai, bi, scale=1.0, color=color or "gray", metrics=metrics,
+                                lpips_weights=lpips_weights)
         fi = read_array(fp, "fused")
         if suite == "pan":
             arrays = {"fused": fi}
@@ -281,11 +283,9 @@ def run_metrics(task: str, fused: list[Path], a: Path | None = None, b: Path | N
     report.metric_names = seen
     for method in names:
         mrows = [r for r in report.rows if r["method"] == method]
-        if mrows:
-            report.summary[method] = {
-                k: (float(np.mean(v)), float(np.std(v)), len(v))
-                for k in seen if (v := [r[k] for r in mrows if k in r])
-            }
+        if mrows:  # NaNs kept: a metric that failed on one image shows as NaN
+            stats = summarise(mrows, drop_nan=False, keep_empty=False)
+            report.summary[method] = {k: (stats[k]["mean"], stats[k]["std"], stats[k]["n"]) for k in seen if k in stats}
     return report
 
 

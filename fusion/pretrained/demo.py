@@ -24,12 +24,13 @@ DEMO_TASKS = ("vif", "mif", "mef", "mff")
 
 def demo_pairs(task: str, data: Path | None, demo_dir: Path, n: int) -> tuple[list[tuple[str, Path, Path]], str]:
     """Up to ``n`` (id, a, b) pairs: real shared test pairs when ``data`` exists, else the embedded demo test split."""
-    from fusion.bench.quality import _take, fusion_pairs
+    from fusion.evaluation import take_round_robin
+    from rwkvfusion_io.layouts import fusion_pairs
 
     if data is not None and data.is_dir():
         groups = fusion_pairs(task, data)
         if groups:
-            return _take(groups, n), f"real test pairs from {data}"
+            return take_round_robin(groups, n), f"real test pairs from {data}"
     from fusion.demo import build_demo_data
     from rwkvfusion_io.layouts import list_pairs
 
@@ -53,7 +54,8 @@ def run_demo(out: Path, *, data: Path | None, demo_dir: Path, pairs: int = 3, ma
              tasks: tuple[str, ...] = DEMO_TASKS) -> Path:
     """Write ``out/report.html`` (+ images, ``results.json``); returns the report path."""
     from fusion.baselines import methods_for
-    from fusion.metrics import fusion_metrics, rgb2gray
+    from fusion.evaluation import score_fusion
+    from fusion.metrics import rgb2gray
     from fusion.pretrained import NoBundledModel, bundled_info, load_pretrained
     from fusion.train.inference import fuse_arrays, model_fuse_y, read_image, write_image
 
@@ -87,7 +89,7 @@ def run_demo(out: Path, *, data: Path | None, demo_dir: Path, pairs: int = 3, ma
             for m, fn in methods.items():
                 f = fuse_arrays(fn, a, b)
                 cells.append((m, write_image(out / task / f"{stem}_{m}.png", f)))
-                scores[m].append(fusion_metrics(grey(f), grey(a), grey(b), metrics=TEST_METRICS))
+                scores[m].append(score_fusion(grey(f), grey(a), grey(b), scale=1.0, metrics=TEST_METRICS))
             rows.append((pid, cells))
         summary = {m: {k: {"mean": float(np.mean([s[k] for s in v])), "std": float(np.std([s[k] for s in v]))}
                        for k in TEST_METRICS} for m, v in scores.items() if v}

@@ -1,6 +1,6 @@
 """Score a model against every classical baseline on the shared real TEST sets (never trained on).
 
-For each test set of a task (``fusion.bench.quality.fusion_pairs``: VIF TNO / RoadScene, MIF MRI-SPECT / MRI-PET /
+For each test set of a task (``rwkvfusion_io.layouts.fusion_pairs``: VIF TNO / RoadScene, MIF MRI-SPECT / MRI-PET /
 MRI-CT, MEF U2Fusion dataset1 / dataset2 / IFCNN sequences (darkest and brightest exposure), MFF Lytro /
 U2Fusion) the sources are written as PNG to ``<out>/<set>/a`` and ``b``, each method's fused images (full
 size, colour restored from the sources' chroma, as ``python -m fusion fuse`` writes them) to
@@ -33,9 +33,10 @@ def evaluate_testsets(task: str, data_root: Path, out: Path, *, model_fuse_y: Ca
     """Fuse and score every test set of ``task``; returns {"protocol", "sets": {set: {"pairs", "metrics",
     "means": {method: {metric: mean}}, "best": {metric: method}, "verdict", "command"}}}."""
     from fusion.baselines import methods_for
-    from fusion.bench.quality import fusion_pairs
+    from fusion.evaluation import best_per_metric
     from fusion.metrics.cli import run_metrics
     from fusion.train.inference import fuse_arrays, read_image, write_image
+    from rwkvfusion_io.layouts import fusion_pairs
 
     methods: dict[str, Callable] = {}
     if model_fuse_y is not None:
@@ -70,12 +71,7 @@ def evaluate_testsets(task: str, data_root: Path, out: Path, *, model_fuse_y: Ca
             problems += rep.problems
             if m != model_name and not rep.problems:
                 cache.write_text(json.dumps({"key": key, "means": means[m]}))
-        best = {}
-        for k in TEST_METRICS:
-            vals = {m: means[m].get(k, float("nan")) for m in methods}
-            vals = {m: v for m, v in vals.items() if math.isfinite(v)}
-            if vals:
-                best[k] = (min if k in LOWER else max)(vals, key=vals.get)
+        best = best_per_metric({m: means[m] for m in methods}, TEST_METRICS, LOWER)
         entry = {"pairs": len(pairs), "metrics": list(TEST_METRICS), "means": means, "best": best,
                  "problems": problems[:10],
                  "command": (f"python -m fusion metrics --task {task} --a {d / 'a'} --b {d / 'b'} "

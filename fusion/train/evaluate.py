@@ -6,7 +6,6 @@ as grey images); pan/HMIF with the reference-based pansharpening metrics against
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,26 +15,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from fusion.train.inference import restore_colour, run_model, write_image
+from fusion.evaluation import Scores, higher_is_better, model_fuser, summarise
+
+__all__ = ["evaluate_dataset", "higher_is_better", "summarise", "captions", "mask_preview"]
+from fusion.train.inference import restore_colour, write_image
 from fusion.train.report import write_report
 from fusion.train.sampling import load_item
-
-
-def higher_is_better(name: str) -> bool:
-    from fusion.metrics import LOWER_IS_BETTER
-
-    return name not in LOWER_IS_BETTER
-
-
-def summarise(per_sample: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Per-metric mean and (population) std over samples, ignoring NaNs; also the count used."""
-    keys = sorted({k for d in per_sample for k in d})
-    out: dict[str, dict[str, float]] = {}
-    for k in keys:
-        v = np.array([d[k] for d in per_sample if k in d and d[k] is not None and math.isfinite(d[k])], float)
-        out[k] = {"mean": float(v.mean()) if v.size else float("nan"),
-                  "std": float(v.std()) if v.size else float("nan"), "n": int(v.size)}
-    return out
 
 
 def _np(t: Any) -> np.ndarray | None:
@@ -106,16 +91,13 @@ def evaluate_dataset(model: nn.Module | None, dataset: Dataset, out_dir: str | P
     methods: dict[str, Callable[[dict[str, Any]], np.ndarray]] = {}
     if model is not None:
         model.eval()
-
-        def ours(s: dict[str, Any]) -> np.ndarray:
-            y = run_model(model, s["a"][None], s["b"][None], text=_batch1(s, "text"),
-                          text_mask=_batch1(s, "text_mask"), mask=_batch1(s, "mask"))
-            return y[0].cpu().numpy()
-        methods["ours"] = ours
+        fuse = model_fuser(model)
+        methods["ours"] = lambda s: fuse(s["a"], s["b"], text=_batch1(s, "text"), text_mask=_batch1(s, "text_mask"),
+                                         mask=_batch1(s, "mask"))
     methods[baseline] = _baseline_fn(baseline, task)
+    methods = {name: _checked(name, fn) for name, fn in methods.items()}
 
-    per_method: dict[str, list[dict[str, float]]] = {k: [] for k in methods}
-    per_sample: dict[str, dict[str, dict[str, float]]] = {}
+    scores = Scores(rows={k: [] for k in methods})
     report: list[dict[str, Any]] = []
     idx = range(len(dataset))  # type: ignore[arg-type]
     if progress:
@@ -126,28 +108,29 @@ def evaluate_dataset(model: nn.Module | None, dataset: Dataset, out_dir: str | P
         sid = str(s.get("id", i))
         a, b = _np(s["a"]), _np(s["b"])
         entry: dict[str, Any] = {"id": sid, "images": [], "metrics": {}, "captions": captions(dataset, s)}
-        if write_images and len(report) < report_samples:
+        show = len(report) < report_samples
+        if write_images and show:
             entry["images"] += _source_previews(out, sid, s, a, b, fusion_task)
-        per_sample[sid] = {}
-        for name, fn in methods.items():
-            fused = fn(s)  # [C, H, W] in [0, 1]
-            if fused.shape[-2:] != a.shape[-2:]:
-                raise ValueError(f"{name} returned {fused.shape} for sample {sid}, expected size {a.shape[-2:]}")
-            scores = _score(fused, s, a, b, fusion_task, task, ratio)
-            per_method[name].append(scores)
-            per_sample[sid][name] = scores
-            entry["metrics"][name] = scores
+
+        def score(fused: np.ndarray, s: dict[str, Any], a: np.ndarray = a, b: np.ndarray = b) -> dict[str, float]:
+            return _score(fused, s, a, b, fusion_task, task, ratio)
+
+        def written(sid: str, name: str, fused: np.ndarray, res: dict[str, float], s: dict[str, Any] = s,
+                    entry: dict[str, Any] = entry, show: bool = show) -> None:
+            entry["metrics"][name] = res
             if write_images:
                 img = (restore_colour(fused[0], _cbcr(s, "cbcr_a"), _cbcr(s, "cbcr_b")) if fusion_task
                        else _false_colour(fused))
                 p = write_image(out / "fused" / name / f"{sid}.png", img)
-                if len(report) < report_samples:
+                if show:
                     entry["images"].append((name, p.relative_to(out).as_posix()))
-        if len(report) < report_samples:
+        scores.run_item(sid, s, methods, score, on_fused=written)
+        if show:
             report.append(entry)
+    per_sample = scores.per_item
     if not per_sample:
         raise ValueError("the evaluation dataset is empty")
-    summary = {k: summarise(v) for k, v in per_method.items()}
+    summary = scores.summary()
     hb = {m: higher_is_better(m) for s in summary.values() for m in s}
     result = {"task": task, "n_samples": len(per_sample), "methods": summary, "higher_is_better": hb,
               "per_sample": per_sample}
@@ -157,6 +140,17 @@ def evaluate_dataset(model: nn.Module | None, dataset: Dataset, out_dir: str | P
         write_report(out, title=title or f"RWKVFusion {task}: test split", summary=flat, samples=report,
                      higher_better=hb, notes=notes)
     return result
+
+
+def _checked(name: str, fn: Callable[[dict[str, Any]], np.ndarray]) -> Callable[[dict[str, Any]], np.ndarray]:
+    """``fn(sample)`` -> [C, H, W], raising when its size differs from the sample's source a."""
+    def run(s: dict[str, Any]) -> np.ndarray:
+        fused = fn(s)
+        if tuple(fused.shape[-2:]) != tuple(s["a"].shape[-2:]):
+            raise ValueError(f"{name} returned {fused.shape} for sample {s.get('id')}, expected size "
+                             f"{tuple(s['a'].shape[-2:])}")
+        return fused
+    return run
 
 
 def _baseline_fn(name: str, task: str) -> Callable[[dict[str, Any]], np.ndarray]:
@@ -185,9 +179,9 @@ def _baseline_fn(name: str, task: str) -> Callable[[dict[str, Any]], np.ndarray]
 def _score(fused: np.ndarray, s: dict[str, Any], a: np.ndarray, b: np.ndarray, fusion_task: bool,
            task: str, ratio: int) -> dict[str, float]:
     if fusion_task:
-        from fusion.metrics import fusion_metrics
+        from fusion.evaluation import score_fusion
 
-        res = fusion_metrics(fused[0] * 255.0, a[0] * 255.0, b[0] * 255.0)
+        return score_fusion(fused[0], a[0], b[0])
     else:
         from fusion.metrics import hmif_metrics, pansharpening_metrics
 

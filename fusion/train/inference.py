@@ -192,20 +192,13 @@ def fuse_arrays(fuse_y: Callable[[np.ndarray, np.ndarray], np.ndarray], img_a: n
 
 def model_fuse_y(model: nn.Module, guidance: dict[str, torch.Tensor] | None = None, *, tile: int | None = None,
                  overlap: int = 64, bf16: bool | None = None) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """A ``fuse_y`` callable running ``model`` on one pair of Y planes (any size; the model pads).
+    """A ``fuse_y(Y_a, Y_b) -> Y`` callable (HxW planes, any size; the model pads): ``fusion.evaluation.model_fuser``.
 
     ``tile``/``overlap``/``bf16``: see :func:`run_model` (tiled inference for large images, bf16 autocast).
     """
-    g = guidance or {}
+    from fusion.evaluation import model_fuser
 
-    def fuse_y(ya: np.ndarray, yb: np.ndarray) -> np.ndarray:
-        a = torch.from_numpy(np.ascontiguousarray(ya))[None, None]
-        b = torch.from_numpy(np.ascontiguousarray(yb))[None, None]
-        out = run_model(model, a, b, text=g.get("text"), text_mask=g.get("text_mask"), mask=g.get("mask"),
-                        tile=tile, overlap=overlap, bf16=bf16)
-        return out[0, 0].cpu().numpy()
-
-    return fuse_y
+    return model_fuser(model, guidance=guidance, tile=tile, overlap=overlap, bf16=bf16)
 
 
 # --------------------------------------------------------------------------- files

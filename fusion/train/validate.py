@@ -62,8 +62,7 @@ def validate(model: nn.Module | Any, dataset: Any, *, max_pairs: int = 16, max_s
     """Scores of ``model`` (a network, or a classical ``fn(ya, yb) -> y`` on [H, W] arrays) on the validation
     ``dataset``: {"score", "per_dataset": {name: {metric: mean}}, "mean": {metric: mean over datasets},
     "pairs", "seconds"}."""
-    from fusion.metrics import fusion_metrics
-    from fusion.train.inference import run_model
+    from fusion.evaluation import as_fuser, score_fusion
 
     if getattr(dataset, "task", None) == "pan":
         return validate_pan(model, dataset)
@@ -72,6 +71,7 @@ def validate(model: nn.Module | Any, dataset: Any, *, max_pairs: int = 16, max_s
     was_training = model.training if is_net else False
     if is_net:
         model.eval()
+    fuse = as_fuser(model)
     per_dataset: dict[str, dict[str, float]] = {}
     n = 0
     with torch.random.fork_rng(devices=[]):
@@ -80,11 +80,9 @@ def validate(model: nn.Module | Any, dataset: Any, *, max_pairs: int = 16, max_s
             for i in idx:
                 s = dataset[i]
                 a, b = _downscale(s["a"], max_side), _downscale(s["b"], max_side)
-                if is_net:
-                    f = run_model(model, a[None], b[None])[0, 0].cpu().numpy()
-                else:
-                    f = np.clip(np.asarray(model(a[0].numpy(), b[0].numpy()), dtype=np.float32), 0, 1)
-                rows.append(fusion_metrics(f * 255.0, a[0].numpy() * 255.0, b[0].numpy() * 255.0, metrics=metrics))
+                ya, yb = a[0].numpy(), b[0].numpy()
+                f = np.clip(np.asarray(fuse(ya, yb), dtype=np.float32), 0, 1)
+                rows.append(score_fusion(f, ya, yb, metrics=metrics))
                 n += 1
             per_dataset[name] = {m: float(np.nanmean([r[m] for r in rows])) for m in metrics}
     if is_net:

@@ -130,3 +130,22 @@ def merge_y_cbcr(y: Any, cbcr: Any, *, channel_axis: int | None = None) -> Any:
 
 
 __all__ = ["rgb_to_ycbcr", "ycbcr_to_rgb", "fuse_chroma", "merge_y_cbcr"]
+
+
+
+def _preview_bands(c: int) -> list[int]:
+    return [0, 0, 0] if c < 3 else [c // 6, c // 2, (5 * c) // 6]
+
+
+def false_colour_stretch(x: np.ndarray) -> tuple[float, float]:
+    """The 2-98 % percentiles of the three preview bands of ``x`` [C, H, W] (``false_colour``'s default)."""
+    v = x[_preview_bands(x.shape[0])]
+    return float(np.percentile(v, 2)), float(np.percentile(v, 98))
+
+
+def false_colour(x: np.ndarray, stretch: tuple[float, float] | None = None) -> np.ndarray:
+    """[C, H, W] multispectral -> [H, W, 3] RGB preview in [0, 1]: three spread bands, linearly stretched from
+    ``stretch`` = (lo, hi), default the image's own 2-98 % (pass the reference's to compare methods alike)."""
+    lo, hi = stretch if stretch is not None else false_colour_stretch(x)
+    rgb = np.stack([x[i] for i in _preview_bands(x.shape[0])], axis=2)
+    return np.clip((rgb - lo) / max(hi - lo, 1e-6), 0, 1)

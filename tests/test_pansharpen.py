@@ -149,3 +149,37 @@ def test_bundle_names():
     assert bundle_name(get_config("mif").to_dict()) == "mif"
     assert bundle_name(get_config("pan", bands=4).to_dict()) == "pan4"
     assert bundle_name(get_config("pan").to_dict()) == "pan8"
+
+
+def _bundle(weights: Path, model) -> None:
+    """A bundled ``pan4`` model written as ``export_run`` writes it (fp16 safetensors + JSON sidecar)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    weights.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.half().contiguous() for k, v in model.state_dict().items()}, str(weights / "pan4.safetensors"))
+    (weights / "pan4.json").write_text(json.dumps({"format": 1, "task": "pan4", "config": model.cfg.to_dict(),
+                                                   "training": {"weights": "test", "steps_trained": 0}}))
+
+
+def test_bundled_pan_in_fuse_and_demo(scenes, pan_model, tmp_path, monkeypatch):
+    import json
+
+    import fusion.pretrained as P
+    from fusion.pretrained.demo import run_demo
+
+    _bundle(tmp_path / "weights", pan_model)
+    monkeypatch.setattr(P, "WEIGHTS_DIR", tmp_path / "weights")
+    r = invoke(FUSION, "fuse", "--task", "pan", "--a", str(scenes / "four_b.mat"), "--b", str(scenes / "four_b.mat"),
+               "--out", str(tmp_path / "f"))
+    assert r.exit_code == 0 and (tmp_path / "f" / "four_b.tif").is_file(), r.output
+    r = invoke(FUSION, "fuse", "--task", "pan", "--a", str(scenes / "eight.mat"), "--b", str(scenes / "eight.mat"),
+               "--out", str(tmp_path / "f"))
+    assert r.exit_code != 0 and "8 bands" in r.output and "pan4" in r.output, r.output
+    report = run_demo(tmp_path / "demo", data=scenes.parent, demo_dir=tmp_path / "dd", tasks=("pan",))
+    res = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert set(res["pan"]["pan4"]) == {"four_a", "four_b"} and "bundled:pan4" in res["pan"]["pan4"]["four_a"]["means"]
+    page = report.read_text()
+    assert "<h2>PAN</h2>" in page and "four_a_bundled_pan4.png" in page
+    assert (tmp_path / "demo" / "pan" / "four_a_reference.png").is_file()

@@ -128,6 +128,23 @@ def _wald(ms: np.ndarray, pan: np.ndarray, ratio: int, sensor: str | None) -> tu
     return wald_degrade(ms, pan, ratio=ratio, sensor=sensor)
 
 
+def _bundled_pan(root: Path, notes: list[str]) -> dict[str, Any]:
+    """Each bundled pansharpening model (``pan4``, ``pan8``) and every pan baseline on the held-back bottom
+    halves of the scenes (the top halves trained it: ``fusion.pretrained.testsets.evaluate_pan_testsets``)."""
+    from fusion.pretrained import bundled_tasks, load_pretrained
+    from fusion.pretrained.testsets import evaluate_pan_testsets
+
+    out: dict[str, Any] = {}
+    for name in (n for n in bundled_tasks() if n.startswith("pan")):
+        try:
+            out[name] = evaluate_pan_testsets(load_pretrained(name), root, model_name=f"bundled:{name}")
+        except Exception as err:  # noqa: BLE001 - reported
+            notes.append(f"bundled {name}: {type(err).__name__}: {err}")
+    if not out:
+        notes.append("no bundled pansharpening model in fusion/pretrained/weights")
+    return out
+
+
 def _quality_pan(root: Path, st: BenchSettings) -> dict[str, Any]:
     from fusion.baselines import methods_for
     from fusion.metrics import pansharpening_metrics
@@ -135,6 +152,7 @@ def _quality_pan(root: Path, st: BenchSettings) -> dict[str, Any]:
     files = sorted((root / "pan").glob("*.mat"))[: st.max_pairs]
     methods: dict[str, Callable[..., np.ndarray]] = {s.name: s.fn for s in methods_for("pan")}
     cks, notes = find_checkpoints("pan")
+    held_back = _bundled_pan(root, notes)
     for ck in cks:
         try:
             methods[f"model:{ck.parent.name}"] = _pan_model_fuser(ck)
@@ -169,6 +187,7 @@ def _quality_pan(root: Path, st: BenchSettings) -> dict[str, Any]:
             except Exception as err:  # noqa: BLE001 - full resolution is optional
                 notes.append(f"{f.name} {name} full resolution: {type(err).__name__}: {err}")
     return {"images": [f.name for f in files], "reduced": _summarise(rr), "full": _summarise(fr), "notes": notes,
+            "held_back": held_back,
             "protocol": "reduced resolution by Wald's protocol (rwkvfusion_io.wald.wald_degrade, sensor MTF gains), "
                         "reference = original MS; "
                         f"full resolution (D_lambda, D_s, HQNR) on a centre crop of {st.pan_full_crop} PAN pixels"}

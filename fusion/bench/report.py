@@ -281,6 +281,12 @@ def build_report(results: dict[str, Any], out_dir: Path) -> Report:
                 rep.table(["method"] + metrics,
                           [[m] + [f"{v[k]['mean']:.4g} ± {v[k]['std']:.2g}" if k in v else None for k in metrics]
                            for m, v in summ.items()])
+            for name, res in (tr.get("held_back") or {}).items():
+                rep.p(f"bundled {name} on the held-back halves: {res['protocol']}")
+                for scene, r in res["sets"].items():
+                    rep.table([f"{scene}: method"] + r["metrics"],
+                              [[m] + [f"{v[k]:.4g}" for k in r["metrics"]] for m, v in r["means"].items()])
+                    rep.p(r["verdict"])
             if tr.get("seconds_per_pair"):
                 rep.p("median seconds per pair: "
                       + ", ".join(f"{m} {s:.3g}" for m, s in tr["seconds_per_pair"].items()))

@@ -5,7 +5,8 @@ the shared real test data (``--data``, default ``../shared/data``), or from the 
 (``fusion.demo``) when that folder is absent. Each pair (area-downscaled to ``--max-side``) is fused by
 the task's bundled model (``fusion.pretrained``) and every baseline of ``fusion.baselines``, scored with the
 acceptance metrics and written to ``<out>/report.html``. Tasks without a bundled model show the baselines
-and say so. About 30 s on two CPU cores with the defaults.
+and say so. Pansharpening: each bundled model (``pan4``, ``pan8``) and every pan baseline on the held-back
+bottom halves of the shared scenes (``fusion.pretrained.testsets.evaluate_pan_testsets``), as false colour. About 30 s on two CPU cores with the defaults.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import numpy as np
 
 from fusion.pretrained.testsets import LOWER, TEST_METRICS
 
-DEMO_TASKS = ("vif", "mif", "mef", "mff")
+DEMO_TASKS = ("vif", "mif", "mef", "mff", "pan")
+FUSION_DEMO_TASKS = DEMO_TASKS[:4]
 
 
 def demo_pairs(task: str, data: Path | None, demo_dir: Path, n: int) -> tuple[list[tuple[str, Path, Path]], str]:
@@ -62,7 +64,7 @@ def run_demo(out: Path, *, data: Path | None, demo_dir: Path, pairs: int = 3, ma
     t_start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     sections, results = [], {}
-    for task in tasks:
+    for task in (t for t in tasks if t in FUSION_DEMO_TASKS):
         methods: dict[str, Any] = {}
         note = ""
         try:
@@ -95,6 +97,10 @@ def run_demo(out: Path, *, data: Path | None, demo_dir: Path, pairs: int = 3, ma
                        for k in TEST_METRICS} for m, v in scores.items() if v}
         results[task] = {"source": source, "pairs": [p[0] for p in plist], "summary": summary, "note": note}
         sections.append(_section(task, source, note, summary, rows, out))
+    if "pan" in tasks:
+        sec, res = _pan_section(out, data)
+        sections.append(sec)
+        results["pan"] = res
     seconds = time.perf_counter() - t_start
     (out / "results.json").write_text(json.dumps(results, indent=2))
     page = ["<!doctype html><html><head><meta charset='utf-8'><title>RWKVFusion demo</title><style>",
@@ -108,6 +114,30 @@ def run_demo(out: Path, *, data: Path | None, demo_dir: Path, pairs: int = 3, ma
     report = out / "report.html"
     report.write_text("\n".join(page))
     return report
+
+
+def _pan_section(out: Path, data: Path | None) -> tuple[str, dict[str, Any]]:
+    """Each bundled pansharpening model against every pan baseline on the held-back halves of the shared scenes."""
+    from fusion.pretrained import bundled_tasks, load_pretrained
+    from fusion.pretrained.testsets import evaluate_pan_testsets
+
+    names = [n for n in bundled_tasks() if n.startswith("pan")]
+    if data is None or not (data / "pan").is_dir() or not names:
+        why = "no bundled pansharpening model" if not names else f"no shared pan scenes under {data}"
+        return f"<h2>PAN</h2><p>{html.escape(why)}.</p>", {"skipped": why}
+    parts, res = ["<h2>PAN</h2>"], {}
+    for name in names:
+        r = evaluate_pan_testsets(load_pretrained(name), data, model_name=f"bundled:{name}", images=out / "pan")
+        res[name] = {k: {"means": v["means"], "verdict": v["verdict"]} for k, v in r["sets"].items()}
+        parts.append(f"<h3>{html.escape(name)}</h3><p>{html.escape(r['protocol'])}</p>")
+        for scene, v in r["sets"].items():
+            rows = "".join(f"<tr><td>{html.escape(m)}</td>" + "".join(f"<td>{x[k]:.4f}</td>" for k in v["metrics"])
+                           + "</tr>" for m, x in v["means"].items())
+            figs = "".join(f"<figure><img src='{html.escape(Path(p).relative_to(out).as_posix())}'><figcaption>"
+                           f"{html.escape(c)}</figcaption></figure>" for c, p in v["images"])
+            parts.append(f"<p><b>{html.escape(scene)}</b>: {html.escape(v['verdict'])}</p><table><tr><th>method</th>"
+                         + "".join(f"<th>{k}</th>" for k in v["metrics"]) + f"</tr>{rows}</table><div>{figs}</div>")
+    return "\n".join(parts), res
 
 
 def _section(task: str, source: str, note: str, summary: dict[str, Any], rows: list, out: Path) -> str:

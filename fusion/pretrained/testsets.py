@@ -116,8 +116,8 @@ PAN_REFERENCE = "mtf-glp-hpm"
 MIN_TEST_SIDE = 32  # Q2n needs whole 32x32 blocks (WV3_example: 16x32 test half, left out)
 
 
-def evaluate_pan_testsets(model: Any, data_root: Path, *, model_name: str = "rwkvfusion", split: str = "test"
-                          ) -> dict[str, Any]:
+def evaluate_pan_testsets(model: Any, data_root: Path, *, model_name: str = "rwkvfusion", split: str = "test",
+                          images: Path | None = None) -> dict[str, Any]:
     """Reduced-resolution scores of a pansharpening ``model`` and every pan baseline on the held-back bottom
     halves (``rwkvfusion_io.spectral.half_region``) of the shared scenes with the model's band count.
 
@@ -125,6 +125,8 @@ def evaluate_pan_testsets(model: Any, data_root: Path, *, model_name: str = "rwk
     and are scored against the original MS with ``fusion.metrics.pansharpening_metrics``. Returns the
     ``evaluate_testsets`` shape: {"protocol", "sets": {scene: {"pairs", "metrics", "means", "best", "verdict"}}}.
     ``split="val"`` scores the validation regions instead (the baselines' side of the selection metric).
+    ``images``: write false-colour previews (one stretch, the reference's) of the PAN, the reference and every
+    method to ``<images>/<scene>_<method>.png``, listed per set under "images" as (caption, path).
     """
     import torch
 
@@ -160,6 +162,8 @@ def evaluate_pan_testsets(model: Any, data_root: Path, *, model_name: str = "rwk
         sets[rec.id] = {"pairs": 1, "metrics": list(PAN_TEST_METRICS), "means": means, "best": best,
                         "region": {"rows": rec.rows, "cols": rec.cols, "sensor": sensor, "max_value": mv},
                         "verdict": pan_verdict(means, model_name)}
+        if images is not None:
+            sets[rec.id]["images"] = _previews(images, rec.id, pan, gt, fused)
     if not sets:
         raise ValueError(f"{data_root}/pan: no test scene with {model.cfg.model.a_channels} bands")
     return {"protocol": (f"Held-back bottom halves of the shared scenes under {data_root}/pan (the top halves "
@@ -167,6 +171,21 @@ def evaluate_pan_testsets(model: Any, data_root: Path, *, model_name: str = "rwk
                          "ratio), reference = original MS; metrics in sensor DN (Vivone's toolbox conventions; "
                          "SAM, ERGAS: lower is better). Bold = best per column."),
             "sets": sets}
+
+
+def _previews(folder: Path, scene: str, pan: np.ndarray, gt: np.ndarray, fused: dict[str, np.ndarray]
+              ) -> list[tuple[str, str]]:
+    """False-colour PNGs of the reference and each method [H, W, C] (the reference's stretch) and the PAN."""
+    from fusion.train.inference import write_image
+    from rwkvfusion_io.color import false_colour, false_colour_stretch
+
+    stretch = false_colour_stretch(gt.transpose(2, 0, 1))
+    lo, hi = np.percentile(pan, 2), np.percentile(pan, 98)
+    out = [("PAN (degraded)", write_image(folder / f"{scene}_pan.png", np.clip((pan - lo) / max(hi - lo, 1e-6), 0, 1))),
+           ("reference MS", write_image(folder / f"{scene}_reference.png", false_colour(gt.transpose(2, 0, 1), stretch)))]
+    for m, f in fused.items():
+        out.append((m, write_image(folder / f"{scene}_{m.replace(':', '_')}.png", false_colour(f.transpose(2, 0, 1), stretch))))
+    return [(c, str(p)) for c, p in out]
 
 
 def pan_verdict(means: dict[str, dict[str, float]], model: str) -> str:

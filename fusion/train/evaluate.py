@@ -16,11 +16,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from fusion.evaluation import Scores, higher_is_better, model_fuser, summarise
-
-__all__ = ["evaluate_dataset", "higher_is_better", "summarise", "captions", "mask_preview"]
 from fusion.train.inference import restore_colour, write_image
 from fusion.train.report import write_report
 from fusion.train.sampling import load_item
+from rwkvfusion_io.color import false_colour
+
+__all__ = ["evaluate_dataset", "higher_is_better", "summarise", "captions", "mask_preview"]
 
 
 def _np(t: Any) -> np.ndarray | None:
@@ -120,7 +121,7 @@ def evaluate_dataset(model: nn.Module | None, dataset: Dataset, out_dir: str | P
             entry["metrics"][name] = res
             if write_images:
                 img = (restore_colour(fused[0], _cbcr(s, "cbcr_a"), _cbcr(s, "cbcr_b")) if fusion_task
-                       else _false_colour(fused))
+                       else false_colour(fused))
                 p = write_image(out / "fused" / name / f"{sid}.png", img)
                 if show:
                     entry["images"].append((name, p.relative_to(out).as_posix()))
@@ -198,15 +199,6 @@ def _score(fused: np.ndarray, s: dict[str, Any], a: np.ndarray, b: np.ndarray, f
     return {k: float(v) for k, v in res.items() if isinstance(v, (int, float, np.floating, np.integer))}
 
 
-def _false_colour(x: np.ndarray) -> np.ndarray:
-    """[C, H, W] multispectral -> RGB preview (three spread bands, 2-98 % stretch)."""
-    c = x.shape[0]
-    bands = [0, 0, 0] if c < 3 else [c // 6, c // 2, (5 * c) // 6]
-    rgb = np.stack([x[i] for i in bands], axis=2)
-    lo, hi = np.percentile(rgb, 2), np.percentile(rgb, 98)
-    return np.clip((rgb - lo) / max(hi - lo, 1e-6), 0, 1)
-
-
 def _source_previews(out: Path, sid: str, s: dict[str, Any], a: np.ndarray, b: np.ndarray,
                      fusion_task: bool) -> list[tuple[str, str]]:
     imgs: list[tuple[str, str]] = []
@@ -214,10 +206,10 @@ def _source_previews(out: Path, sid: str, s: dict[str, Any], a: np.ndarray, b: n
         srcs = [("source a", restore_colour(a[0], _cbcr(s, "cbcr_a"), None)),
                 ("source b", restore_colour(b[0], None, _cbcr(s, "cbcr_b")))]
     else:
-        srcs = [("lms", _false_colour(a)), ("second source", _false_colour(b))]
+        srcs = [("lms", false_colour(a)), ("second source", false_colour(b))]
     gt = _np(s.get("gt"))
     if gt is not None:
-        srcs.append(("ground truth", restore_colour(gt[0], None, None) if fusion_task else _false_colour(gt)))
+        srcs.append(("ground truth", restore_colour(gt[0], None, None) if fusion_task else false_colour(gt)))
     mp = mask_preview(s.get("mask"))
     if mp is not None:
         srcs.append(("mask", mp))

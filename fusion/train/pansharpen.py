@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rwkvfusion_io.color import false_colour
 from rwkvfusion_io.images import SampleError, check_finite
 from rwkvfusion_io.spectral import MAT_MS_KEYS, MAT_PAN_KEYS, _first, infer_max_value, load_mat
 
@@ -78,7 +79,6 @@ def pansharpen_files(fn: Callable[..., np.ndarray], scenes: list[tuple[str, Path
     """Pansharpen every scene into ``out`` (a .tif file for one scene given as files, else a folder)."""
     import tifffile
 
-    from fusion.train.evaluate import _false_colour as false_colour
     from fusion.train.inference import write_image
     from rwkvfusion_io.files import atomic_write
 

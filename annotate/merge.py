@@ -169,7 +169,7 @@ def merge_instances(masks_a: object, classes_a: Sequence, masks_b: object, class
 
 def merge_masks(masks_a: object, classes_a: Sequence, masks_b: object, classes_b: Sequence,
                 iou_threshold: float = 0.5, *, shape: tuple[int, int] | None = None) -> MergedMasks:
-    """Seed 000 Algorithms 1-2: merge two modalities' instance masks (interpretation in the module doc).
+    """Algorithms 1-2 (supplement): merge two modalities' instance masks (interpretation in the module doc).
 
     masks_a ``[N, H, W]``, masks_b ``[M, H, W]`` binary; returns ``(masks [K, H, W] bool, classes,
     modality)`` with modality ``"a"``, ``"b"`` or ``"both"`` per output instance.

@@ -183,3 +183,32 @@ def test_bundled_pan_in_fuse_and_demo(scenes, pan_model, tmp_path, monkeypatch):
     page = report.read_text()
     assert "<h2>PAN</h2>" in page and "four_a_bundled_pan4.png" in page
     assert (tmp_path / "demo" / "pan" / "four_a_reference.png").is_file()
+
+
+def test_fuse_pan_tiff_folders_and_bad_scenes(scenes, pan_model, tmp_path):
+    import tifffile
+
+    from fusion.train.checkpoint import export_checkpoint
+
+    ck = export_checkpoint(pan_model, tmp_path / "pan.pt")
+    d = sio.loadmat(scenes / "four_b.mat")
+    (tmp_path / "ms").mkdir()
+    (tmp_path / "pan").mkdir()
+    tifffile.imwrite(tmp_path / "ms" / "s1.tif", d["I_MS"].transpose(2, 0, 1),  # planar [C, h, w] is read too
+                     photometric="minisblack")
+    tifffile.imwrite(tmp_path / "pan" / "s1.tif", d["I_PAN"])
+    nan_ms = d["I_MS"].astype(np.float32)
+    nan_ms[3, 3, 1] = np.nan
+    tifffile.imwrite(tmp_path / "ms" / "s2.tif", nan_ms, photometric="minisblack", planarconfig="contig")
+    tifffile.imwrite(tmp_path / "pan" / "s2.tif", d["I_PAN"])
+    tifffile.imwrite(tmp_path / "ms" / "s3.tif", d["I_MS"][:-1], photometric="minisblack",  # 71 rows: not PAN / 4
+                     planarconfig="contig")
+    tifffile.imwrite(tmp_path / "pan" / "s3.tif", d["I_PAN"])
+    r = invoke(FUSION, "fuse", "--checkpoint", str(ck), "--a", str(tmp_path / "ms"), "--b", str(tmp_path / "pan"),
+               "--out", str(tmp_path / "out"))
+    assert r.exit_code == 1, r.output
+    assert tifffile.imread(tmp_path / "out" / "s1.tif").shape == (288, 256, 4)
+    lines = error_lines(r.output)
+    assert any("s2" in ln and "s2.tif" in ln and "finite" in ln.lower() for ln in lines), lines
+    assert any("s3" in ln and "not an integer multiple" in ln for ln in lines), lines
+    assert "1 of 3 scene(s)" not in r.output and "2 of 3 scene(s) failed" in r.output

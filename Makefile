@@ -50,7 +50,7 @@ help:
 	@echo "demo           bundled models vs classical baselines on real test pairs (or demo pairs): runs/demo/report.html"
 	@echo "annotate       TASK=vif DATA=dir OUT=dir  caption/detect/segment a dataset into Parquet manifests"
 	@echo "annotate-smoke OUT=dir  offline install check with tiny random-weight models"
-	@echo "train          TASK=<vif|mif|mef|mff|pan|hmif> [DATA='dir ...' RECIPE=paper|cpu MANIFEST=dir NPROC=n]"
+	@echo "train          TASK=<vif|mif|mef|mff|pan|hmif> [DATA='dir ...' RECIPE=paper|cpu MANIFEST=dir OUT=dir NPROC=n]"
 	@echo "evaluate       TASK=... CHECKPOINT=... [DATA=dir]"
 	@echo "fuse           CHECKPOINT=... A=path B=path OUT=path [METHOD=name]"
 	@echo "bench          speed, memory scaling and quality report in bench/"
@@ -109,7 +109,7 @@ annotate-smoke:
 train:
 	$(LAUNCH) -m fusion train --task $(TASK) \
 		$(if $(DATA),$(foreach d,$(DATA),--data $(d)),--demo-dir $(DEMO_DIR)) $(if $(RECIPE),--recipe $(RECIPE)) \
-		$(if $(MANIFEST),--manifest $(MANIFEST)) --out runs/$(TASK) $(ARGS)
+		$(if $(MANIFEST),--manifest $(MANIFEST)) --out $(or $(OUT),runs/$(TASK)) $(ARGS)
 
 evaluate:
 	$(PY) -m fusion evaluate --checkpoint $(CHECKPOINT) $(if $(DATA),--data $(DATA),--demo-dir $(DEMO_DIR)) --out runs/$(TASK)/eval $(ARGS)

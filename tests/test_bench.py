@@ -132,6 +132,9 @@ def test_quick_bench_cli_writes_the_three_files(tmp_path, shared_data):
     assert res["settings"]["quick"] is True
     q = res["sections"]["quality"]["tasks"]
     assert set(q) == {"vif", "pan"} and "gff" in q["vif"]["summary"] and "mtf-glp-hpm" in q["pan"]["reduced"]
+    # the bundled pansharpening models are scored on the held-back halves only (their top halves trained them)
+    assert set(q["pan"]["held_back"]) == {"pan4", "pan8"}
+    assert q["pan"]["held_back"]["pan4"]["sets"]["imgGE1"]["region"]["rows"] == [160, 320]
     assert res["sections"]["cost"]["rows"][0]["forward"]["median_s"] > 0
     assert all(math.isfinite(p["median_s"]) for p in res["sections"]["scaling"]["series"]["bi_wkv"])
     md = (tmp_path / "report.md").read_text()

@@ -290,7 +290,7 @@ class SpectralDataset(_GuidedDataset):
         return self._bands  # type: ignore[return-value]
 
 
-def _unfit(rec: SpectralRecord, cfg: Any, train: bool) -> str | None:
+def _unfit(rec: SpectralRecord, cfg: TaskConfig | None, train: bool) -> str | None:
     """Why a .mat scene cannot serve a model of ``cfg`` (its band count; for training, a region smaller than
     the crop), else None."""
     if cfg is None or rec.bands is None:
@@ -306,7 +306,7 @@ def _unfit(rec: SpectralRecord, cfg: Any, train: bool) -> str | None:
     return None
 
 
-def _patches_per_epoch(rec: SpectralRecord, cfg: Any, train: bool) -> int:
+def _patches_per_epoch(rec: SpectralRecord, cfg: TaskConfig | None, train: bool) -> int:
     """Training on a region of a scene: one epoch draws as many random crops as tile the region (at least 1)."""
     crop = cfg.data.crop_size if cfg is not None else None
     if not train or crop is None or rec.rows is None or rec.cols is None:

@@ -231,9 +231,7 @@ def build_report(results: dict[str, Any], out_dir: Path) -> Report:
             rows.append([r["task"], r["params"] / 1e6, r.get("flops", float("nan")) / 1e9,
                          r.get("flops", float("nan")) / 2e9, fw.get("images_per_s"), tr.get("images_per_s"),
                          fw.get("median_cpu_s"), tr.get("median_cpu_s"), fw.get("peak_mem_mib"), tr.get("peak_mem_mib"), r["device"], r.get("counter")])
-        rep.table(header, rows)
-        for fname, cap in _plot_cost(out_dir, cost):
-            rep.image(fname, cap)
+        _table_with_plots(rep, header, rows, _plot_cost(out_dir, cost))
 
     rep.h("3. Scaling with resolution: RWKV vs softmax attention")
     sc = sec.get("scaling")
@@ -254,10 +252,8 @@ def build_report(results: dict[str, Any], out_dir: Path) -> Report:
             for p in pts:
                 rows.append([op, f"{p['size']}x{p['size']}", p["pixels"], p.get("median_s"), p.get("median_cpu_s"),
                              p.get("peak_mem_mib"), p.get("skipped", "")])
-        rep.table(["spatial mix", "size", "pixels", "forward wall [s]", "forward CPU [s]", "peak mem [MiB]",
-                   "skipped because"], rows)
-        for fname, cap in _plot_scaling(out_dir, sc):
-            rep.image(fname, cap)
+        _table_with_plots(rep, ["spatial mix", "size", "pixels", "forward wall [s]", "forward CPU [s]",
+                                "peak mem [MiB]", "skipped because"], rows, _plot_scaling(out_dir, sc))
 
     rep.h("4. Quality on real data")
     q = sec.get("quality")
@@ -347,6 +343,13 @@ def _report_speed(rep: Report, sec: dict[str, Any] | None) -> None:
     rep.table(["mode", "median s", "median CPU s", "peak RSS MiB", "speedup (wall)", "speedup (CPU)"], trows)
     for n in notes:
         rep.p(n)
+
+
+def _table_with_plots(rep: Any, header: list[str], rows: list[list[Any]], plots: list[tuple[str, str]]) -> None:
+    """A results table followed by its figures (file name, caption)."""
+    rep.table(header, rows)
+    for fname, cap in plots:
+        rep.image(fname, cap)
 
 
 def _section_status(rep: Report, sec: dict[str, Any] | None) -> None:

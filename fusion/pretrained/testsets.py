@@ -132,10 +132,11 @@ def evaluate_pan_testsets(model: Any, data_root: Path, *, model_name: str = "rwk
 
     from fusion.baselines import methods_for
     from fusion.data import build_dataset
+    from fusion.evaluation import model_fuser
     from fusion.metrics import pansharpening_metrics
-    from fusion.train.inference import run_model
     from rwkvfusion_io.spectral import load_mat, usable_sensor
 
+    run = model_fuser(model)
     cfg = model.cfg.replace(scene_split="halves")
     ds = build_dataset("pan", Path(data_root) / "pan", split, cfg=cfg)
     sets: dict[str, Any] = {}
@@ -152,7 +153,7 @@ def evaluate_pan_testsets(model: Any, data_root: Path, *, model_name: str = "rwk
         ms, pan = s["ms"].double().numpy().transpose(1, 2, 0) * mv, s["b"][0].double().numpy() * mv
         fused: dict[str, np.ndarray] = {}
         with torch.no_grad():
-            fused[model_name] = run_model(model, s["a"][None], s["b"][None])[0].double().numpy().transpose(1, 2, 0) * mv
+            fused[model_name] = run(s["a"], s["b"]).astype(np.float64).transpose(1, 2, 0) * mv
         for spec in methods_for("pan"):
             kw = {"sensor": sensor} if spec.name == PAN_REFERENCE else {}
             fused[spec.name] = np.clip(spec.fn(ms, pan, ratio, **kw), 0, mv)

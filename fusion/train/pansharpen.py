@@ -60,17 +60,17 @@ def model_pansharpen(model: nn.Module, *, tile: int | None = None, overlap: int 
     """fn(ms [h, w, C], pan [H, W], ratio, max_value) -> [H, W, C] in DN: lms = 23-tap upsampling (EXP), both
     inputs divided by ``max_value`` (the training scale), the residual network's output times it."""
     from fusion.baselines.pan_interp import upsample_ms
-    from fusion.train.inference import run_model
+    from fusion.evaluation import model_fuser
+
+    run = model_fuser(model, tile=tile, overlap=overlap)
 
     def fn(ms: np.ndarray, pan: np.ndarray, ratio: int, max_value: float) -> np.ndarray:
         if ms.shape[2] != model.cfg.model.a_channels:
             raise ValueError(f"the model pansharpens {model.cfg.model.a_channels}-band MS; this one has {ms.shape[2]}")
-        lms = np.clip(upsample_ms(ms, ratio) / max_value, 0.0, 1.0)
-        a = torch.from_numpy(lms.transpose(2, 0, 1).astype(np.float32))[None]
-        b = torch.from_numpy((pan / max_value).astype(np.float32))[None, None]
+        lms = np.clip(upsample_ms(ms, ratio) / max_value, 0.0, 1.0).transpose(2, 0, 1)
         with torch.no_grad():
-            out = run_model(model, a, b, tile=tile, overlap=overlap)
-        return out[0].double().numpy().transpose(1, 2, 0) * max_value
+            out = run(lms, (pan / max_value)[None])  # [C, H, W] in [0, 1]
+        return out.astype(np.float64).transpose(1, 2, 0) * max_value
     return fn
 
 

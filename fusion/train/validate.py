@@ -96,9 +96,10 @@ def validate(model: nn.Module | Any, dataset: Any, *, max_pairs: int = 16, max_s
 def validate_pan(model: nn.Module, dataset: Any) -> dict[str, Any]:
     """Pansharpening validation: every region of ``dataset`` (a reduced-resolution ``SpectralDataset``) fused
     whole and scored against its reference in sensor DN (regions under 32 px skipped); score = mean Q2n."""
+    from fusion.evaluation import model_fuser
     from fusion.metrics import pansharpening_metrics
-    from fusion.train.inference import run_model
 
+    run = model_fuser(model)
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -109,7 +110,7 @@ def validate_pan(model: nn.Module, dataset: Any) -> dict[str, Any]:
             s = dataset[i]
             if min(s["gt"].shape[-2:]) < PAN_MIN_SIDE:  # Q2n/Q need whole 32x32 blocks
                 continue
-            f = run_model(model, s["a"][None], s["b"][None])[0].cpu().double().numpy().transpose(1, 2, 0)
+            f = run(s["a"], s["b"]).astype(np.float64).transpose(1, 2, 0)
             gt = s["gt"].double().numpy().transpose(1, 2, 0)
             mv = float(s["max_value"])
             res = pansharpening_metrics(f * mv, gt * mv, ratio=ratio, max_value=mv)

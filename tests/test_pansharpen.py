@@ -212,3 +212,25 @@ def test_fuse_pan_tiff_folders_and_bad_scenes(scenes, pan_model, tmp_path):
     assert any("s2" in ln and "s2.tif" in ln and "finite" in ln.lower() for ln in lines), lines
     assert any("s3" in ln and "not an integer multiple" in ln for ln in lines), lines
     assert "1 of 3 scene(s)" not in r.output and "2 of 3 scene(s) failed" in r.output
+
+
+def test_pan_recipe_run_is_reproducible_and_resumes_exactly(scenes, tmp_path, monkeypatch):
+    import json
+
+    import fusion.config as C
+    from fusion.train.runner import run_training
+
+    monkeypatch.setitem(C._CPU_RECIPES, "pan", {**C._CPU_RECIPES["pan"], "val_every": 1})
+
+    def run(out: Path, **kw):
+        args = dict(data=scenes, recipe="cpu", steps=3, batch_size=2, evaluate=False, progress=False,
+                    checkpoint_every=1, device="cpu", overrides={"bands": 4, "crop_size": (16, 16), "base_channels": 8})
+        return run_training("pan", out, **{**args, **kw})
+
+    a, b = run(tmp_path / "a"), run(tmp_path / "b")
+    assert a["best_validation"] == b["best_validation"] and 0 < a["best_validation"]["Q2n"] <= 1
+    run(tmp_path / "c", stop_after=2)
+    c = run(tmp_path / "c", resume=True)
+    hist = lambda p: [(h["step"], h["score"]) for h in json.loads((p / "val.json").read_text())["history"]]  # noqa: E731
+    assert hist(tmp_path / "c") == hist(tmp_path / "a") and [s for s, _ in hist(tmp_path / "a")] == [1, 2, 3]
+    assert c["best_validation"] == a["best_validation"]

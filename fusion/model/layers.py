@@ -6,6 +6,21 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] stored as [B, H, W, C] (same values and shape), unambiguously also for C == 1.
+
+    ``x.contiguous(memory_format=torch.channels_last)`` keeps a 1-channel tensor's NCHW strides (both layouts
+    hold its elements in the same order), and convolutions then pick the NCHW algorithm and return NCHW
+    outputs. Here a 1-channel tensor gets the channels-last strides ``(H*W, 1, W, 1)`` as a view of the same
+    memory, so e.g. ``conv2d(channels_last(x1), w)`` returns a channels-last [B, C', H, W] without a copy.
+    """
+    x = x.contiguous(memory_format=torch.channels_last)
+    if x.shape[1] == 1 and x.dim() == 4:
+        B, _, H, W = x.shape
+        x = x.as_strided(x.shape, (H * W, 1, W, 1))
+    return x
+
+
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channel axis of a [B, C, H, W] tensor (with bias)."""
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion.model.layers import LayerNorm2d, resize
+from fusion.model.layers import LayerNorm2d, channels_last, resize
 from fusion.model.spatial_mix import SpatialMix
 
 
@@ -18,7 +18,7 @@ def folded_conv(x: torch.Tensor, w3: torch.Tensor, w1: torch.Tensor) -> torch.Te
     x [B, Cs, H, W], w1 [Cm, Cs, 1, 1], w3 [C, Cm, 3, 3] -> [B, C, H, W] (channels-last).
     """
     w = torch.einsum("omhw,ms->oshw", w3, w1[:, :, 0, 0])
-    return F.conv2d(x, w, padding=1).contiguous(memory_format=torch.channels_last)
+    return channels_last(F.conv2d(channels_last(x), w, padding=1))
 
 
 class GeluMLP(nn.Module):

@@ -6,14 +6,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusion.model.channel_mix import ChannelMix
-from fusion.model.layers import DropPath
+from fusion.model.layers import DropPath, layer_norm_silu
 from fusion.model.mfm import MultiModalFusion
 from fusion.model.spatial_mix import SpatialMix
 
 
 def split_conv1x1(parts: list[torch.Tensor], weight: torch.Tensor) -> torch.Tensor:
     """``conv1x1(cat(parts, dim=1), weight)`` (no bias) as a sum of per-part convolutions, without the
-    concatenated copy: equal up to float rounding (the channel sum is split at the part boundaries)."""
+    concatenated copy: equal up to float rounding (the channel sum is split at the part boundaries).
+    parts [B, C_i, H, W], weight [C_out, sum C_i, 1, 1] -> [B, C_out, H, W] (inference: summed in place)."""
     out, c0 = None, 0
     for p in parts:
         c1 = c0 + p.shape[1]
@@ -77,19 +78,17 @@ class BRWKVLayer(nn.Module):
         w1, w2 = self.mod1.proj.weight, self.mod2.proj.weight    # (scale, shift, gate) rows
         z = torch.empty_like(x)
         for i in range(0, N, chunk):                             # (1 + scale) * h + shift
-            h = self.norm1(x[i:i + chunk])
-            s = F.silu(h)
+            h, s = layer_norm_silu(x[i:i + chunk], self.norm1)   # LN and SiLU in one pass (C kernel)
             z[i:i + chunk] = F.linear(s, w1[:C]).add_(1).mul_(h).add_(F.linear(s, w1[C:2 * C]))
         y = self.spatial(z.view(B, H, W, C), reverse=self.reverse)[0]
         del z
         out = y.reshape(-1, C)
         for i in range(0, N, chunk):                             # t = t + gate * y (gate recomputed)
-            h = self.norm1(x[i:i + chunk])
-            out[i:i + chunk].mul_(F.linear(F.silu(h), w1[2 * C:])).add_(x[i:i + chunk])
+            s = layer_norm_silu(x[i:i + chunk], self.norm1)[1]
+            out[i:i + chunk].mul_(F.linear(s, w1[2 * C:])).add_(x[i:i + chunk])
         for i in range(0, N, chunk):                             # t = t + gate * ChannelMix(...)
             tc = out[i:i + chunk]
-            h = self.norm2(tc)
-            s = F.silu(h)
+            h, s = layer_norm_silu(tc, self.norm2)
             zc = F.linear(s, w2[:C]).add_(1).mul_(h).add_(F.linear(s, w2[C:2 * C]))
             yc = self.channel(zc).mul_(F.linear(s, w2[2 * C:]))
             tc.add_(yc)

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rwkvfusion_kernels.ops import layer_norm as ln_cpu
+
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
     """[B, C, H, W] stored as [B, H, W, C] (same values and shape), unambiguously also for C == 1.
@@ -21,12 +23,27 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def layer_norm(x: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
+    """``ln(x)`` for tokens x [..., C]; in CPU inference (float32, no autograd) through the C kernel of
+    ``rwkvfusion_kernels.ops.layer_norm`` (same values up to float32 rounding), else ``F.layer_norm``."""
+    if ln_cpu.usable(x, ln.weight, ln.bias):
+        return ln_cpu.layer_norm(x, ln.weight, ln.bias, ln.eps)
+    return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+
+
+def layer_norm_silu(x: torch.Tensor, ln: nn.LayerNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h, SiLU(h)) with h = ``ln(x)``, x [..., C]: one pass of the C kernel in CPU inference."""
+    if ln_cpu.usable(x, ln.weight, ln.bias):
+        return ln_cpu.layer_norm_silu(x, ln.weight, ln.bias, ln.eps)
+    h = F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+    return h, F.silu(h)
+
+
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channel axis of a [B, C, H, W] tensor (with bias)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, C, H, W]
-        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
-                            self.eps).permute(0, 3, 1, 2)
+        return layer_norm(x.permute(0, 2, 3, 1), self).permute(0, 3, 1, 2)
 
 
 class DropPath(nn.Module):

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion.model.layers import LayerNorm2d, channels_last, resize
+from fusion.model.layers import LayerNorm2d, channels_last, layer_norm, resize
 from fusion.model.spatial_mix import SpatialMix
 
 
@@ -97,7 +97,7 @@ class MultiModalFusion(nn.Module):
         else:
             modal = self.cond_norm(self.cond_conv(cond))
         f = self.feat(x)
-        g = torch.sigmoid(self.gate_conv(F.adaptive_avg_pool2d(self.gate_norm(f + modal), 1)))
+        g = self._channel_gate(f + modal)                       # [B, C, 1, 1]
         fused = f * g + modal * g
         if self.has_mask and mask is not None:
             first, second = self.mask_convs[0], self.mask_convs[1]
@@ -111,6 +111,16 @@ class MultiModalFusion(nn.Module):
         if not self.has_text or text is None:
             return f_out, None, None
         return (f_out, *self._text_branch(f_out, text, text_mask))
+
+    def _channel_gate(self, s: torch.Tensor) -> torch.Tensor:
+        """sigmoid(Conv1x1(AvgPool(LN(s)))) for s [B, C, H, W] (channels-last) -> [B, C, 1, 1].
+
+        The pooling is a mean over the token view [B, H, W, C]: in training its backward is then a broadcast
+        in token order, not an NCHW gradient that the LayerNorm backward would have to copy.
+        """
+        pooled = layer_norm(s.permute(0, 2, 3, 1), self.gate_norm).mean(dim=(1, 2))     # [B, C]
+        g = torch.sigmoid(F.linear(pooled, self.gate_conv.weight[:, :, 0, 0]))
+        return g[:, :, None, None]
 
     def _text_branch(self, f: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None,
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:

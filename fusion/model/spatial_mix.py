@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusion.model.layers import layer_norm
 from rwkvfusion_kernels import SCAN_K, bi_wkv, cross_merge, cross_scan
 from rwkvfusion_kernels.ops.bi_wkv import WKV_FLOPS_PER_ELEMENT, resolve_impl
 
@@ -142,13 +143,13 @@ class SpatialMix(nn.Module):
         dev = x.device.type
         with torch.autocast(device_type=dev, enabled=False):      # the operator manages its own precision
             y = bi_wkv(k, v, self.decay, self.bonus, impl="cpu", validate=False)                # row-major
-        y = self.ln_out(y)
+        y = layer_norm(y, self.ln_out)                           # the C kernel in CPU inference
         if self.K >= 2:                                                                         # column-major
             with torch.autocast(device_type=dev, enabled=False):
                 yc = bi_wkv(k.transpose(1, 2), v.transpose(1, 2), self.decay, self.bonus, impl="cpu",
                             validate=False)
             del k, v
-            yc = self.ln_out(yc.transpose(1, 2))
+            yc = layer_norm(yc.transpose(1, 2), self.ln_out)
             y = y.add_(yc) if not torch.is_grad_enabled() and y.dtype == yc.dtype else y + yc
             del yc
         if self.K == 4:                           # the reversed scans repeat the two outputs (|t - i| symmetry)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusion.model.channel_mix import ChannelMix
-from fusion.model.layers import DropPath, layer_norm_silu
+from fusion.model.layers import DropPath, channel_mul, layer_norm_silu
 from fusion.model.mfm import MultiModalFusion
 from fusion.model.spatial_mix import SpatialMix
 
@@ -126,7 +126,7 @@ class RWKVFusionBlock(nn.Module):
         if self.has_text:
             if text_img is None:
                 raise ValueError("RWKVFusionBlock: this block has a text branch but got text=None")
-            parts.append(text_img * self.lam.view(1, -1, 1, 1))
+            parts.append(channel_mul(text_img, self.lam))
         parts.append(f)
         del f, text_img
         if torch.is_grad_enabled():

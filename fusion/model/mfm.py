@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion.model.layers import LayerNorm2d, channels_last, layer_norm, resize
+from fusion.model.layers import LayerNorm2d, channel_mul, channels_last, layer_norm, resize
 from fusion.model.spatial_mix import SpatialMix
 
 
@@ -97,8 +97,13 @@ class MultiModalFusion(nn.Module):
         else:
             modal = self.cond_norm(self.cond_conv(cond))
         f = self.feat(x)
-        g = self._channel_gate(f + modal)                       # [B, C, 1, 1]
-        fused = f * g + modal * g
+        s = f + modal
+        g = self._channel_gate(s)                               # [B, C, 1, 1]
+        if torch.is_grad_enabled():
+            fused = channel_mul(f, g) + channel_mul(modal, g)
+        else:          # inference: (f + modal) * g, in place (equal up to rounding; one product, not two)
+            fused = channel_mul(s, g, inplace=True)
+        del s
         if self.has_mask and mask is not None:
             first, second = self.mask_convs[0], self.mask_convs[1]
             if mask.shape[1] < first.out_channels:      # fewer mask channels than the 1x1's outputs: fold it

@@ -10,7 +10,7 @@ from torch import nn
 from fusion.config import TaskConfig
 from fusion.model.block import RWKVFusionBlock, split_conv1x1
 from fusion.model.inputs import FusionNet, ModelInputs, to_channels_last
-from fusion.model.layers import channels_last, drop_path_schedule, resize
+from fusion.model.layers import channel_mul, channels_last, drop_path_schedule, resize
 from fusion.model.text import TextProjector
 
 
@@ -39,7 +39,7 @@ class Downsample(nn.Module):
         self.scale = nn.Parameter(torch.full((dim * up,), math.sqrt(2.0)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x) * self.scale.view(1, -1, 1, 1)
+        return channel_mul(self.conv(x), self.scale, inplace=not torch.is_grad_enabled())
 
 
 class Upsample(nn.Module):
@@ -51,7 +51,7 @@ class Upsample(nn.Module):
         self.scale = nn.Parameter(torch.full((dim // up,), 1.0 / math.sqrt(2.0)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x) * self.scale.view(1, -1, 1, 1)
+        x = channel_mul(self.conv(x), self.scale, inplace=not torch.is_grad_enabled())
         return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
@@ -218,7 +218,7 @@ class RWKVFusion(FusionNet):
         for up, scale, fuse, dec in zip(self.ups, self.skip_scales, self.skip_fuse, self.decoders):
             skip = skips.pop()                                       # deepest first; freed once fused
             x = up(x)
-            parts = [x, skip * scale.view(1, -1, 1, 1)]
+            parts = [x, channel_mul(skip, scale)]
             del skip, x
             x = fuse(torch.cat(parts, dim=1)) if torch.is_grad_enabled() else split_conv1x1(parts, fuse.weight)
             del parts

@@ -61,3 +61,20 @@ def test_model_helpers_equal_the_modules_with_and_without_autograd():
     assert y.requires_grad                                  # the autograd path (F.layer_norm)
     y.sum().backward()
     assert ln.weight.grad is not None
+
+
+@needs_kernel
+def test_bfloat16_under_autocast_matches_torch():
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(4096, 32, generator=g) * 3 + 1).bfloat16()
+    w, b = torch.randn(32, generator=g), torch.randn(32, generator=g)
+    assert not cpu.usable(x, w, b)                          # bf16 only where autocast normalises it
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert cpu.usable(x, w, b)
+        ref = F.layer_norm(x, (32,), w, b, 1e-5)
+        h, s = cpu.layer_norm_silu(x, w, b, 1e-5)
+    assert h.dtype == ref.dtype == torch.bfloat16
+    exact = F.layer_norm(x.float(), (32,), w, b, 1e-5)
+    tol = 2 ** -7 * float(exact.abs().max())                # one bfloat16 rounding
+    assert float((h.float() - exact).abs().max()) <= tol
+    assert float((s.float() - F.silu(exact)).abs().max()) <= tol

@@ -3,7 +3,7 @@ inference: no autograd, float32, dense rows. PyTorch's CPU LayerNorm spends most
 normalised axis is short (C = 32..64 channels here); this kernel holds a row in vector registers.
 
 ``layer_norm(x, weight, bias, eps)`` -> y; ``layer_norm_silu(...)`` -> (y, SiLU(y)). x [..., C] with the
-last axis contiguous and rows dense; y (and SiLU(y)) are new contiguous [..., C] tensors. Rows are split over
+last axis contiguous and rows dense; y (and SiLU(y)) are new contiguous [..., C] tensors of x's dtype. Rows are split over
 ``torch.get_num_threads()`` Python threads (ctypes releases the GIL). :func:`usable` says when it applies;
 otherwise callers use ``torch.nn.functional.layer_norm``.
 """
@@ -39,8 +39,9 @@ def library() -> ctypes.CDLL | None:
                 lib = build("layer_norm_cpu", _SRC)
                 if lib is not None:
                     p, i64 = ctypes.c_void_p, ctypes.c_int64
-                    lib.layer_norm_f32.argtypes = [p] * 5 + [i64, ctypes.c_float, i64, i64]
-                    lib.layer_norm_f32.restype = None
+                    for fn in (lib.layer_norm_f32, lib.layer_norm_bf16):
+                        fn.argtypes = [p] * 5 + [i64, ctypes.c_float, i64, i64]
+                        fn.restype = None
                     lib.layer_norm_vector_width.restype = ctypes.c_int
                     global _VEC
                     _VEC = int(lib.layer_norm_vector_width())
@@ -50,10 +51,13 @@ def library() -> ctypes.CDLL | None:
 
 
 def usable(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> bool:
-    """True when the C kernel computes this LayerNorm: CPU float32, no autograd needed, not compiling,
+    """True when the C kernel computes this LayerNorm: CPU float32 (or bfloat16 under CPU autocast: float32
+    arithmetic, bfloat16 outputs, as PyTorch's there), no autograd needed, not compiling,
     affine float32 parameters, dense rows with a contiguous last axis, enough rows to pay off, and a channel
     count the vector path of this build takes (AVX-512: C in 16, 32, 48, 64)."""
-    if torch.compiler.is_compiling() or x.device.type != "cpu" or x.dtype != torch.float32:
+    if torch.compiler.is_compiling() or x.device.type != "cpu":
+        return False
+    if x.dtype != torch.float32 and not (x.dtype == torch.bfloat16 and torch.is_autocast_enabled("cpu")):
         return False
     if weight is None or bias is None or weight.dtype != torch.float32 or bias.dtype != torch.float32:
         return False
@@ -88,9 +92,10 @@ def _call(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
     C = x.shape[-1]
     x = x.detach()
     w, b = weight.detach().contiguous(), bias.detach().contiguous()
-    y = torch.empty(x.shape, dtype=torch.float32)
-    s = torch.empty(x.shape, dtype=torch.float32) if silu else None
-    _run(lib.layer_norm_f32, x.numel() // C, (x.data_ptr(), y.data_ptr(), s.data_ptr() if s is not None else None,
+    y = torch.empty(x.shape, dtype=x.dtype)
+    s = torch.empty(x.shape, dtype=x.dtype) if silu else None
+    fn = lib.layer_norm_bf16 if x.dtype == torch.bfloat16 else lib.layer_norm_f32
+    _run(fn, x.numel() // C, (x.data_ptr(), y.data_ptr(), s.data_ptr() if s is not None else None,
                                               w.data_ptr(), b.data_ptr(), C, float(eps)))
     return y, s
 

@@ -2,7 +2,7 @@
  *   y = (x - mean) / sqrt(var + eps) * w + b,  mean and (biased) var over the C values of a row,
  * optionally also s = SiLU(y) = y / (1 + exp(-y)) (the input of the BRWKV modulation, Linear(SiLU(h))).
  * Rows [row0, row1) of x [N, C] (row stride C) -> y [N, C] (and s). Two passes over a row (mean, then the
- * centred variance) in float32, as PyTorch's CPU kernel; with AVX-512 and C % 16 == 0 a row is held in
+ * centred variance) in float32, as PyTorch's CPU kernel; x may also be bfloat16 (layer_norm_bf16); with AVX-512 and C % 16 == 0 a row is held in
  * registers (C <= 64) and the reductions are vector trees, else plain loops with double accumulators.
  */
 #include <math.h>
@@ -47,22 +47,36 @@ static inline __m512 exp512(__m512 x)
 }
 
 #define MAXV 4   /* C <= 64 held in registers */
-static inline void row_avx512(const float *x, float *y, float *s, const float *w, const float *b, const int nv,
-                              const float invC, const float eps)
+static inline __m512 load16(const float *x) { return _mm512_loadu_ps(x); }
+static inline __m512 load16_bf16(const uint16_t *x)   /* bfloat16 bits are the top half of a float32 */
 {
-    __m512 v[MAXV], acc = _mm512_setzero_ps();
-    for (int j = 0; j < nv; j++) { v[j] = _mm512_loadu_ps(x + 16 * j); acc = _mm512_add_ps(acc, v[j]); }
+    const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)x));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
+}
+
+static inline void store16_bf16(uint16_t *p, __m512 v)  /* round to nearest even (finite values) */
+{
+    __m512i u = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    u = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7FFF)), lsb), 16);
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(u));
+}
+
+/* the row v[0..nv) -> h (and SiLU(h) when want_s) in registers */
+static inline void row_avx512(__m512 *v, __m512 *h, __m512 *sv, const int want_s, const float *w, const float *b,
+                              const int nv, const float invC, const float eps)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (int j = 0; j < nv; j++) acc = _mm512_add_ps(acc, v[j]);
     const __m512 mean = _mm512_set1_ps(_mm512_reduce_add_ps(acc) * invC);
     acc = _mm512_setzero_ps();
     for (int j = 0; j < nv; j++) { v[j] = _mm512_sub_ps(v[j], mean); acc = _mm512_fmadd_ps(v[j], v[j], acc); }
     const __m512 rstd = _mm512_set1_ps(1.0f / sqrtf(_mm512_reduce_add_ps(acc) * invC + eps));
     for (int j = 0; j < nv; j++) {
-        const __m512 h = _mm512_fmadd_ps(_mm512_mul_ps(v[j], rstd), _mm512_loadu_ps(w + 16 * j),
-                                         _mm512_loadu_ps(b + 16 * j));
-        _mm512_storeu_ps(y + 16 * j, h);
-        if (s) {
-            const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), h));
-            _mm512_storeu_ps(s + 16 * j, _mm512_div_ps(h, _mm512_add_ps(_mm512_set1_ps(1.0f), e)));
+        h[j] = _mm512_fmadd_ps(_mm512_mul_ps(v[j], rstd), _mm512_loadu_ps(w + 16 * j), _mm512_loadu_ps(b + 16 * j));
+        if (want_s) {
+            const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), h[j]));
+            sv[j] = _mm512_div_ps(h[j], _mm512_add_ps(_mm512_set1_ps(1.0f), e));
         }
     }
 }
@@ -85,10 +99,39 @@ void layer_norm_f32(const float *x, float *y, float *s, const float *w, const fl
     if (C % 16 == 0 && C <= 16 * MAXV) {
         const int nv = (int)(C / 16);
         const float invC = 1.0f / (float)C;
-        for (int64_t r = row0; r < row1; r++)
-            row_avx512(x + r * C, y + r * C, s ? s + r * C : 0, w, b, nv, invC, eps);
+        for (int64_t r = row0; r < row1; r++) {
+            __m512 v[MAXV], h[MAXV], sv[MAXV];
+            for (int j = 0; j < nv; j++) v[j] = load16(x + r * C + 16 * j);
+            row_avx512(v, h, sv, s != 0, w, b, nv, invC, eps);
+            for (int j = 0; j < nv; j++) {
+                _mm512_storeu_ps(y + r * C + 16 * j, h[j]);
+                if (s) _mm512_storeu_ps(s + r * C + 16 * j, sv[j]);
+            }
+        }
         return;
     }
 #endif
     for (int64_t r = row0; r < row1; r++) row_generic(x + r * C, y + r * C, s ? s + r * C : 0, w, b, C, eps);
+}
+
+/* the same for bfloat16 x, y and s (as PyTorch's LayerNorm under bf16 autocast on CPU: float32 arithmetic,
+ * outputs rounded to bfloat16); only the vector path (the caller checks layer_norm_vector_width) */
+void layer_norm_bf16(const uint16_t *x, uint16_t *y, uint16_t *s, const float *w, const float *b, int64_t C,
+                     float eps, int64_t row0, int64_t row1)
+{
+#ifdef __AVX512F__
+    const int nv = (int)(C / 16);
+    const float invC = 1.0f / (float)C;
+    for (int64_t r = row0; r < row1; r++) {
+        __m512 v[MAXV], h[MAXV], sv[MAXV];
+        for (int j = 0; j < nv; j++) v[j] = load16_bf16(x + r * C + 16 * j);
+        row_avx512(v, h, sv, s != 0, w, b, nv, invC, eps);
+        for (int j = 0; j < nv; j++) {
+            store16_bf16(y + r * C + 16 * j, h[j]);
+            if (s) store16_bf16(s + r * C + 16 * j, sv[j]);
+        }
+    }
+#else
+    (void)x; (void)y; (void)s; (void)w; (void)b; (void)C; (void)eps; (void)row0; (void)row1;
+#endif
 }

@@ -79,7 +79,7 @@ class BRWKVLayer(nn.Module):
         z = torch.empty_like(x)
         for i in range(0, N, chunk):                             # (1 + scale) * h + shift
             h, s = layer_norm_silu(x[i:i + chunk], self.norm1)   # LN and SiLU in one pass (C kernel)
-            z[i:i + chunk] = F.linear(s, w1[:C]).add_(1).mul_(h).add_(F.linear(s, w1[C:2 * C]))
+            torch.add(F.linear(s, w1[:C]).add_(1).mul_(h), F.linear(s, w1[C:2 * C]), out=z[i:i + chunk])
         y = self.spatial(z.view(B, H, W, C), reverse=self.reverse)[0]
         del z
         out = y.reshape(-1, C)

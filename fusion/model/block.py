@@ -59,12 +59,14 @@ class BRWKVLayer(nn.Module):
         t = x.permute(0, 2, 3, 1)  # [B, H, W, C]: contiguous for channels-last x, no copy
         if not torch.is_grad_enabled() and not self.training:   # inference (DropPath is the identity)
             return self._forward_no_grad(t).permute(0, 3, 1, 2)
-        h = self.norm1(t)
-        scale, shift, gate = self.mod1(h)
+        # Modulator(h) = proj(SiLU(h)); (h, SiLU(h)) from one helper: F.layer_norm and F.silu under autograd,
+        # the C kernel in no-grad mode (as the inference path below, so both modes compute the same values)
+        h, s = layer_norm_silu(t, self.norm1)
+        scale, shift, gate = self.mod1.proj(s).chunk(3, dim=-1)
         y, _ = self.spatial((1 + scale) * h + shift, reverse=self.reverse)
         t = t + gate * self.drop_path(y)
-        h = self.norm2(t)
-        scale, shift, gate = self.mod2(h)
+        h, s = layer_norm_silu(t, self.norm2)
+        scale, shift, gate = self.mod2.proj(s).chunk(3, dim=-1)
         t = t + gate * self.drop_path(self.channel((1 + scale) * h + shift))
         return t.permute(0, 3, 1, 2)
 

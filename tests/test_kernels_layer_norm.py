@@ -78,3 +78,15 @@ def test_bfloat16_under_autocast_matches_torch():
     tol = 2 ** -7 * float(exact.abs().max())                # one bfloat16 rounding
     assert float((h.float() - exact).abs().max()) <= tol
     assert float((s.float() - F.silu(exact)).abs().max()) <= tol
+
+
+@needs_kernel
+def test_in_place_equals_out_of_place():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 3000, 32, generator=g)
+    w, b = torch.randn(32, generator=g), torch.randn(32, generator=g)
+    with torch.inference_mode():
+        y = cpu.layer_norm(x, w, b, 1e-5)
+        z = x.clone()
+        out = cpu.layer_norm(z, w, b, 1e-5, inplace=True)
+    assert out.data_ptr() == z.data_ptr() and torch.equal(out, y)

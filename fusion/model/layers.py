@@ -37,11 +37,12 @@ def channel_mul(x: torch.Tensor, s: torch.Tensor, *, inplace: bool = False) -> t
     return (t.mul_(f) if inplace else t * f).permute(0, 3, 1, 2)
 
 
-def layer_norm(x: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
+def layer_norm(x: torch.Tensor, ln: nn.LayerNorm, *, inplace: bool = False) -> torch.Tensor:
     """``ln(x)`` for tokens x [..., C]; in CPU inference (float32, no autograd) through the C kernel of
-    ``rwkvfusion_kernels.ops.layer_norm`` (same values up to float32 rounding), else ``F.layer_norm``."""
+    ``rwkvfusion_kernels.ops.layer_norm`` (same values up to float32 rounding), else ``F.layer_norm``.
+    ``inplace``: the kernel may overwrite x (a buffer the caller no longer needs)."""
     if ln_cpu.usable(x, ln.weight, ln.bias):
-        return ln_cpu.layer_norm(x, ln.weight, ln.bias, ln.eps)
+        return ln_cpu.layer_norm(x, ln.weight, ln.bias, ln.eps, inplace=inplace)
     return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
 
 

@@ -143,11 +143,11 @@ class SpatialMix(nn.Module):
         if k.dtype in (torch.bfloat16, torch.float16) and not torch.is_grad_enabled():
             k, v = k.float(), v.float()     # autocast inference: convert once (contiguous) for both scans
         y = self._wkv(k, v)                                                                     # row-major
-        y = layer_norm(y, self.ln_out)                           # the C kernel in CPU inference
+        y = layer_norm(y, self.ln_out, inplace=True)             # the C kernel (in place) in CPU inference
         if self.K >= 2:                                                                         # column-major
             yc = self._wkv(k.transpose(1, 2), v.transpose(1, 2))
             del k, v
-            yc = layer_norm(yc.transpose(1, 2), self.ln_out)
+            yc = layer_norm(yc.transpose(1, 2), self.ln_out, inplace=True)
             y = y.add_(yc) if not torch.is_grad_enabled() and y.dtype == yc.dtype else y + yc
             del yc
         if self.K == 4:                           # the reversed scans repeat the two outputs (|t - i| symmetry)

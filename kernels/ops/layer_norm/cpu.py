@@ -86,13 +86,15 @@ def _run(fn, rows: int, args: tuple) -> None:
         f.result()
 
 
-def _call(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, silu: bool):
+def _call(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, silu: bool,
+          inplace: bool = False):
     lib = library()
     assert lib is not None, "layer_norm CPU kernel unavailable"
     C = x.shape[-1]
     x = x.detach()
     w, b = weight.detach().contiguous(), bias.detach().contiguous()
-    y = torch.empty(x.shape, dtype=x.dtype)
+    # in place is safe: a row is read into registers before it is written
+    y = x if inplace else torch.empty(x.shape, dtype=x.dtype)
     s = torch.empty(x.shape, dtype=x.dtype) if silu else None
     fn = lib.layer_norm_bf16 if x.dtype == torch.bfloat16 else lib.layer_norm_f32
     _run(fn, x.numel() // C, (x.data_ptr(), y.data_ptr(), s.data_ptr() if s is not None else None,
@@ -100,9 +102,11 @@ def _call(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
     return y, s
 
 
-def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
-    """``F.layer_norm(x, (C,), weight, bias, eps)`` for x [..., C] (see :func:`usable`)."""
-    return _call(x, weight, bias, eps, False)[0]
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, *,
+               inplace: bool = False) -> torch.Tensor:
+    """``F.layer_norm(x, (C,), weight, bias, eps)`` for x [..., C] (see :func:`usable`); ``inplace``
+    overwrites x with the result (no second [..., C] buffer)."""
+    return _call(x, weight, bias, eps, False, inplace)[0]
 
 
 def layer_norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,

@@ -1,6 +1,7 @@
 /* LayerNorm over the last axis of dense float32 rows (Ba et al., "Layer Normalization", 2016):
  *   y = (x - mean) / sqrt(var + eps) * w + b,  mean and (biased) var over the C values of a row,
  * optionally also s = SiLU(y) = y / (1 + exp(-y)) (the input of the BRWKV modulation, Linear(SiLU(h))).
+ * y may be x (in place): each value is read before it is overwritten.
  * Rows [row0, row1) of x [N, C] (row stride C) -> y [N, C] (and s). Two passes over a row (mean, then the
  * centred variance) in float32, as PyTorch's CPU kernel; x may also be bfloat16 (layer_norm_bf16); with AVX-512 and C % 16 == 0 a row is held in
  * registers (C <= 64) and the reductions are vector trees, else plain loops with double accumulators.

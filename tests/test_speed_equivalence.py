@@ -149,3 +149,14 @@ def test_model_traces_without_graph_breaks():
     with torch.no_grad():
         ex = torch._dynamo.explain(model)(a, b)
     assert ex.graph_break_count == 0, ex.break_reasons
+
+
+@needs_kernel
+def test_training_forward_traces_without_graph_breaks():
+    # the kernel's build check is a compile-time constant (no trace through its lock), the LayerNorm kernel
+    # and the in-place inference paths stay out of the traced training graph
+    torch._dynamo.reset()
+    model = build_model("vif").train()
+    a, b = torch.rand(2, 1, 16, 20), torch.rand(2, 1, 16, 20)
+    ex = torch._dynamo.explain(model)(a, b)
+    assert ex.graph_break_count == 0, ex.break_reasons

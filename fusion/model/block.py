@@ -6,14 +6,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusion.model.channel_mix import ChannelMix
-from fusion.model.layers import DropPath
+from fusion.model.layers import DropPath, channel_mul, layer_norm_silu
 from fusion.model.mfm import MultiModalFusion
 from fusion.model.spatial_mix import SpatialMix
 
 
 def split_conv1x1(parts: list[torch.Tensor], weight: torch.Tensor) -> torch.Tensor:
     """``conv1x1(cat(parts, dim=1), weight)`` (no bias) as a sum of per-part convolutions, without the
-    concatenated copy: equal up to float rounding (the channel sum is split at the part boundaries)."""
+    concatenated copy: equal up to float rounding (the channel sum is split at the part boundaries).
+    parts [B, C_i, H, W], weight [C_out, sum C_i, 1, 1] -> [B, C_out, H, W] (inference: summed in place)."""
     out, c0 = None, 0
     for p in parts:
         c1 = c0 + p.shape[1]
@@ -58,12 +59,14 @@ class BRWKVLayer(nn.Module):
         t = x.permute(0, 2, 3, 1)  # [B, H, W, C]: contiguous for channels-last x, no copy
         if not torch.is_grad_enabled() and not self.training:   # inference (DropPath is the identity)
             return self._forward_no_grad(t).permute(0, 3, 1, 2)
-        h = self.norm1(t)
-        scale, shift, gate = self.mod1(h)
+        # Modulator(h) = proj(SiLU(h)); (h, SiLU(h)) from one helper: F.layer_norm and F.silu under autograd,
+        # the C kernel in no-grad mode (as the inference path below, so both modes compute the same values)
+        h, s = layer_norm_silu(t, self.norm1)
+        scale, shift, gate = self.mod1.proj(s).chunk(3, dim=-1)
         y, _ = self.spatial((1 + scale) * h + shift, reverse=self.reverse)
         t = t + gate * self.drop_path(y)
-        h = self.norm2(t)
-        scale, shift, gate = self.mod2(h)
+        h, s = layer_norm_silu(t, self.norm2)
+        scale, shift, gate = self.mod2.proj(s).chunk(3, dim=-1)
         t = t + gate * self.drop_path(self.channel((1 + scale) * h + shift))
         return t.permute(0, 3, 1, 2)
 
@@ -77,19 +80,17 @@ class BRWKVLayer(nn.Module):
         w1, w2 = self.mod1.proj.weight, self.mod2.proj.weight    # (scale, shift, gate) rows
         z = torch.empty_like(x)
         for i in range(0, N, chunk):                             # (1 + scale) * h + shift
-            h = self.norm1(x[i:i + chunk])
-            s = F.silu(h)
-            z[i:i + chunk] = F.linear(s, w1[:C]).add_(1).mul_(h).add_(F.linear(s, w1[C:2 * C]))
+            h, s = layer_norm_silu(x[i:i + chunk], self.norm1)   # LN and SiLU in one pass (C kernel)
+            torch.add(F.linear(s, w1[:C]).add_(1).mul_(h), F.linear(s, w1[C:2 * C]), out=z[i:i + chunk])
         y = self.spatial(z.view(B, H, W, C), reverse=self.reverse)[0]
         del z
         out = y.reshape(-1, C)
         for i in range(0, N, chunk):                             # t = t + gate * y (gate recomputed)
-            h = self.norm1(x[i:i + chunk])
-            out[i:i + chunk].mul_(F.linear(F.silu(h), w1[2 * C:])).add_(x[i:i + chunk])
+            s = layer_norm_silu(x[i:i + chunk], self.norm1)[1]
+            out[i:i + chunk].mul_(F.linear(s, w1[2 * C:])).add_(x[i:i + chunk])
         for i in range(0, N, chunk):                             # t = t + gate * ChannelMix(...)
             tc = out[i:i + chunk]
-            h = self.norm2(tc)
-            s = F.silu(h)
+            h, s = layer_norm_silu(tc, self.norm2)
             zc = F.linear(s, w2[:C]).add_(1).mul_(h).add_(F.linear(s, w2[C:2 * C]))
             yc = self.channel(zc).mul_(F.linear(s, w2[2 * C:]))
             tc.add_(yc)
@@ -127,7 +128,7 @@ class RWKVFusionBlock(nn.Module):
         if self.has_text:
             if text_img is None:
                 raise ValueError("RWKVFusionBlock: this block has a text branch but got text=None")
-            parts.append(text_img * self.lam.view(1, -1, 1, 1))
+            parts.append(channel_mul(text_img, self.lam))
         parts.append(f)
         del f, text_img
         if torch.is_grad_enabled():

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusion.config import TaskConfig
-from fusion.model.layers import pad_to_multiple
+from fusion.model.layers import channels_last, pad_to_multiple
 
 
 @dataclass
@@ -94,13 +94,13 @@ def prepare_inputs(model: nn.Module, a: torch.Tensor, b: torch.Tensor, text: tor
 def to_channels_last(inp: ModelInputs) -> ModelInputs:
     """The image inputs in channels-last memory (same values and shapes).
 
-    Convolutions propagate the format, so every [B, C, H, W] activation of the network is then stored as
+    1-channel images get explicit channels-last strides (``fusion.model.layers.channels_last``). Convolutions
+    propagate the format, so every [B, C, H, W] activation of the network is then stored as
     [B, H, W, C]: the token view ``x.permute(0, 2, 3, 1)`` used by the LayerNorms, the BRWKV layers and the
     scans is contiguous, and no layer transposes between NCHW and token order.
     """
-    cl = torch.channels_last
-    return dataclasses.replace(inp, a=inp.a.contiguous(memory_format=cl), b=inp.b.contiguous(memory_format=cl),
-                               mask=None if inp.mask is None else inp.mask.contiguous(memory_format=cl))
+    return dataclasses.replace(inp, a=channels_last(inp.a), b=channels_last(inp.b),
+                               mask=None if inp.mask is None else channels_last(inp.mask))
 
 
 def apply_output_clamp(y: torch.Tensor, mode: str, training: bool) -> torch.Tensor:

@@ -5,13 +5,60 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rwkvfusion_kernels.ops import layer_norm as ln_cpu
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] stored as [B, H, W, C] (same values and shape), unambiguously also for C == 1.
+
+    ``x.contiguous(memory_format=torch.channels_last)`` keeps a 1-channel tensor's NCHW strides (both layouts
+    hold its elements in the same order), and convolutions then pick the NCHW algorithm and return NCHW
+    outputs. Here a 1-channel tensor gets the channels-last strides ``(H*W, 1, W, 1)`` as a view of the same
+    memory, so e.g. ``conv2d(channels_last(x1), w)`` returns a channels-last [B, C', H, W] without a copy.
+    """
+    x = x.contiguous(memory_format=torch.channels_last)
+    if x.shape[1] == 1 and x.dim() == 4:
+        B, _, H, W = x.shape
+        x = x.as_strided(x.shape, (H * W, 1, W, 1))
+    return x
+
+
+def channel_mul(x: torch.Tensor, s: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
+    """``x * s`` for x [B, C, H, W] and a per-channel factor s ([C] or [B, C, 1, 1]), same values.
+
+    For a channels-last x the product is formed on the token view [B, H, W, C] (the factor broadcast along the
+    contiguous last axis), several times faster than PyTorch's broadcast over the NCHW view of the same memory.
+    ``inplace`` (no autograd) writes into x.
+    """
+    if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():
+        return x.mul_(s.view(-1, 1, 1) if s.dim() == 1 else s) if inplace else x * (s.view(-1, 1, 1) if s.dim() == 1 else s)
+    t = x.permute(0, 2, 3, 1)
+    f = s.reshape(1, 1, 1, -1) if s.dim() == 1 else s.reshape(s.shape[0], 1, 1, s.shape[1])
+    return (t.mul_(f) if inplace else t * f).permute(0, 3, 1, 2)
+
+
+def layer_norm(x: torch.Tensor, ln: nn.LayerNorm, *, inplace: bool = False) -> torch.Tensor:
+    """``ln(x)`` for tokens x [..., C]; in CPU inference (float32, no autograd) through the C kernel of
+    ``rwkvfusion_kernels.ops.layer_norm`` (same values up to float32 rounding), else ``F.layer_norm``.
+    ``inplace``: the kernel may overwrite x (a buffer the caller no longer needs)."""
+    if ln_cpu.usable(x, ln.weight, ln.bias):
+        return ln_cpu.layer_norm(x, ln.weight, ln.bias, ln.eps, inplace=inplace)
+    return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+
+
+def layer_norm_silu(x: torch.Tensor, ln: nn.LayerNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h, SiLU(h)) with h = ``ln(x)``, x [..., C]: one pass of the C kernel in CPU inference."""
+    if ln_cpu.usable(x, ln.weight, ln.bias):
+        return ln_cpu.layer_norm_silu(x, ln.weight, ln.bias, ln.eps)
+    h = F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+    return h, F.silu(h)
+
 
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channel axis of a [B, C, H, W] tensor (with bias)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, C, H, W]
-        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
-                            self.eps).permute(0, 3, 1, 2)
+        return layer_norm(x.permute(0, 2, 3, 1), self).permute(0, 3, 1, 2)
 
 
 class DropPath(nn.Module):

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion.model.layers import LayerNorm2d, resize
+from fusion.model.layers import LayerNorm2d, channel_mul, channels_last, layer_norm, resize
 from fusion.model.spatial_mix import SpatialMix
 
 
@@ -18,7 +18,7 @@ def folded_conv(x: torch.Tensor, w3: torch.Tensor, w1: torch.Tensor) -> torch.Te
     x [B, Cs, H, W], w1 [Cm, Cs, 1, 1], w3 [C, Cm, 3, 3] -> [B, C, H, W] (channels-last).
     """
     w = torch.einsum("omhw,ms->oshw", w3, w1[:, :, 0, 0])
-    return F.conv2d(x, w, padding=1).contiguous(memory_format=torch.channels_last)
+    return channels_last(F.conv2d(channels_last(x), w, padding=1))
 
 
 class GeluMLP(nn.Module):
@@ -97,8 +97,13 @@ class MultiModalFusion(nn.Module):
         else:
             modal = self.cond_norm(self.cond_conv(cond))
         f = self.feat(x)
-        g = torch.sigmoid(self.gate_conv(F.adaptive_avg_pool2d(self.gate_norm(f + modal), 1)))
-        fused = f * g + modal * g
+        s = f + modal
+        g = self._channel_gate(s)                               # [B, C, 1, 1]
+        if torch.is_grad_enabled():
+            fused = channel_mul(f, g) + channel_mul(modal, g)
+        else:          # inference: (f + modal) * g, in place (equal up to rounding; one product, not two)
+            fused = channel_mul(s, g, inplace=True)
+        del s
         if self.has_mask and mask is not None:
             first, second = self.mask_convs[0], self.mask_convs[1]
             if mask.shape[1] < first.out_channels:      # fewer mask channels than the 1x1's outputs: fold it
@@ -111,6 +116,16 @@ class MultiModalFusion(nn.Module):
         if not self.has_text or text is None:
             return f_out, None, None
         return (f_out, *self._text_branch(f_out, text, text_mask))
+
+    def _channel_gate(self, s: torch.Tensor) -> torch.Tensor:
+        """sigmoid(Conv1x1(AvgPool(LN(s)))) for s [B, C, H, W] (channels-last) -> [B, C, 1, 1].
+
+        The pooling is a mean over the token view [B, H, W, C]: in training its backward is then a broadcast
+        in token order, not an NCHW gradient that the LayerNorm backward would have to copy.
+        """
+        pooled = layer_norm(s.permute(0, 2, 3, 1), self.gate_norm).mean(dim=(1, 2))     # [B, C]
+        g = torch.sigmoid(F.linear(pooled, self.gate_conv.weight[:, :, 0, 0]))
+        return g[:, :, None, None]
 
     def _text_branch(self, f: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None,
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusion.model.layers import layer_norm
 from rwkvfusion_kernels import SCAN_K, bi_wkv, cross_merge, cross_scan
 from rwkvfusion_kernels.ops.bi_wkv import WKV_FLOPS_PER_ELEMENT, resolve_impl
 
@@ -139,16 +140,14 @@ class SpatialMix(nn.Module):
         """Image-only Bi-WKV mix without scan copies: x [B, H, W, C] -> [B, H, W, C] (see the module docstring)."""
         x = x.contiguous()
         k, v = self.key(x), self.value(x)
-        dev = x.device.type
-        with torch.autocast(device_type=dev, enabled=False):      # the operator manages its own precision
-            y = bi_wkv(k, v, self.decay, self.bonus, impl="cpu", validate=False)                # row-major
-        y = self.ln_out(y)
+        if k.dtype in (torch.bfloat16, torch.float16) and not torch.is_grad_enabled():
+            k, v = k.float(), v.float()     # autocast inference: convert once (contiguous) for both scans
+        y = self._wkv(k, v)                                                                     # row-major
+        y = layer_norm(y, self.ln_out, inplace=True)             # the C kernel (in place) in CPU inference
         if self.K >= 2:                                                                         # column-major
-            with torch.autocast(device_type=dev, enabled=False):
-                yc = bi_wkv(k.transpose(1, 2), v.transpose(1, 2), self.decay, self.bonus, impl="cpu",
-                            validate=False)
+            yc = self._wkv(k.transpose(1, 2), v.transpose(1, 2))
             del k, v
-            yc = self.ln_out(yc.transpose(1, 2))
+            yc = layer_norm(yc.transpose(1, 2), self.ln_out, inplace=True)
             y = y.add_(yc) if not torch.is_grad_enabled() and y.dtype == yc.dtype else y + yc
             del yc
         if self.K == 4:                           # the reversed scans repeat the two outputs (|t - i| symmetry)
@@ -156,6 +155,15 @@ class SpatialMix(nn.Module):
         y = (y / self.K).to(x.dtype)
         g = self._gate(x)
         return self.output(y.mul_(g) if not torch.is_grad_enabled() else y * g)
+
+    def _wkv(self, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Bi-WKV of [B, T1, T2, C] views through the CPU kernel (it manages its own precision: autocast off).
+
+        In autocast inference k and v arrive as float32 (converted once in ``_forward_in_place``), so the
+        outputs stay float32 through the LayerNorms; the mix is cast to the activation dtype after the merge.
+        """
+        with torch.autocast(device_type=k.device.type, enabled=False):
+            return bi_wkv(k, v, self.decay, self.bonus, impl="cpu", validate=False)
 
     def _gate(self, z: torch.Tensor) -> torch.Tensor:
         g = self.gate(z)

@@ -10,7 +10,7 @@ from torch import nn
 from fusion.config import TaskConfig
 from fusion.model.block import RWKVFusionBlock, split_conv1x1
 from fusion.model.inputs import FusionNet, ModelInputs, to_channels_last
-from fusion.model.layers import drop_path_schedule, resize
+from fusion.model.layers import channel_mul, channels_last, drop_path_schedule, resize
 from fusion.model.text import TextProjector
 
 
@@ -39,7 +39,7 @@ class Downsample(nn.Module):
         self.scale = nn.Parameter(torch.full((dim * up,), math.sqrt(2.0)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x) * self.scale.view(1, -1, 1, 1)
+        return channel_mul(self.conv(x), self.scale, inplace=not torch.is_grad_enabled())
 
 
 class Upsample(nn.Module):
@@ -51,7 +51,7 @@ class Upsample(nn.Module):
         self.scale = nn.Parameter(torch.full((dim // up,), 1.0 / math.sqrt(2.0)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x) * self.scale.view(1, -1, 1, 1)
+        x = channel_mul(self.conv(x), self.scale, inplace=not torch.is_grad_enabled())
         return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
@@ -183,16 +183,15 @@ class RWKVFusion(FusionNet):
     def _forward(self, inp: ModelInputs) -> torch.Tensor:
         cfg = self.cfg
         inp = to_channels_last(inp)
-        cl = torch.channels_last  # 1-channel inputs are ambiguous: set the format of the embeddings explicitly
-        def embed() -> torch.Tensor:
-            return self.patch_embed(torch.cat([inp.a, inp.b], dim=1)).contiguous(memory_format=cl)
+        def embed() -> torch.Tensor:       # channels_last: 1-channel tensors get explicit channels-last strides
+            return channels_last(self.patch_embed(channels_last(torch.cat([inp.a, inp.b], dim=1))))
 
         x0 = embed()
         # the 1x1 conditioning embedding is folded into each block's 3x3 cond_conv when the source has fewer
         # channels than the embedding (VIF: 1 -> 32), so the blocks get the raw source, resized per level
         fold = self.cond_embed.in_channels < self.cond_embed.out_channels
         cond_w = self.cond_embed.weight if fold else None
-        cond_full = (self.condition_source(inp) if fold else self.condition(inp)).contiguous(memory_format=cl)
+        cond_full = channels_last(self.condition_source(inp) if fold else self.condition(inp))
         mask_full = inp.mask
         if mask_full is not None and self.mask_embed is not None:
             mask_full = self.mask_embed(mask_full)
@@ -219,7 +218,7 @@ class RWKVFusion(FusionNet):
         for up, scale, fuse, dec in zip(self.ups, self.skip_scales, self.skip_fuse, self.decoders):
             skip = skips.pop()                                       # deepest first; freed once fused
             x = up(x)
-            parts = [x, skip * scale.view(1, -1, 1, 1)]
+            parts = [x, channel_mul(skip, scale)]
             del skip, x
             x = fuse(torch.cat(parts, dim=1)) if torch.is_grad_enabled() else split_conv1x1(parts, fuse.weight)
             del parts

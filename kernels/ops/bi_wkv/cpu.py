@@ -94,8 +94,13 @@ def library() -> ctypes.CDLL | None:
     return _lib
 
 
+@torch.compiler.assume_constant_result
 def available() -> bool:
-    """True when the C kernel is built (or can be built) on this machine."""
+    """True when the C kernel is built (or can be built) on this machine.
+
+    A constant for ``torch.compile``: Dynamo calls it once while tracing instead of tracing the build lock
+    (which would break the graph at every spatial mix).
+    """
     return library() is not None
 
 

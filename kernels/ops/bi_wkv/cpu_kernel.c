@@ -24,6 +24,11 @@
 #include <stdint.h>
 
 #define CB 16
+/* software prefetch PD sequence steps ahead: the steps of a column scan are a row (W*C values) apart,
+ * beyond the reach of the hardware prefetchers, which stop at page boundaries */
+#define PD 8
+#define PF(p) __builtin_prefetch((const void *)(p), 0, 3)
+#define PFW(p) __builtin_prefetch((const void *)(p), 1, 3)
 
 /* exp(x) for x <= 0 in float64, vectorisable (no libm call): x = n ln2 + r with |r| <= ln2/2 (Cody-Waite
  * split of ln2), exp(r) by its Taylor polynomial to degree 13 (truncation < 1e-17 relative), times 2^n

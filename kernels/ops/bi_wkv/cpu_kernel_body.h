@@ -17,6 +17,7 @@ static inline __attribute__((always_inline)) void CAT(fwd_item_, SFX)(
     for (int64_t t1 = T1 - 1; t1 >= 0; t1--) {
         for (int64_t t2 = T2 - 1; t2 >= 0; t2--) {                 /* reverse sweep: B into (y, d) */
             const int64_t o = t1 * s1 + t2 * s2;
+            if (t2 >= PD) { const int64_t q = o - PD * s2; PF(k + q); PF(v + q); PFW(y + q); PFW(d + q); }
             for (int c = 0; c < NC; c++) {
                 const double ec = exp_nonpos((double)k[o + c] - m[c]);
                 y[o + c] = (TY)bn[c];
@@ -29,6 +30,7 @@ static inline __attribute__((always_inline)) void CAT(fwd_item_, SFX)(
     for (int64_t t1 = 0; t1 < T1; t1++) {
         for (int64_t t2 = 0; t2 < T2; t2++) {                      /* forward sweep: combine */
             const int64_t o = t1 * s1 + t2 * s2;
+            if (t2 + PD < T2) { const int64_t q = o + PD * s2; PF(k + q); PF(v + q); PFW(y + q); PFW(d + q); }
             for (int c = 0; c < NC; c++) {
                 const double ec = exp_nonpos((double)k[o + c] - m[c]), z = ec * (double)v[o + c];
                 const double num = fn[c] + (double)y[o + c] + eu[c] * z;
@@ -77,6 +79,7 @@ static inline __attribute__((always_inline)) void CAT(bwd_item_, SFX)(
     for (int64_t t1 = T1 - 1; t1 >= 0; t1--) {
         for (int64_t t2 = T2 - 1; t2 >= 0; t2--) {                 /* reverse sweep: W gN, W gD (later) */
             const int64_t o = t1 * s1 + t2 * s2;
+            if (t2 >= PD) { const int64_t q = o - PD * s2; PF(gy + q); PF(d + q); PF(y + q); PFW(gv + q); PFW(gk + q); }
             for (int c = 0; c < NC; c++) {
                 const double gn = (double)(gy[o + c] / d[o + c]);
                 const double gd = -gn * (double)y[o + c];
@@ -90,6 +93,10 @@ static inline __attribute__((always_inline)) void CAT(bwd_item_, SFX)(
     for (int64_t t1 = 0; t1 < T1; t1++) {
         for (int64_t t2 = 0; t2 < T2; t2++) {                      /* forward sweep */
             const int64_t o = t1 * s1 + t2 * s2;
+            if (t2 + PD < T2) {
+                const int64_t q = o + PD * s2;
+                PF(k + q); PF(v + q); PF(gy + q); PF(d + q); PF(y + q); PFW(gv + q); PFW(gk + q);
+            }
             for (int c = 0; c < NC; c++) {
                 const double ec = exp_nonpos((double)k[o + c] - m[c]), vc = (double)v[o + c], z = ec * vc;
                 const double gn = (double)(gy[o + c] / d[o + c]);

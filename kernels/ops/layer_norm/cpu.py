@@ -1,0 +1,117 @@
+"""CPU LayerNorm (optionally with SiLU of the result) over the last axis, in C (``cpu_kernel.c``), for
+inference: no autograd, float32, dense rows. PyTorch's CPU LayerNorm spends most of its time per row when the
+normalised axis is short (C = 32..64 channels here); this kernel holds a row in vector registers.
+
+``layer_norm(x, weight, bias, eps)`` -> y; ``layer_norm_silu(...)`` -> (y, SiLU(y)). x [..., C] with the
+last axis contiguous and rows dense; y (and SiLU(y)) are new contiguous [..., C] tensors of x's dtype. Rows are split over
+``torch.get_num_threads()`` Python threads (ctypes releases the GIL). :func:`usable` says when it applies;
+otherwise callers use ``torch.nn.functional.layer_norm``.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from ..cbuild import build
+
+_SRC = Path(__file__).with_name("cpu_kernel.c")
+MIN_ROWS = 2048                                # below this PyTorch's kernel is as fast (call overhead)
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_tried = False
+_pool: ThreadPoolExecutor | None = None
+_VEC = 0                                       # the library's vector width (C % _VEC == 0, C <= 4 * _VEC)
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled library (built on first call), None without a C compiler or with RWKVFUSION_CPU_KERNEL=0."""
+    global _lib, _tried
+    if _tried:
+        return _lib
+    with _lock:
+        if not _tried:
+            if os.environ.get("RWKVFUSION_CPU_KERNEL", "1") != "0":
+                lib = build("layer_norm_cpu", _SRC)
+                if lib is not None:
+                    p, i64 = ctypes.c_void_p, ctypes.c_int64
+                    for fn in (lib.layer_norm_f32, lib.layer_norm_bf16):
+                        fn.argtypes = [p] * 5 + [i64, ctypes.c_float, i64, i64]
+                        fn.restype = None
+                    lib.layer_norm_vector_width.restype = ctypes.c_int
+                    global _VEC
+                    _VEC = int(lib.layer_norm_vector_width())
+                _lib = lib
+            _tried = True
+    return _lib
+
+
+def usable(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> bool:
+    """True when the C kernel computes this LayerNorm: CPU float32 (or bfloat16 under CPU autocast: float32
+    arithmetic, bfloat16 outputs, as PyTorch's there), no autograd needed, not compiling,
+    affine float32 parameters, dense rows with a contiguous last axis, enough rows to pay off, and a channel
+    count the vector path of this build takes (AVX-512: C in 16, 32, 48, 64)."""
+    if torch.compiler.is_compiling() or x.device.type != "cpu":
+        return False
+    if x.dtype != torch.float32 and not (x.dtype == torch.bfloat16 and torch.is_autocast_enabled("cpu")):
+        return False
+    if weight is None or bias is None or weight.dtype != torch.float32 or bias.dtype != torch.float32:
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):
+        return False
+    if x.dim() < 2 or x.numel() // max(1, x.shape[-1]) < MIN_ROWS or not x.is_contiguous():
+        return False
+    if library() is None:
+        return False
+    C = x.shape[-1]                            # the scalar fallback of the C file is no faster than PyTorch
+    return _VEC > 0 and C % _VEC == 0 and C <= 4 * _VEC
+
+
+def _run(fn, rows: int, args: tuple) -> None:
+    global _pool
+    n_thr = max(1, min(torch.get_num_threads(), rows // MIN_ROWS))
+    if n_thr == 1:
+        fn(*args, 0, rows)
+        return
+    if _pool is None or _pool._max_workers < n_thr:          # noqa: SLF001 (resize on demand)
+        _pool = ThreadPoolExecutor(max_workers=n_thr, thread_name_prefix="layer_norm")
+    bounds = [rows * i // n_thr for i in range(n_thr + 1)]
+    futs = [_pool.submit(fn, *args, bounds[i], bounds[i + 1]) for i in range(1, n_thr)]
+    fn(*args, bounds[0], bounds[1])
+    for f in futs:
+        f.result()
+
+
+def _call(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, silu: bool,
+          inplace: bool = False):
+    lib = library()
+    assert lib is not None, "layer_norm CPU kernel unavailable"
+    C = x.shape[-1]
+    x = x.detach()
+    w, b = weight.detach().contiguous(), bias.detach().contiguous()
+    # in place is safe: a row is read into registers before it is written
+    y = x if inplace else torch.empty(x.shape, dtype=x.dtype)
+    s = torch.empty(x.shape, dtype=x.dtype) if silu else None
+    fn = lib.layer_norm_bf16 if x.dtype == torch.bfloat16 else lib.layer_norm_f32
+    _run(fn, x.numel() // C, (x.data_ptr(), y.data_ptr(), s.data_ptr() if s is not None else None,
+                                              w.data_ptr(), b.data_ptr(), C, float(eps)))
+    return y, s
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, *,
+               inplace: bool = False) -> torch.Tensor:
+    """``F.layer_norm(x, (C,), weight, bias, eps)`` for x [..., C] (see :func:`usable`); ``inplace``
+    overwrites x with the result (no second [..., C] buffer)."""
+    return _call(x, weight, bias, eps, False, inplace)[0]
+
+
+def layer_norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                    eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h, SiLU(h)) with h = ``F.layer_norm(x, (C,), weight, bias, eps)`` for x [..., C], one pass."""
+    y, s = _call(x, weight, bias, eps, True)
+    assert s is not None
+    return y, s

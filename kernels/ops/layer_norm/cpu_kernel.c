@@ -1,0 +1,138 @@
+/* LayerNorm over the last axis of dense float32 rows (Ba et al., "Layer Normalization", 2016):
+ *   y = (x - mean) / sqrt(var + eps) * w + b,  mean and (biased) var over the C values of a row,
+ * optionally also s = SiLU(y) = y / (1 + exp(-y)) (the input of the BRWKV modulation, Linear(SiLU(h))).
+ * y may be x (in place): each value is read before it is overwritten.
+ * Rows [row0, row1) of x [N, C] (row stride C) -> y [N, C] (and s). Two passes over a row (mean, then the
+ * centred variance) in float32, as PyTorch's CPU kernel; x may also be bfloat16 (layer_norm_bf16); with AVX-512 and C % 16 == 0 a row is held in
+ * registers (C <= 64) and the reductions are vector trees, else plain loops with double accumulators.
+ */
+#include <math.h>
+#include <stdint.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+static void row_generic(const float *x, float *y, float *s, const float *w, const float *b, int64_t C, float eps)
+{
+    double sum = 0.0;
+    for (int64_t c = 0; c < C; c++) sum += x[c];
+    const float mean = (float)(sum / (double)C);
+    double sq = 0.0;
+    for (int64_t c = 0; c < C; c++) { const float d = x[c] - mean; sq += (double)d * d; }
+    const float rstd = 1.0f / sqrtf((float)(sq / (double)C) + eps);
+    for (int64_t c = 0; c < C; c++) {
+        const float h = (x[c] - mean) * rstd * w[c] + b[c];
+        y[c] = h;
+        if (s) s[c] = h / (1.0f + expf(-h));
+    }
+}
+
+#ifdef __AVX512F__
+/* exp(x) in float32 for the SiLU: x = n ln2 + r, degree-6 polynomial of r (|rel err| < 2e-7), times 2^n;
+ * clamped to [-87, 88] so 2^n stays a normal number (SiLU of |y| > 87 is y or 0 to float precision). */
+static inline __m512 exp512(__m512 x)
+{
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+#define MAXV 4   /* C <= 64 held in registers */
+static inline __m512 load16(const float *x) { return _mm512_loadu_ps(x); }
+static inline __m512 load16_bf16(const uint16_t *x)   /* bfloat16 bits are the top half of a float32 */
+{
+    const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)x));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
+}
+
+static inline void store16_bf16(uint16_t *p, __m512 v)  /* round to nearest even (finite values) */
+{
+    __m512i u = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    u = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7FFF)), lsb), 16);
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(u));
+}
+
+/* the row v[0..nv) -> h (and SiLU(h) when want_s) in registers */
+static inline void row_avx512(__m512 *v, __m512 *h, __m512 *sv, const int want_s, const float *w, const float *b,
+                              const int nv, const float invC, const float eps)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (int j = 0; j < nv; j++) acc = _mm512_add_ps(acc, v[j]);
+    const __m512 mean = _mm512_set1_ps(_mm512_reduce_add_ps(acc) * invC);
+    acc = _mm512_setzero_ps();
+    for (int j = 0; j < nv; j++) { v[j] = _mm512_sub_ps(v[j], mean); acc = _mm512_fmadd_ps(v[j], v[j], acc); }
+    const __m512 rstd = _mm512_set1_ps(1.0f / sqrtf(_mm512_reduce_add_ps(acc) * invC + eps));
+    for (int j = 0; j < nv; j++) {
+        h[j] = _mm512_fmadd_ps(_mm512_mul_ps(v[j], rstd), _mm512_loadu_ps(w + 16 * j), _mm512_loadu_ps(b + 16 * j));
+        if (want_s) {
+            const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), h[j]));
+            sv[j] = _mm512_div_ps(h[j], _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+        }
+    }
+}
+#endif
+
+/* channel counts the vector path takes: multiples of this up to 4x it (0: no vector path in this build) */
+int layer_norm_vector_width(void)
+{
+#ifdef __AVX512F__
+    return 16;
+#else
+    return 0;
+#endif
+}
+
+void layer_norm_f32(const float *x, float *y, float *s, const float *w, const float *b, int64_t C, float eps,
+                    int64_t row0, int64_t row1)
+{
+#ifdef __AVX512F__
+    if (C % 16 == 0 && C <= 16 * MAXV) {
+        const int nv = (int)(C / 16);
+        const float invC = 1.0f / (float)C;
+        for (int64_t r = row0; r < row1; r++) {
+            __m512 v[MAXV], h[MAXV], sv[MAXV];
+            for (int j = 0; j < nv; j++) v[j] = load16(x + r * C + 16 * j);
+            row_avx512(v, h, sv, s != 0, w, b, nv, invC, eps);
+            for (int j = 0; j < nv; j++) {
+                _mm512_storeu_ps(y + r * C + 16 * j, h[j]);
+                if (s) _mm512_storeu_ps(s + r * C + 16 * j, sv[j]);
+            }
+        }
+        return;
+    }
+#endif
+    for (int64_t r = row0; r < row1; r++) row_generic(x + r * C, y + r * C, s ? s + r * C : 0, w, b, C, eps);
+}
+
+/* the same for bfloat16 x, y and s (as PyTorch's LayerNorm under bf16 autocast on CPU: float32 arithmetic,
+ * outputs rounded to bfloat16); only the vector path (the caller checks layer_norm_vector_width) */
+void layer_norm_bf16(const uint16_t *x, uint16_t *y, uint16_t *s, const float *w, const float *b, int64_t C,
+                     float eps, int64_t row0, int64_t row1)
+{
+#ifdef __AVX512F__
+    const int nv = (int)(C / 16);
+    const float invC = 1.0f / (float)C;
+    for (int64_t r = row0; r < row1; r++) {
+        __m512 v[MAXV], h[MAXV], sv[MAXV];
+        for (int j = 0; j < nv; j++) v[j] = load16_bf16(x + r * C + 16 * j);
+        row_avx512(v, h, sv, s != 0, w, b, nv, invC, eps);
+        for (int j = 0; j < nv; j++) {
+            store16_bf16(y + r * C + 16 * j, h[j]);
+            if (s) store16_bf16(s + r * C + 16 * j, sv[j]);
+        }
+    }
+#else
+    (void)x; (void)y; (void)s; (void)w; (void)b; (void)C; (void)eps; (void)row0; (void)row1;
+#endif
+}

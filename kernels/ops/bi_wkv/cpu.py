@@ -12,74 +12,36 @@ place. Outputs take the input's strides, so that scan's output is already in pix
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import platform
-import subprocess
-import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+
+from ..cbuild import build
+from ..cthreads import SplitRunner
 
 _SRC = Path(__file__).with_name("cpu_kernel.c")
 _BODY = Path(__file__).with_name("cpu_kernel_body.h")
 FP32_W_LIMIT = 50.0                        # float32 outputs hold the reverse states up to this max|w|
 _CB = 16                                   # channels per work item (CB in cpu_kernel.c)
-_FLAGS = (["-O3", "-march=native", "-fPIC", "-shared"], ["-O3", "-fPIC", "-shared"])
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _tried = False
-_pool: ThreadPoolExecutor | None = None
-
-
-def _cpu_id() -> str:
-    try:
-        txt = Path("/proc/cpuinfo").read_text()
-        flags = next((ln for ln in txt.splitlines() if ln.startswith(("flags", "Features"))), "")
-        model = next((ln for ln in txt.splitlines() if ln.startswith("model name")), "")
-        return flags + model
-    except OSError:
-        return platform.processor()
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("RWKVFUSION_KERNEL_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "rwkvfusion", "kernels")
-    return Path(root)
+_run_items = SplitRunner("bi_wkv")
 
 
 def _build() -> ctypes.CDLL | None:
-    src = _SRC.read_bytes() + _BODY.read_bytes()
-    cc = os.environ.get("CC", "cc")
-    for flags in _FLAGS:
-        key = hashlib.sha256(src + " ".join([cc, *flags]).encode() + _cpu_id().encode()).hexdigest()[:16]
-        out = _cache_dir() / f"bi_wkv_cpu_{key}.so"
-        if not out.exists():
-            try:
-                out.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-                os.close(fd)
-                res = subprocess.run([cc, *flags, "-o", tmp, str(_SRC), "-lm"], capture_output=True, timeout=120)
-                if res.returncode != 0:
-                    os.unlink(tmp)
-                    continue
-                os.replace(tmp, out)                     # atomic: concurrent builders never see half a file
-            except (OSError, subprocess.SubprocessError):
-                continue
-        try:
-            lib = ctypes.CDLL(str(out))
-        except OSError:
-            continue
-        i64, p = ctypes.c_int64, ctypes.c_void_p
-        for sfx in ("f32", "f64"):
-            getattr(lib, f"bi_wkv_fwd_{sfx}").argtypes = [p] * 7 + [i64] * 9
-            getattr(lib, f"bi_wkv_fwd_{sfx}").restype = None
-            getattr(lib, f"bi_wkv_bwd_{sfx}").argtypes = [p] * 12 + [i64] * 9
-            getattr(lib, f"bi_wkv_bwd_{sfx}").restype = None
-        return lib
-    return None
+    lib = build("bi_wkv_cpu", _SRC, (_BODY,))
+    if lib is None:
+        return None
+    i64, p = ctypes.c_int64, ctypes.c_void_p
+    for sfx in ("f32", "f64"):
+        getattr(lib, f"bi_wkv_fwd_{sfx}").argtypes = [p] * 7 + [i64] * 9
+        getattr(lib, f"bi_wkv_fwd_{sfx}").restype = None
+        getattr(lib, f"bi_wkv_bwd_{sfx}").argtypes = [p] * 12 + [i64] * 9
+        getattr(lib, f"bi_wkv_bwd_{sfx}").restype = None
+    return lib
 
 
 def library() -> ctypes.CDLL | None:
@@ -102,22 +64,6 @@ def available() -> bool:
     (which would break the graph at every spatial mix).
     """
     return library() is not None
-
-
-def _run_items(fn, n_items: int, args: tuple) -> None:
-    """Call ``fn(*args, item0, item1)`` over ``n_items`` work items split across the intra-op threads."""
-    global _pool
-    n_thr = max(1, min(torch.get_num_threads(), n_items))
-    if n_thr == 1:
-        fn(*args, 0, n_items)
-        return
-    if _pool is None or _pool._max_workers < n_thr:          # noqa: SLF001 (resize on demand)
-        _pool = ThreadPoolExecutor(max_workers=n_thr, thread_name_prefix="bi_wkv")
-    bounds = [n_items * i // n_thr for i in range(n_thr + 1)]
-    futs = [_pool.submit(fn, *args, bounds[i], bounds[i + 1]) for i in range(1, n_thr)]
-    fn(*args, bounds[0], bounds[1])
-    for f in futs:
-        f.result()
 
 
 def _as4d(x: torch.Tensor) -> torch.Tensor:

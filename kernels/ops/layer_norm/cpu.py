@@ -12,19 +12,19 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
 from ..cbuild import build
+from ..cthreads import SplitRunner
 
 _SRC = Path(__file__).with_name("cpu_kernel.c")
 MIN_ROWS = 2048                                # below this PyTorch's kernel is as fast (call overhead)
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _tried = False
-_pool: ThreadPoolExecutor | None = None
+_run = SplitRunner("layer_norm")
 _VEC = 0                                       # the library's vector width (C % _VEC == 0, C <= 4 * _VEC)
 
 
@@ -71,21 +71,6 @@ def usable(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | No
     return _VEC > 0 and C % _VEC == 0 and C <= 4 * _VEC
 
 
-def _run(fn, rows: int, args: tuple) -> None:
-    global _pool
-    n_thr = max(1, min(torch.get_num_threads(), rows // MIN_ROWS))
-    if n_thr == 1:
-        fn(*args, 0, rows)
-        return
-    if _pool is None or _pool._max_workers < n_thr:          # noqa: SLF001 (resize on demand)
-        _pool = ThreadPoolExecutor(max_workers=n_thr, thread_name_prefix="layer_norm")
-    bounds = [rows * i // n_thr for i in range(n_thr + 1)]
-    futs = [_pool.submit(fn, *args, bounds[i], bounds[i + 1]) for i in range(1, n_thr)]
-    fn(*args, bounds[0], bounds[1])
-    for f in futs:
-        f.result()
-
-
 def _call(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, silu: bool,
           inplace: bool = False):
     lib = library()
@@ -98,7 +83,7 @@ def _call(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
     s = torch.empty(x.shape, dtype=x.dtype) if silu else None
     fn = lib.layer_norm_bf16 if x.dtype == torch.bfloat16 else lib.layer_norm_f32
     _run(fn, x.numel() // C, (x.data_ptr(), y.data_ptr(), s.data_ptr() if s is not None else None,
-                                              w.data_ptr(), b.data_ptr(), C, float(eps)))
+                              w.data_ptr(), b.data_ptr(), C, float(eps)), MIN_ROWS)
     return y, s
 
 

@@ -219,7 +219,7 @@ def _pansharpen(a: Path, b: Path, out: Path, checkpoint: Path | None, device: st
                 tile: int | None, overlap: int) -> None:
     """``fuse --task pan``: MS + PAN scenes -> pansharpened TIFFs (``fusion.train.pansharpen``)."""
     from fusion.train.inference import pair_inputs
-    from fusion.train.pansharpen import SCENE_EXTS, _read, model_pansharpen, pansharpen_files
+    from fusion.train.pansharpen import SCENE_EXTS, model_pansharpen, pansharpen_files, read_scene_image
     from rwkvfusion_io.distributed import resolve_device
 
     try:
@@ -233,7 +233,7 @@ def _pansharpen(a: Path, b: Path, out: Path, checkpoint: Path | None, device: st
     else:
         from fusion.pretrained import NoBundledModel, bundled_files, load_pretrained
 
-        bands = _run(debug, lambda: _read(scenes[0][1], "ms")[0].shape[2])
+        bands = _run(debug, lambda: read_scene_image(scenes[0][1], "ms")[0].shape[2])
         try:
             bundled_files(f"pan{bands}")
         except NoBundledModel as err:

@@ -17,12 +17,12 @@ from torch import nn
 
 from rwkvfusion_io.color import false_colour
 from rwkvfusion_io.images import SampleError, check_finite
-from rwkvfusion_io.spectral import MAT_MS_KEYS, MAT_PAN_KEYS, _first, infer_max_value, load_mat
+from rwkvfusion_io.spectral import MAT_MS_KEYS, MAT_PAN_KEYS, _first, _mat_bits, infer_max_value, load_mat
 
 SCENE_EXTS = (".mat", ".tif", ".tiff")
 
 
-def _read(path: Path, role: str) -> tuple[np.ndarray, int | None]:
+def read_scene_image(path: Path, role: str) -> tuple[np.ndarray, int | None]:
     """One image of a scene: MS [h, w, C] or PAN [H, W] (float64 DN) and the file's bit depth when it says."""
     if path.suffix.lower() == ".mat":
         d = load_mat(path)
@@ -31,7 +31,7 @@ def _read(path: Path, role: str) -> tuple[np.ndarray, int | None]:
             names = MAT_MS_KEYS if role == "ms" else MAT_PAN_KEYS
             raise SampleError(f"{path}: no {role.upper()} image (expected one of {', '.join(names)}; "
                               f"found {', '.join(sorted(d))})", path=path)
-        bits = int(np.asarray(d["L"]).ravel()[0]) if "L" in d else None
+        bits = _mat_bits(d)
         arr = np.asarray(d[key], dtype=np.float64)
     elif path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
@@ -86,8 +86,8 @@ def pansharpen_files(fn: Callable[..., np.ndarray], scenes: list[tuple[str, Path
     single = len(scenes) == 1 and out.suffix.lower() in (".tif", ".tiff")
     for name, pa, pb in scenes:
         try:
-            ms, bits = _read(pa, "ms")
-            pan, bits_b = _read(pb, "pan")
+            ms, bits = read_scene_image(pa, "ms")
+            pan, bits_b = read_scene_image(pb, "pan")
             ratio = pan.shape[0] // ms.shape[0]
             if ratio < 2 or pan.shape != (ms.shape[0] * ratio, ms.shape[1] * ratio):
                 raise SampleError(f"{pb}: PAN {pan.shape} is not an integer multiple (>= 2) of the MS {ms.shape[:2]} "

@@ -90,7 +90,9 @@ def run_training(task: str, out: str | Path, *, data: str | Path | Sequence[str 
     ``data``: one root or several. For vif/mif/mef/mff without a manifest every dataset found under the
     roots is trained on (``fusion.data.multi.MultiDataset``, weights ``TaskConfig.data.dataset_weights``) and a
     validation split carved from them selects the best EMA weights (``best.safetensors``, ``val.json``);
-    the final evaluation then runs on that validation split. ``recipe`` ("paper" = Table 1, the default
+    the final evaluation then runs on that validation split. Pansharpening scenes under the half-scene protocol
+    (``cfg.data.scene_split == "halves"``) validate on the top halves' right quarters (Q2n) and are evaluated on
+    the held-back bottom halves. ``recipe`` ("paper" = Table 1, the default
     with ``data``; "cpu") sets budget and EMA, and its config overrides set crops, batch and schedule
     (``fusion.config.get_recipe``); explicit ``steps``/``epochs``/``batch_size``/``checkpoint_every``/``overrides``
     win over it. The optimiser numbers of the run are ``cfg.optim`` of the resulting config.

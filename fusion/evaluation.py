@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,29 @@ def score_fusion(fused: np.ndarray, a: np.ndarray, b: np.ndarray, *, scale: floa
     if scale != 1.0:
         fused, a, b = fused * scale, a * scale, b * scale
     return numeric(fusion_metrics(fused, a, b, **metric_kw))
+
+
+PAN_MIN_SIDE = 32  # Q2n and Q need whole 32x32 blocks
+
+
+def pan_regions(dataset: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(index, sample) of each reduced-resolution sample of a pansharpening dataset that is at least
+    ``PAN_MIN_SIDE`` on both sides (smaller regions, e.g. WV3_example's halves, cannot be scored)."""
+    for i in range(len(dataset)):
+        s = dataset[i]
+        if min(s["gt"].shape[-2:]) >= PAN_MIN_SIDE:
+            yield i, s
+
+
+def score_pan(fused: np.ndarray, sample: dict[str, Any], *, sensor: str | None = None) -> dict[str, float]:
+    """``fusion.metrics.pansharpening_metrics`` of ``fused`` [H, W, C] in sensor DN against the sample's
+    reference (``gt`` [C, H, W] in [0, 1] times ``max_value``), at the sample's ratio (PAN / MS width)."""
+    from fusion.metrics import pansharpening_metrics
+
+    mv = float(sample["max_value"])
+    ratio = int(round(sample["b"].shape[-1] / sample["ms"].shape[-1]))
+    gt = sample["gt"].double().numpy().transpose(1, 2, 0) * mv
+    return numeric(pansharpening_metrics(fused, gt, ratio=ratio, sensor=sensor, max_value=mv))
 
 
 @dataclass

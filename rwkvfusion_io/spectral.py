@@ -127,6 +127,7 @@ class SpectralRecord:
     file_max: float | None = None        # DN range of the h5 file this sample comes from
     split: str = "all"                   # the file name's split, or the region of a single cube
     bands: int | None = None             # MS/HS bands of a .mat scene (known at listing)
+    sensor: str | None = None            # its sensor as a key of the MTF table (``usable_sensor``), None = generic
 
     @property
     def key(self) -> str:
@@ -248,6 +249,11 @@ def half_region(split: str, h: int, w: int) -> tuple[tuple[int, int], tuple[int,
     return regions[split]
 
 
+def mat_sensor(d: dict, path: Path) -> str:
+    """A .mat scene's sensor name: its ``sensor`` field, else the file name's first ``_`` token (``WV3_example``)."""
+    return str(np.asarray(d["sensor"]).ravel()[0]) if "sensor" in d else Path(path).stem.split("_")[0]
+
+
 def _bands(shape: tuple[int, ...]) -> int | None:
     return int(shape[2]) if len(shape) == 3 else 1 if len(shape) == 2 else None
 
@@ -267,10 +273,12 @@ def list_mat(path: Path, task: str, split: str, train_fraction: float = 0.6, sce
     if paired and scene_split == "halves" and ms_key is not None:
         shape = np.shape(d[ms_key])
         rows, cols = half_region(split, int(shape[0]), int(shape[1]))
-        return [SpectralRecord(path.stem, path, rows=rows, cols=cols, split=split, bands=_bands(shape))]
+        return [SpectralRecord(path.stem, path, rows=rows, cols=cols, split=split, bands=_bands(shape),
+                               sensor=usable_sensor(mat_sensor(d, path), _bands(shape) or 0))]
     if paired:
         shape = np.shape(d[ms_key or "HSim"]) if (ms_key or "HSim") in d else ()
-        return [SpectralRecord(path.stem, path, split=file_split(path), bands=_bands(shape))]
+        return [SpectralRecord(path.stem, path, split=file_split(path), bands=_bands(shape),
+                               sensor=usable_sensor(mat_sensor(d, path), _bands(shape) or 0))]
     k = _first(keys, MAT_HS_KEYS) or max((k for k in keys if np.ndim(d[k]) == 3), key=lambda k: d[k].size,
                                            default=None)
     if k is None:
@@ -304,7 +312,7 @@ def read_mat(rec: SpectralRecord, task: str, ratio: int, max_value: float | None
     """A full-resolution .mat scene -> Wald reduced-resolution sample in [0, 1]."""
     d = load_mat(rec.path)
     keys = set(d)
-    sensor = str(np.asarray(d["sensor"]).ravel()[0]) if "sensor" in d else rec.path.stem.split("_")[0]
+    sensor = mat_sensor(d, rec.path)
     bits = _mat_bits(d)
     ms_key, pan_key = _first(keys, MAT_MS_KEYS), _first(keys, MAT_PAN_KEYS)
     if "HSim" in keys:

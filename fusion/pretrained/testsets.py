@@ -113,7 +113,6 @@ PAN_TEST_METRICS = ("Q2n", "SAM", "ERGAS", "SCC", "Q")
 PAN_LOWER = {"SAM", "ERGAS"}
 PAN_CRITERION = ("Q2n", "SAM", "ERGAS", "SCC")
 PAN_REFERENCE = "mtf-glp-hpm"
-MIN_TEST_SIDE = 32  # Q2n needs whole 32x32 blocks (WV3_example: 16x32 test half, left out)
 
 
 def evaluate_pan_testsets(model: Any, data_root: Path, *, model_name: str = "rwkvfusion", split: str = "test",
@@ -132,38 +131,30 @@ def evaluate_pan_testsets(model: Any, data_root: Path, *, model_name: str = "rwk
 
     from fusion.baselines import methods_for
     from fusion.data import build_dataset
-    from fusion.evaluation import model_fuser
-    from fusion.metrics import pansharpening_metrics
-    from rwkvfusion_io.spectral import load_mat, usable_sensor
+    from fusion.evaluation import best_per_metric, model_fuser, pan_regions, score_pan
 
     run = model_fuser(model)
     cfg = model.cfg.replace(scene_split="halves")
     ds = build_dataset("pan", Path(data_root) / "pan", split, cfg=cfg)
     sets: dict[str, Any] = {}
-    for i, rec in enumerate(ds.samples):
-        s = ds[i]
-        h, w = s["gt"].shape[-2:]
-        if min(h, w) < MIN_TEST_SIDE:
-            continue
-        d = load_mat(rec.path)
-        sensor = usable_sensor(str(np.asarray(d["sensor"]).ravel()[0]) if "sensor" in d else rec.path.stem.split("_")[0],
-                               int(s["gt"].shape[0]))
+    for i, s in pan_regions(ds):
+        rec = ds.samples[i]
         mv, ratio = float(s["max_value"]), int(round(s["b"].shape[-1] / s["ms"].shape[-1]))
-        gt = s["gt"].double().numpy().transpose(1, 2, 0) * mv
         ms, pan = s["ms"].double().numpy().transpose(1, 2, 0) * mv, s["b"][0].double().numpy() * mv
         fused: dict[str, np.ndarray] = {}
         with torch.no_grad():
             fused[model_name] = run(s["a"], s["b"]).astype(np.float64).transpose(1, 2, 0) * mv
         for spec in methods_for("pan"):
-            kw = {"sensor": sensor} if spec.name == PAN_REFERENCE else {}
+            kw = {"sensor": rec.sensor} if spec.name == PAN_REFERENCE else {}
             fused[spec.name] = np.clip(spec.fn(ms, pan, ratio, **kw), 0, mv)
-        means = {m: {k: float(v) for k, v in pansharpening_metrics(f, gt, ratio=ratio, sensor=sensor, max_value=mv)
-                     .items() if k in PAN_TEST_METRICS} for m, f in fused.items()}
-        best = {k: (min if k in PAN_LOWER else max)(means, key=lambda m, k=k: means[m][k]) for k in PAN_TEST_METRICS}
-        sets[rec.id] = {"pairs": 1, "metrics": list(PAN_TEST_METRICS), "means": means, "best": best,
-                        "region": {"rows": rec.rows, "cols": rec.cols, "sensor": sensor, "max_value": mv},
+        means = {m: {k: v for k, v in score_pan(f, s, sensor=rec.sensor).items() if k in PAN_TEST_METRICS}
+                 for m, f in fused.items()}
+        sets[rec.id] = {"pairs": 1, "metrics": list(PAN_TEST_METRICS), "means": means,
+                        "best": best_per_metric(means, PAN_TEST_METRICS, PAN_LOWER),
+                        "region": {"rows": rec.rows, "cols": rec.cols, "sensor": rec.sensor, "max_value": mv},
                         "verdict": pan_verdict(means, model_name)}
         if images is not None:
+            gt = s["gt"].double().numpy().transpose(1, 2, 0) * mv
             sets[rec.id]["images"] = _previews(images, rec.id, pan, gt, fused)
     if not sets:
         raise ValueError(f"{data_root}/pan: no test scene with {model.cfg.model.a_channels} bands")

@@ -184,19 +184,15 @@ def _score(fused: np.ndarray, s: dict[str, Any], a: np.ndarray, b: np.ndarray, f
 
         return score_fusion(fused[0], a[0], b[0])
     else:
-        from fusion.metrics import hmif_metrics, pansharpening_metrics
+        from fusion.evaluation import numeric, score_pan
+        from fusion.metrics import hmif_metrics
 
         gt = _np(s.get("gt"))
         if gt is None:
             raise ValueError(f"sample {s.get('id')}: pan/HMIF evaluation needs a ground truth 'gt'")
-        f_hwc, gt_hwc = fused.transpose(1, 2, 0), gt.transpose(1, 2, 0)
-        if task == "hmif":
-            res = hmif_metrics(f_hwc, gt_hwc, ratio, data_range=1.0)
-        else:
-            # samples are normalised to [0, 1]; "max_value" is the sensor's DN of 1.0 (toolbox units)
-            peak = float(_np(s.get("max_value", 2047.0)))
-            res = pansharpening_metrics(f_hwc, gt_hwc, ratio=ratio, max_value=peak)
-    return {k: float(v) for k, v in res.items() if isinstance(v, (int, float, np.floating, np.integer))}
+        if task == "pan":  # samples are normalised to [0, 1]; "max_value" is the sensor's DN of 1.0
+            return score_pan(fused.transpose(1, 2, 0).astype(np.float64) * float(_np(s["max_value"])), s)
+        return numeric(hmif_metrics(fused.transpose(1, 2, 0), gt.transpose(1, 2, 0), ratio, data_range=1.0))
 
 
 def _source_previews(out: Path, sid: str, s: dict[str, Any], a: np.ndarray, b: np.ndarray,

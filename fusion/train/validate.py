@@ -28,7 +28,6 @@ SELECT_METRIC = "Qabf"
 # pansharpening: reduced-resolution metrics against the reference (Vivone's toolbox), selection on Q2n
 PAN_VAL_METRICS = ("Q2n", "SAM", "ERGAS", "SCC")
 PAN_SELECT_METRIC = "Q2n"
-PAN_MIN_SIDE = 32
 
 
 def _downscale(y: torch.Tensor, max_side: int) -> torch.Tensor:
@@ -95,26 +94,19 @@ def validate(model: nn.Module | Any, dataset: Any, *, max_pairs: int = 16, max_s
 @torch.no_grad()
 def validate_pan(model: nn.Module, dataset: Any) -> dict[str, Any]:
     """Pansharpening validation: every region of ``dataset`` (a reduced-resolution ``SpectralDataset``) fused
-    whole and scored against its reference in sensor DN (regions under 32 px skipped); score = mean Q2n."""
-    from fusion.evaluation import model_fuser
-    from fusion.metrics import pansharpening_metrics
+    whole and scored against its reference in sensor DN (``fusion.evaluation.score_pan``); score = mean Q2n."""
+    from fusion.evaluation import PAN_MIN_SIDE, model_fuser, pan_regions, score_pan
 
     run = model_fuser(model)
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
     per_dataset: dict[str, dict[str, float]] = {}
-    ratio = int(getattr(dataset, "ratio", 4))
     with torch.random.fork_rng(devices=[]):
-        for i in range(len(dataset)):
-            s = dataset[i]
-            if min(s["gt"].shape[-2:]) < PAN_MIN_SIDE:  # Q2n/Q need whole 32x32 blocks
-                continue
-            f = run(s["a"], s["b"]).astype(np.float64).transpose(1, 2, 0)
-            gt = s["gt"].double().numpy().transpose(1, 2, 0)
-            mv = float(s["max_value"])
-            res = pansharpening_metrics(f * mv, gt * mv, ratio=ratio, max_value=mv)
-            per_dataset[str(s["id"])] = {m: float(res[m]) for m in PAN_VAL_METRICS}
+        for _, s in pan_regions(dataset):
+            f = run(s["a"], s["b"]).astype(np.float64).transpose(1, 2, 0) * float(s["max_value"])
+            res = score_pan(f, s)
+            per_dataset[str(s["id"])] = {m: res[m] for m in PAN_VAL_METRICS}
     model.train(was_training)
     if not per_dataset:
         raise ValueError(f"no validation region of at least {PAN_MIN_SIDE} px in {getattr(dataset, 'root', '?')}")

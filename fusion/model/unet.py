@@ -174,9 +174,10 @@ class RWKVFusion(FusionNet):
             blocks = [block(chan, cfg.model.ffn_ratios[lvl], False, 1) for _ in range(cfg.model.dec_layers[lvl])]
             self.decoders.append(Stage(blocks, chan))
         self.body_out = Res3Conv(C, bias=False)
-        self.head = nn.Conv2d(C, cfg.model.out_channels, 3, padding=1)
+        weights = cfg.model.head == "fusion" and cfg.model.fusion_base == "weights"
+        self.head = nn.Conv2d(C, cfg.model.out_channels + int(weights), 3, padding=1)  # weights: logit channel first
         init_weights(self)
-        if cfg.model.head == "fusion" and cfg.model.fusion_base == "mean":  # start from the average image
+        if cfg.model.head == "fusion" and cfg.model.fusion_base in ("mean", "weights"):  # start from the average
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
@@ -229,6 +230,8 @@ class RWKVFusion(FusionNet):
             out = self.head(feat + (x0 if keep_x0 else embed()))
             if cfg.model.fusion_base == "mean":
                 out = out + 0.5 * (inp.a + inp.b)
+            elif cfg.model.fusion_base == "weights":
+                out = inp.b + torch.sigmoid(out[:, :1]) * (inp.a - inp.b) + out[:, 1:]
         else:
             out = self.head(feat) + inp.a
         return out[..., : inp.hw[0], : inp.hw[1]]

@@ -20,6 +20,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "int_max": {"intensity_target": "max"},
     "base_mean": {"fusion_base": "mean"},
     "base_mean+int_max": {"fusion_base": "mean", "intensity_target": "max"},
+    "weights": {"fusion_base": "weights"},                        # per-pixel source weights + residual head
     "grad40": {"eta": (10.0, 2.0, 40.0)},                         # Eq. 20 with twice the gradient weight
     "lr3e-3": {"lr": 3e-3},
     "crop128": {"crop_size": (128, 128)},                         # run with --steps 50: same pixels as 200 x 64^2

@@ -118,6 +118,9 @@ class DataConfig:
     # pan/hmif .mat scenes: "file" = the file name's split; "halves" = train / val / test regions of every
     # scene (rwkvfusion_io.spectral.half_region), for test scenes that are the only data of their sensor
     scene_split: Literal["file", "halves"] = "file"
+    # MFF: "defocus" trains on synthetic multi-focus pairs of the all-in-focus photographs under the training
+    # roots (fusion.data.defocus; no real MFF training set here), with the photograph as ground truth
+    synthetic: Literal["none", "defocus"] = "none"
 
     def __post_init__(self) -> None:
         if self.ratio < 1:
@@ -128,6 +131,7 @@ class DataConfig:
             raise ValueError(f"DataConfig.dataset_weights: negative weight in {self.dataset_weights}")
         _check_choice("DataConfig", "text_source", self.text_source, ("a", "b"))
         _check_choice("DataConfig", "scene_split", self.scene_split, ("file", "halves"))
+        _check_choice("DataConfig", "synthetic", self.synthetic, ("none", "defocus"))
         for name in ("crop_size", "crop_scale", "crop_ratio"):
             v = getattr(self, name)
             if v is not None and len(v) != 2:
@@ -425,16 +429,20 @@ class TrainRecipe:
 # test-time statistics); VIF/MEF/MFF keep the paper's random-resized-crop family (not yet tuned on CPU).
 # Keys: the budget fields of TrainRecipe; every other key is a flat TaskConfig override (an "overrides" dict
 # may hold more); drop_path is 0 unless given.
+# fusion tasks: the per-pixel source-weight head (``fusion_base="weights"``): +0.06 validation Qabf over the paper's
+# head after 300 VIF steps (docs/ablations.md); steps sized so the three 128x128 runs fit one session in parallel
+_WEIGHTS = {"fusion_base": "weights"}
 _CPU_RECIPES: dict[str, dict[str, Any]] = {
-    "vif": dict(steps=3000, batch_size=4, crop_size=(128, 128), crop_scale=(0.5, 1.0), ema_decay=0.995,
-                checkpoint_every=100, val_every=250),
+    "vif": dict(steps=2000, batch_size=4, crop_size=(128, 128), crop_scale=(0.5, 1.0), ema_decay=0.995,
+                checkpoint_every=100, val_every=250, overrides=_WEIGHTS),
     # MIF: 64x64 windows (no resampling); at equal CPU time more steps beat larger crops (docs/ablations.md)
     "mif": dict(steps=1800, batch_size=4, crop_size=(64, 64), crop_scale=(0.0625, 0.0625), crop_ratio=(1.0, 1.0),
-                ema_decay=0.995, checkpoint_every=100, val_every=200),
-    "mef": dict(steps=3000, batch_size=4, crop_size=(128, 128), crop_scale=(0.8, 1.0), crop_ratio=(0.8, 1.4),
-                ema_decay=0.995, checkpoint_every=100, val_every=250),
-    "mff": dict(steps=3000, batch_size=4, crop_size=(128, 128), crop_scale=(0.8, 1.0), crop_ratio=(0.8, 1.4),
-                ema_decay=0.995, checkpoint_every=100, val_every=250),
+                ema_decay=0.995, checkpoint_every=100, val_every=200, overrides=_WEIGHTS),
+    "mef": dict(steps=1500, batch_size=4, crop_size=(128, 128), crop_scale=(0.8, 1.0), crop_ratio=(0.8, 1.4),
+                ema_decay=0.995, checkpoint_every=100, val_every=250, overrides=_WEIGHTS),
+    # MFF: synthetic defocus of the VIF training sets' visible photographs (DATA=../shared/data/train/vif)
+    "mff": dict(steps=2000, batch_size=4, crop_size=(128, 128), crop_scale=(0.8, 1.0), crop_ratio=(0.8, 1.4),
+                ema_decay=0.995, checkpoint_every=100, val_every=250, overrides={**_WEIGHTS, "synthetic": "defocus"}),
     # pan: reduced-resolution crops of the top half of each shared scene (train/val regions), the bottom half
     # held back for testing (``scene_split="halves"``); one model per band count (``--bands 4`` / ``8``)
     "pan": dict(steps=3000, batch_size=16, crop_size=(32, 32), ema_decay=0.995, checkpoint_every=100, val_every=250,

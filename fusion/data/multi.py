@@ -178,6 +178,19 @@ class MultiDataset(Dataset):
         return sample
 
 
+def training_sets(task: str, roots: Sequence[str | Path], split: str, *, cfg: TaskConfig, train: bool = False
+                  ) -> Dataset:
+    """The ``split`` ("train" / "val") of the training roots: a ``MultiDataset``, or for
+    ``cfg.data.synthetic == "defocus"`` (MFF) the synthetic pairs of ``fusion.data.defocus.DefocusDataset``."""
+    if cfg.data.synthetic == "defocus":
+        if task != "mff":
+            raise ValueError(f"synthetic='defocus' makes multi-focus pairs; task {task!r} cannot use it")
+        from fusion.data.defocus import DefocusDataset
+
+        return DefocusDataset(roots, split, cfg=cfg, train=train)
+    return MultiDataset(task, roots, split, cfg=cfg, train=train)
+
+
 def is_multi_root(task: str, roots: Sequence[str | Path]) -> bool:
     """True when ``roots`` should train through ``MultiDataset``: several roots, or one root that is not
     itself a single recognised dataset (e.g. ``train/vif`` holding msrs/, roadscene/, llvip/)."""
@@ -189,5 +202,5 @@ def is_multi_root(task: str, roots: Sequence[str | Path]) -> bool:
     return root.is_dir() and not _try_list(task, root, "train")
 
 
-__all__ = ["FoundDataset", "MultiDataset", "discover_datasets", "group_key", "split_groups", "weight_for",
+__all__ = ["FoundDataset", "MultiDataset", "training_sets", "discover_datasets", "group_key", "split_groups", "weight_for",
            "is_multi_root"]

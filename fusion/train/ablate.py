@@ -16,7 +16,7 @@ import typer
 
 # name -> TaskConfig overrides on top of the CPU recipe
 ABLATIONS: dict[str, dict[str, Any]] = {
-    "eq20": {},                                                   # the paper's loss and head
+    "eq20": {"fusion_base": "none"},                              # the paper's loss and head
     "int_max": {"intensity_target": "max"},
     "base_mean": {"fusion_base": "mean"},
     "base_mean+int_max": {"fusion_base": "mean", "intensity_target": "max"},

@@ -149,11 +149,11 @@ def run_training(task: str, out: str | Path, *, data: str | Path | Sequence[str 
         model = model_from_config(cfg.to_dict())
         validator = val_set = None
         if multi:
-            from fusion.data.multi import MultiDataset
+            from fusion.data.multi import training_sets
             from fusion.train.validate import Validator
 
-            dataset = MultiDataset(task, roots, "train", cfg=cfg, train=True)
-            val_set = MultiDataset(task, roots, "val", cfg=cfg, train=False)
+            dataset = training_sets(task, roots, "train", cfg=cfg, train=True)
+            val_set = training_sets(task, roots, "val", cfg=cfg, train=False)
             assert rec is not None
             validator = Validator(val_set, out, every=rec.val_every, max_pairs=rec.val_max_pairs,
                                   max_side=rec.val_max_side, resume=resume)

@@ -148,6 +148,28 @@ def test_backward_reaches_every_parameter(task):
     assert not zero, f"parameters with an all-zero gradient (unused?): {zero}"
 
 
+def test_source_weight_head_starts_at_the_average_and_learns_both_channels():
+    torch.manual_seed(0)
+    m = build_model("vif", fusion_base="weights", drop_path=0.0)
+    assert m.head.out_channels == 2
+    kw = _inputs(m.cfg, 2, 32, 40)
+    m.eval()
+    with torch.no_grad():
+        y = m(**kw)
+    torch.testing.assert_close(y, 0.5 * (kw["a"] + kw["b"]), rtol=0, atol=1e-6)  # zero head: w = 1/2, residual 0
+    with torch.no_grad():  # a large weight logit selects A, a negative one B
+        m.head.bias.copy_(torch.tensor([30.0, 0.0]))
+        torch.testing.assert_close(m(**kw), kw["a"], rtol=0, atol=1e-6)
+        m.head.bias.copy_(torch.tensor([-30.0, 0.0]))
+        torch.testing.assert_close(m(**kw), kw["b"], rtol=0, atol=1e-6)
+        m.head.bias.zero_()
+    m.train()
+    m(**kw).sum().backward()
+    assert m.head.weight.grad[0].abs().sum() > 0 and m.head.weight.grad[1].abs().sum() > 0
+    with pytest.raises(ValueError, match="fusion_base='weights'"):
+        get_config("pan", fusion_base="weights")
+
+
 def test_backward_with_drop_path_and_default_lambda_is_finite():
     torch.manual_seed(1)
     m = build_model("mef", drop_path=0.5)

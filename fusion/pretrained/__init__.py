@@ -165,10 +165,14 @@ def model_card(info: dict[str, Any]) -> str:
     pan = cfg.task in ("pan", "hmif")
     data_note = ("top half of every scene with this band count (``scene_split='halves'``: train region + its "
                  "right quarter for validation); the bottom halves are held back for testing" if pan else
+                 "synthetic multi-focus pairs (fusion.data.defocus: random focus maps, Gaussian defocus) of the "
+                 "all-in-focus photographs found under the roots, the photograph as ground truth; validation "
+                 "photographs carved from them, never the test sets" if cfg.data.synthetic == "defocus" else
                  "every dataset found under the roots; validation split carved from them, never the test sets")
     loss = (f"Eq. 19, L1 + {cfg.loss.pan_lambda} (1 - SSIM) against the reduced-resolution reference" if pan else
             f"Eq. 20 weights eta = {_listed(cfg.loss.eta)}, intensity target `{cfg.loss.intensity_target}`, "
-            f"head base `{cfg.model.fusion_base}` (docs/ablations.md)")
+            f"head base `{cfg.model.fusion_base}` (docs/ablations.md)"
+            + (f", + {cfg.loss.gt_weight} L1(F, GT)" if cfg.data.synthetic == "defocus" else ""))
     lines = [f"# RWKVFusion {t}: bundled model", "",
              f"- Weights: `{t}.safetensors`, float16, {tr['weights']}.",
              f"- Data: {tr.get('data')} ({data_note}).",

@@ -68,8 +68,10 @@ def discover_datasets(task: str, roots: Sequence[str | Path], split: str = "trai
 
         walk(root, 0)
     if not found:
+        hint = ("; to train on synthetic defocus of all-in-focus photographs (e.g. the vi/ folders of VIF sets) "
+                "use --recipe cpu or the override synthetic='defocus'" if task == "mff" else "")
         raise ValueError(f"no {task} dataset found under {[str(r) for r in roots]} (known layouts: "
-                         f"{', '.join(L.LAYOUTS[1:])})")
+                         f"{', '.join(L.LAYOUTS[1:])}){hint}")
     names = [f.name for f in found]
     if len(set(names)) != len(names):
         raise ValueError(f"two training datasets share a name: {names}; pass roots with distinct folder names")

@@ -23,7 +23,8 @@ from fusion.config import (
 )
 from fusion.losses import FusionLoss, PanLoss, build_loss
 
-MIF_JSON = Path(__file__).resolve().parents[1] / "fusion" / "pretrained" / "weights" / "mif.json"
+# the flat config of the session-2 bundled MIF model's sidecar (the checkpoint form written before the sections)
+MIF_JSON = Path(__file__).resolve().parent / "data" / "flat_config_mif.json"
 
 
 def test_sections_are_typed_and_frozen():
@@ -155,9 +156,10 @@ def test_recipes_hold_a_budget_and_overrides():
         assert cpu.steps and cfg.model.drop_path == 0.0 and cfg.data.crop_size == cpu.overrides["crop_size"]
         assert cfg.optim.batch_size == cpu.overrides["batch_size"]
     mif = get_recipe("mif", "cpu")
-    assert (mif.steps, mif.ema_decay, mif.checkpoint_every, mif.val_every) == (1800, 0.995, 100, 200)
+    assert (mif.steps, mif.ema_decay, mif.checkpoint_every, mif.val_every) == (600, 0.995, 100, 200)
     assert mif.overrides == {"drop_path": 0.0, "batch_size": 4, "crop_size": (64, 64),
-                             "crop_scale": (0.0625, 0.0625), "crop_ratio": (1.0, 1.0)}
+                             "crop_scale": (0.0625, 0.0625), "crop_ratio": (1.0, 1.0), "fusion_base": "weights"}
+    assert get_recipe("mff", "cpu").apply(get_config("mff")).data.synthetic == "defocus"
     from fusion.config import TrainRecipe
 
     with pytest.raises(ValueError, match="'crop'"):

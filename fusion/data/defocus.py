@@ -30,7 +30,6 @@ from rwkvfusion_io.layouts import images_by_stem
 
 FOCUS_FOLDERS = ("vi", "vis", "visible", "rgb", "all_in_focus", "images")
 SIGMA_RANGE = (0.8, 4.0)      # Gaussian defocus sigma in pixels of the photograph, drawn per side
-MAX_DEPTH = 4
 
 
 @dataclass(frozen=True)
@@ -76,23 +75,13 @@ def defocus_pair(img: np.ndarray, rng: np.random.Generator, sigma_range: tuple[f
 def find_focus_folders(roots: Sequence[str | Path]) -> list[tuple[str, list[Path]]]:
     """(dataset name, sorted image paths) of every ``FOCUS_FOLDERS`` folder under ``roots`` (depth <= 4); the
     name is the folder's parent relative to its root (``msrs`` for ``train/vif/msrs/vi``)."""
-    found: list[tuple[str, list[Path]]] = []
-    for root in (Path(r) for r in roots):
-        if not root.is_dir():
-            raise FileNotFoundError(f"training root {root} does not exist or is not a directory")
+    from fusion.data.multi import walk_roots
 
-        def walk(folder: Path, depth: int, root: Path = root) -> None:
-            if folder.name.lower() in FOCUS_FOLDERS:
-                images = list(images_by_stem(folder).values())
-                if images:
-                    rel = folder.parent.relative_to(root).as_posix() if folder != root else "."
-                    found.append((root.name if rel == "." else rel, images))
-                    return
-            if depth < MAX_DEPTH:
-                for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                    walk(sub, depth + 1, root)
+    def probe(folder: Path) -> list[Path]:
+        return list(images_by_stem(folder).values()) if folder.name.lower() in FOCUS_FOLDERS else []
 
-        walk(root, 0)
+    found = [(name.rpartition("/")[0] or folder.parent.name, images)
+             for name, folder, images in walk_roots(roots, probe)]
     if not found:
         raise ValueError(f"no all-in-focus photographs under {[str(r) for r in roots]} (folders named "
                          f"{', '.join(FOCUS_FOLDERS)})")

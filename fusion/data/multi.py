@@ -11,7 +11,7 @@ near-duplicates; elsewhere each pair) are assigned to validation by a seeded per
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,23 +43,21 @@ def _try_list(task: str, folder: Path, split: str) -> list[L.PairRecord]:
     return records
 
 
-def discover_datasets(task: str, roots: Sequence[str | Path], split: str = "train") -> list[FoundDataset]:
-    """Every folder under ``roots`` (depth <= 4) holding a recognised ``task`` layout, in sorted order.
-
-    A root that is itself a dataset is returned alone (its sub-folders are its roles, not datasets).
-    Raises ``ValueError`` naming the roots when nothing is found.
-    """
-    found: list[FoundDataset] = []
+def walk_roots(roots: Sequence[str | Path], probe: Callable[[Path], Any]) -> list[tuple[str, Path, Any]]:
+    """(name, folder, probe(folder)) for every folder under ``roots`` (depth <= 4, sorted, hidden skipped) where
+    ``probe`` returns a truthy value; such a folder's sub-folders are not visited. ``name`` is the folder's path
+    relative to its root (the root's own name for the root). Missing roots raise ``FileNotFoundError``; two
+    folders of one name raise ``ValueError``."""
+    found: list[tuple[str, Path, Any]] = []
     for root in (Path(r) for r in roots):
         if not root.is_dir():
             raise FileNotFoundError(f"training root {root} does not exist or is not a directory")
 
         def walk(folder: Path, depth: int, root: Path = root) -> None:
-            records = _try_list(task, folder, split)
-            if records:
+            value = probe(folder)
+            if value:
                 rel = folder.relative_to(root).as_posix()
-                name = root.name if rel == "." else rel
-                found.append(FoundDataset(name, folder, tuple(records)))
+                found.append((root.name if rel == "." else rel, folder, value))
                 return
             if depth >= MAX_DEPTH:
                 return
@@ -67,14 +65,25 @@ def discover_datasets(task: str, roots: Sequence[str | Path], split: str = "trai
                 walk(sub, depth + 1, root)
 
         walk(root, 0)
+    names = [n for n, _, _ in found]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two training datasets share a name: {names}; pass roots with distinct folder names")
+    return found
+
+
+def discover_datasets(task: str, roots: Sequence[str | Path], split: str = "train") -> list[FoundDataset]:
+    """Every folder under ``roots`` (depth <= 4) holding a recognised ``task`` layout, in sorted order.
+
+    A root that is itself a dataset is returned alone (its sub-folders are its roles, not datasets).
+    Raises ``ValueError`` naming the roots when nothing is found.
+    """
+    found = [FoundDataset(name, folder, tuple(records))
+             for name, folder, records in walk_roots(roots, lambda f: _try_list(task, f, split))]
     if not found:
         hint = ("; to train on synthetic defocus of all-in-focus photographs (e.g. the vi/ folders of VIF sets) "
                 "use --recipe cpu or the override synthetic='defocus'" if task == "mff" else "")
         raise ValueError(f"no {task} dataset found under {[str(r) for r in roots]} (known layouts: "
                          f"{', '.join(L.LAYOUTS[1:])}){hint}")
-    names = [f.name for f in found]
-    if len(set(names)) != len(names):
-        raise ValueError(f"two training datasets share a name: {names}; pass roots with distinct folder names")
     return found
 
 
@@ -204,5 +213,5 @@ def is_multi_root(task: str, roots: Sequence[str | Path]) -> bool:
     return root.is_dir() and not _try_list(task, root, "train")
 
 
-__all__ = ["FoundDataset", "MultiDataset", "training_sets", "discover_datasets", "group_key", "split_groups", "weight_for",
+__all__ = ["FoundDataset", "MultiDataset", "training_sets", "walk_roots", "discover_datasets", "group_key", "split_groups", "weight_for",
            "is_multi_root"]

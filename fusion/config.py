@@ -39,8 +39,9 @@ class ModelConfig:
     # fusion head base: "none" = Conv3x3(res3conv(feat) + embedding) (main paper sec. 3); "mean" adds (A + B) / 2 and
     # zero-initialises the head, so training starts from the average image (like the residual sharpening head);
     # "weights": the head's extra channel is a per-pixel weight logit l, F = B + sigmoid(l) (A - B) + residual, both
-    # zero-initialised (starts at the average; edges are taken from the sources instead of being regenerated)
-    fusion_base: Literal["none", "mean", "weights"] = "none"
+    # zero-initialised (starts at the average; edges are taken from the sources instead of being regenerated);
+    # "select": the weight logit alone, F = B + sigmoid(l) (A - B) (every output pixel a convex mix of the sources)
+    fusion_base: Literal["none", "mean", "weights", "select"] = "none"
     # ---- architecture (Table 1)
     arch: Literal["unet", "plain"] = "unet"
     base_channels: int = 32
@@ -73,9 +74,9 @@ class ModelConfig:
         _check_choice("ModelConfig", "spatial_gate", self.spatial_gate, ("silu", "receptance"))
         _check_choice("ModelConfig", "arch", self.arch, ("unet", "plain"))
         _check_choice("ModelConfig", "head", self.head, ("fusion", "residual"))
-        _check_choice("ModelConfig", "fusion_base", self.fusion_base, ("none", "mean", "weights"))
-        if self.fusion_base == "weights" and not self.a_channels == self.b_channels == self.out_channels:
-            raise ValueError("ModelConfig.fusion_base='weights': needs a_channels == b_channels == out_channels, got "
+        _check_choice("ModelConfig", "fusion_base", self.fusion_base, ("none", "mean", "weights", "select"))
+        if self.fusion_base in ("weights", "select") and not self.a_channels == self.b_channels == self.out_channels:
+            raise ValueError(f"ModelConfig.fusion_base={self.fusion_base!r}: needs a_channels == b_channels == out_channels, got "
                              f"{self.a_channels}, {self.b_channels}, {self.out_channels}")
         _check_choice("ModelConfig", "output_clamp", self.output_clamp, ("ste", "hard", "none"))
         _check_choice("ModelConfig", "cond_source", self.cond_source, ("b", "ab"))

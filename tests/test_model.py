@@ -170,6 +170,22 @@ def test_source_weight_head_starts_at_the_average_and_learns_both_channels():
         get_config("pan", fusion_base="weights")
 
 
+def test_select_head_is_a_convex_mix_of_the_sources():
+    torch.manual_seed(0)
+    m = build_model("vif", fusion_base="select", drop_path=0.0)
+    assert m.head.out_channels == 1                      # the weight logit only, no residual channel
+    kw = _inputs(m.cfg, 2, 24, 36)
+    m.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(m(**kw), 0.5 * (kw["a"] + kw["b"]), rtol=0, atol=1e-6)
+        torch.nn.init.normal_(m.head.weight, std=1.0)    # any logits: every pixel between its two sources
+        y = m(**kw)
+    lo, hi = torch.minimum(kw["a"], kw["b"]), torch.maximum(kw["a"], kw["b"])
+    assert bool(((y >= lo - 1e-6) & (y <= hi + 1e-6)).all())
+    with pytest.raises(ValueError, match="fusion_base='select'"):
+        get_config("pan", fusion_base="select")
+
+
 def test_backward_with_drop_path_and_default_lambda_is_finite():
     torch.manual_seed(1)
     m = build_model("mef", drop_path=0.5)

@@ -174,10 +174,11 @@ class RWKVFusion(FusionNet):
             blocks = [block(chan, cfg.model.ffn_ratios[lvl], False, 1) for _ in range(cfg.model.dec_layers[lvl])]
             self.decoders.append(Stage(blocks, chan))
         self.body_out = Res3Conv(C, bias=False)
-        weights = cfg.model.head == "fusion" and cfg.model.fusion_base == "weights"
-        self.head = nn.Conv2d(C, cfg.model.out_channels + int(weights), 3, padding=1)  # weights: logit channel first
+        base = cfg.model.fusion_base if cfg.model.head == "fusion" else "none"
+        head_out = {"weights": cfg.model.out_channels + 1, "select": 1}.get(base, cfg.model.out_channels)
+        self.head = nn.Conv2d(C, head_out, 3, padding=1)  # weights: logit channel first, then the residual
         init_weights(self)
-        if cfg.model.head == "fusion" and cfg.model.fusion_base in ("mean", "weights"):  # start from the average
+        if cfg.model.head == "fusion" and cfg.model.fusion_base != "none":  # start from the average
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
@@ -232,6 +233,8 @@ class RWKVFusion(FusionNet):
                 out = out + 0.5 * (inp.a + inp.b)
             elif cfg.model.fusion_base == "weights":
                 out = inp.b + torch.sigmoid(out[:, :1]) * (inp.a - inp.b) + out[:, 1:]
+            elif cfg.model.fusion_base == "select":
+                out = inp.b + torch.sigmoid(out) * (inp.a - inp.b)
         else:
             out = self.head(feat) + inp.a
         return out[..., : inp.hw[0], : inp.hw[1]]

@@ -21,6 +21,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "base_mean": {"fusion_base": "mean"},
     "base_mean+int_max": {"fusion_base": "mean", "intensity_target": "max"},
     "weights": {"fusion_base": "weights"},                        # per-pixel source weights + residual head
+    "select": {"fusion_base": "select"},                          # per-pixel source weights, no residual
     "grad40": {"eta": (10.0, 2.0, 40.0)},                         # Eq. 20 with twice the gradient weight
     "lr3e-3": {"lr": 3e-3},
     "native_scale": {"crop_scale": (0.02, 0.3)},                  # MEF: crops near native resolution, not whole images

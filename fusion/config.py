@@ -122,6 +122,10 @@ class DataConfig:
     # MFF: "defocus" trains on synthetic multi-focus pairs of the all-in-focus photographs under the training
     # roots (fusion.data.defocus; no real MFF training set here), with the photograph as ground truth
     synthetic: Literal["none", "defocus"] = "none"
+    # MEF: exposure push of training pairs (fusion.data.augment.push_exposures): with probability 1/2 each, the
+    # under-exposed source's luma times a gain in [1/g, 1] and the over-exposed one's times [1, g], clipped at
+    # white (log-uniform); 1 = off. Mimics the darkest / brightest frames of long exposure sequences.
+    exposure_gain: float = 1.0
 
     def __post_init__(self) -> None:
         if self.ratio < 1:
@@ -133,6 +137,8 @@ class DataConfig:
         _check_choice("DataConfig", "text_source", self.text_source, ("a", "b"))
         _check_choice("DataConfig", "scene_split", self.scene_split, ("file", "halves"))
         _check_choice("DataConfig", "synthetic", self.synthetic, ("none", "defocus"))
+        if not self.exposure_gain >= 1.0:
+            raise ValueError(f"DataConfig.exposure_gain: must be >= 1 (1 = off), got {self.exposure_gain}")
         for name in ("crop_size", "crop_scale", "crop_ratio"):
             v = getattr(self, name)
             if v is not None and len(v) != 2:

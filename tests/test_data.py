@@ -241,6 +241,36 @@ def test_augment_mif_uncropped_and_pan_patch_aligned():
     assert torch.equal(out["a"], out["gt"]) and torch.equal(out["b"], out["a"][:1])
 
 
+def test_mef_exposure_push_scales_luma_within_the_gain_and_clips_at_white():
+    from fusion.config import get_config
+    from fusion.data.augment import push_exposures
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(1, 40, 50, generator=g) * 0.5 + 0.01
+    b = torch.rand(1, 40, 50, generator=g) * 0.5 + 0.5
+    s = {"a": a, "b": b, "cbcr_a": torch.full((2, 40, 50), 0.3), "cbcr_b": torch.full((2, 40, 50), 0.7)}
+    gains_a, gains_b = [], []
+    for seed in range(40):
+        out = push_exposures(s, 2.0, torch.Generator().manual_seed(seed))
+        ua = out["a"] / a                                  # one gain per image: a longer / shorter exposure
+        assert float(ua.max() - ua.min()) < 1e-5 and 0.5 - 1e-6 <= float(ua[0, 0, 0]) <= 1.0 + 1e-6
+        unclipped = out["b"] < 1.0
+        vb = out["b"][unclipped] / b[unclipped]
+        assert float(vb.max() - vb.min()) < 1e-5 and 1.0 - 1e-6 <= float(vb[0]) <= 2.0 + 1e-6
+        assert float(out["b"].max()) <= 1.0 and bool((out["b"] >= b - 1e-7).all())
+        assert out["cbcr_a"] is s["cbcr_a"] and out["cbcr_b"] is s["cbcr_b"]   # chroma untouched
+        gains_a.append(float(ua[0, 0, 0]))
+        gains_b.append(float(vb[0]))
+    assert 10 < sum(x < 1 - 1e-6 for x in gains_a) < 30 and 10 < sum(x > 1 + 1e-6 for x in gains_b) < 30
+    cfg = get_config("mef", crop_size=(32, 32), crop_scale=(0.5, 1.0))
+    plain = augment_sample(s, "mef", cfg, torch.Generator().manual_seed(1))       # exposure_gain 1: no push
+    pushed = augment_sample(s, "mef", cfg.replace(exposure_gain=2.0), torch.Generator().manual_seed(1))
+    assert torch.equal(plain["cbcr_a"], pushed["cbcr_a"]) and torch.allclose(
+        plain["a"] / pushed["a"], (plain["a"] / pushed["a"]).flatten()[0].expand_as(plain["a"]), atol=1e-5)
+    with pytest.raises(ValueError, match="exposure_gain"):
+        get_config("mef", exposure_gain=0.5)
+
+
 def test_random_resized_crop_box_ranges():
     g = torch.Generator().manual_seed(0)
     for _ in range(200):

@@ -6,6 +6,7 @@ Every size comes from the task config's data section (``cfg.data``, ``fusion.con
   ``crop_ratio`` [0.8, 1.4] (torchvision's sampling algorithm).
 - MIF: uncropped (``crop_size`` None).
 - pan/HMIF: random ``crop_size`` (64x64) patch, its corner on the ``ratio`` grid so ``ms`` is cropped alike.
+- MEF, optional (``exposure_gain`` > 1, not in the paper): the exposure push of ``push_exposures``.
 Images resize bilinearly (antialiased), masks and class maps by nearest neighbour. All randomness comes
 from the ``torch.Generator`` passed in.
 """
@@ -121,4 +122,23 @@ def augment_sample(sample: dict[str, Any], task: str, cfg: TaskConfig, generator
         return crop_resize(sample, random_aspect_crop_box(h, w, size, data.crop_scale, g), size)
     if data.crop_ratio is None:
         raise ValueError(f"augment_sample: task {task!r} crops with cfg.data.crop_ratio, which is None")
-    return crop_resize(sample, random_resized_crop_box(h, w, data.crop_scale, data.crop_ratio, g), size)
+    out = crop_resize(sample, random_resized_crop_box(h, w, data.crop_scale, data.crop_ratio, g), size)
+    if task == "mef" and data.exposure_gain > 1.0:
+        out = push_exposures(out, data.exposure_gain, g)
+    return out
+
+
+def push_exposures(sample: dict[str, Any], gain: float, g: torch.Generator) -> dict[str, Any]:
+    """Darken the under-exposed luma ``a`` and brighten the over-exposed ``b`` [1, H, W] in [0, 1].
+
+    With probability 1/2 each: a * u, u log-uniform in [1/gain, 1]; min(b * v, 1), v in [1, gain]. Scaling
+    gamma-encoded luma scales the scene radiance (by the gain to the power 2.2), so this is a longer or
+    shorter exposure of the same scene, with the sensor's clipping at white. Chroma is left as it is.
+    """
+    out = dict(sample)
+    lg = math.log(gain)
+    if float(torch.rand((), generator=g)) < 0.5:
+        out["a"] = sample["a"] * math.exp(-lg * float(torch.rand((), generator=g)))
+    if float(torch.rand((), generator=g)) < 0.5:
+        out["b"] = (sample["b"] * math.exp(lg * float(torch.rand((), generator=g)))).clamp_(max=1.0)
+    return out

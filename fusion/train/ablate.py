@@ -25,6 +25,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "grad40": {"eta": (10.0, 2.0, 40.0)},                         # Eq. 20 with twice the gradient weight
     "lr3e-3": {"lr": 3e-3},
     "native_scale": {"crop_scale": (0.02, 0.3)},                  # MEF: crops near native resolution, not whole images
+    "push2": {"exposure_gain": 2.0},                              # MEF: darker under / brighter over exposures
     "crop128": {"crop_size": (128, 128)},                         # run with --steps 50: same pixels as 200 x 64^2
 }
 

@@ -182,6 +182,9 @@ class OptimConfig:
     weight_decay: float = 1e-6
     min_lr: float = 1e-5
     grad_clip: float = 1.0
+    # bfloat16 autocast of the training forward on CPU as well (CUDA training always autocasts to bf16); the
+    # loss, LayerNorms and the Bi-WKV recurrences stay float32. Not in the paper: a CPU speed setting.
+    cpu_bf16: bool = False
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "epochs"):

@@ -101,6 +101,35 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(demo_root, tmp_path):
     assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
 
 
+def test_cpu_bf16_autocasts_the_training_forward_and_keeps_float32_weights(demo_root, tmp_path):
+    from fusion.config import get_config
+    from fusion.data import build_dataset, collate
+    from fusion.losses import build_loss
+    from fusion.train.inference import model_from_config
+
+    torch.manual_seed(0)
+    cfg = get_config("mef", crop_size=(32, 32), drop_path=0.0, cpu_bf16=True, batch_size=2)
+    ds = build_dataset("mef", demo_root / "mef", "train", train=True, cfg=cfg)
+    model = model_from_config(cfg.to_dict())
+    seen: list[torch.dtype] = []
+    model.head.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    tr = Trainer(model, build_loss(cfg), ds, TrainSettings(cfg.optim, steps=3, progress=False), tmp_path, CPU,
+                 collate_fn=collate, config=cfg.to_dict(), task="mef")
+    batch = collate([ds[0], ds[1]])
+    before = model.head.weight.detach().clone()
+    parts = [tr.train_step(dict(batch)) for _ in range(3)]
+    assert seen == [torch.bfloat16] * 3                       # the convolutions ran in bf16
+    assert all(np.isfinite(p["loss"]) and p["skipped"] == 0 for p in parts)
+    assert model.head.weight.dtype == torch.float32 and not torch.equal(model.head.weight, before)
+    tr32 = Trainer(model_from_config(cfg.replace(cpu_bf16=False).to_dict()), build_loss(cfg), ds,
+                   TrainSettings(cfg.replace(cpu_bf16=False).optim, steps=1, progress=False), tmp_path / "fp32", CPU,
+                   collate_fn=collate, config=cfg.to_dict(), task="mef")
+    seen.clear()
+    tr32.model.head.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    tr32.train_step(dict(batch))
+    assert seen == [torch.float32]
+
+
 def test_resume_is_bit_identical(demo_root, tmp_path):
     _tiny_run(demo_root, tmp_path / "straight")
     first = _tiny_run(demo_root, tmp_path / "resumed", stop_after=2)

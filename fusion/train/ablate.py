@@ -26,6 +26,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "lr3e-3": {"lr": 3e-3},
     "native_scale": {"crop_scale": (0.02, 0.3)},                  # MEF: crops near native resolution, not whole images
     "push2": {"exposure_gain": 2.0},                              # MEF: darker under / brighter over exposures
+    "bf16": {"cpu_bf16": True},                                   # bf16 autocast of the CPU training forward
     "crop128": {"crop_size": (128, 128)},                         # run with --steps 50: same pixels as 200 x 64^2
 }
 

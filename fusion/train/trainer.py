@@ -196,6 +196,8 @@ class Trainer:
     def _autocast(self):
         if self.settings.amp and self.env.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.settings.optim.cpu_bf16 and self.env.device.type == "cpu":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
         return torch.autocast(self.env.device.type, enabled=False)
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:

@@ -153,6 +153,7 @@ def test_speed_section_measures_previous_and_current(tmp_path):
     for mode in ("previous", "eager", "bf16"):
         assert row[mode]["images_per_s"] > 0 and row[mode]["peak_rss_mib"] > 0, mode
     assert row["speedup_eager"] > 0 and res["train"]["eager"]["median_s"] > 0
+    assert res["train"]["bf16"]["median_s"] > 0 and res["train"]["speedup_bf16"] > 0
     assert "max_abs_diff" in res["bf16_accuracy"]
     head, rows, trows, notes = report_lines(res)
-    assert len(rows) == 4 and len(trows) == 3 and (tmp_path / "speed.json").exists()
+    assert len(rows) == 4 and len(trows) == 4 and (tmp_path / "speed.json").exists()

@@ -29,7 +29,7 @@ BASELINE_REV = "bf365d5"
 FORWARD_SIZES = (256, 512, 1024)
 FORWARD_MODES = ("previous", "eager", "bf16", "compile")
 TRAIN_SPEC = {"size": 128, "batch": 4}
-TRAIN_MODES = ("previous", "eager", "compile")
+TRAIN_MODES = ("previous", "eager", "bf16", "compile")
 
 
 def export_baseline(rev: str, dest: Path) -> Path | None:
@@ -175,7 +175,7 @@ def section_speed(out_dir: Path, quick: bool = False, sizes: tuple[int, ...] = F
                 continue
             tr[mode] = measure("train", TRAIN_SPEC["size"], mode, 2 if quick else 5,
                                1 if quick or mode == "compile" else rounds, {"batch": TRAIN_SPEC["batch"]})
-        for m in ("eager", "compile"):
+        for m in ("eager", "bf16", "compile"):
             tr[f"speedup_{m}"] = _ratio(tr["previous"], tr[m], "median_s")
             tr[f"speedup_cpu_{m}"] = _ratio(tr["previous"], tr[m], "median_cpu_s")
         res["train"] = {"spec": TRAIN_SPEC, **tr}

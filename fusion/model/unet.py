@@ -231,10 +231,9 @@ class RWKVFusion(FusionNet):
             out = self.head(feat + (x0 if keep_x0 else embed()))
             if cfg.model.fusion_base == "mean":
                 out = out + 0.5 * (inp.a + inp.b)
-            elif cfg.model.fusion_base == "weights":
-                out = inp.b + torch.sigmoid(out[:, :1]) * (inp.a - inp.b) + out[:, 1:]
-            elif cfg.model.fusion_base == "select":
-                out = inp.b + torch.sigmoid(out) * (inp.a - inp.b)
+            elif cfg.model.fusion_base in ("weights", "select"):   # weight logit first, then ("weights") residual
+                mix = inp.b + torch.sigmoid(out[:, :1]) * (inp.a - inp.b)
+                out = mix + out[:, 1:] if cfg.model.fusion_base == "weights" else mix
         else:
             out = self.head(feat) + inp.a
         return out[..., : inp.hw[0], : inp.hw[1]]

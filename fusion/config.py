@@ -152,8 +152,12 @@ class LossConfig:
     eta: tuple[float, float, float] = (10.0, 2.0, 20.0)  # intensity, SSIM, gradient
     gt_weight: float = 5.0         # + gt_weight * L1(F, GT) when a ground truth exists
     # intensity term target: "sources" = Eq. 20, L1(F, A) + L1(F, B) (mask-aware for VIF); "max" = 2 L1(F, max(A, B))
-    # (the peers' target (FILM, TeSG): keeps the brighter source's contrast instead of pulling F to the average)
-    intensity_target: Literal["sources", "max"] = "sources"
+    # (the peers' target (FILM, TeSG): keeps the brighter source's contrast instead of pulling F to the average);
+    # "exposedness" = per-pixel weights from Mertens et al.'s well-exposedness (MEF; not in the paper)
+    intensity_target: Literal["sources", "max", "exposedness"] = "sources"
+    # (sigma, power) of the "exposedness" weights exp(-(|x - 0.5| / sigma)^power / 2); Mertens et al.: (0.2, 2)
+    exposedness: tuple[float, float] = (0.2, 2.0)
+    exposedness_blur: float = 0.0  # Gaussian std (pixels) smoothing those weights; 0 = per pixel
     # SSIM term weights: "image" = one gradient-energy weight per image, "pixel" = per pixel
     ssim_weighting: Literal["image", "pixel"] = "image"
     ssim_window: int = 5
@@ -164,7 +168,11 @@ class LossConfig:
     def __post_init__(self) -> None:
         if len(self.eta) != 3:
             raise ValueError(f"LossConfig.eta: needs 3 weights (intensity, SSIM, gradient), got {self.eta}")
-        _check_choice("LossConfig", "intensity_target", self.intensity_target, ("sources", "max"))
+        _check_choice("LossConfig", "intensity_target", self.intensity_target, ("sources", "max", "exposedness"))
+        if len(self.exposedness) != 2 or min(self.exposedness) <= 0:
+            raise ValueError(f"LossConfig.exposedness: needs (sigma, power) > 0, got {self.exposedness}")
+        if self.exposedness_blur < 0:
+            raise ValueError(f"LossConfig.exposedness_blur: must be >= 0, got {self.exposedness_blur}")
         _check_choice("LossConfig", "ssim_weighting", self.ssim_weighting, ("image", "pixel"))
         for name in ("ssim_window", "pan_ssim_window"):
             if getattr(self, name) < 1:

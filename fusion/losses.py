@@ -35,6 +35,12 @@ def sobel_abs(x: torch.Tensor) -> torch.Tensor:
     return g.abs().sum(dim=2)
 
 
+def well_exposedness(x: torch.Tensor, sigma: float = 0.2, power: float = 2.0) -> torch.Tensor:
+    """Well-exposedness exp(-(|x - 0.5| / sigma)^power / 2), same shape as x: Mertens et al. (Exposure Fusion,
+    2007) for (sigma, power) = (0.2, 2); a larger power flattens it into a soft "not clipped" indicator."""
+    return torch.exp(-0.5 * ((x - 0.5).abs() / sigma) ** power)
+
+
 def _binary_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Foreground mask [B, 1, H, W] in {0, 1} from a float mask [B, K, H, W] (max over K) or a class map [B, H, W]."""
     if mask.dim() == 3:
@@ -54,7 +60,12 @@ class FusionLoss(nn.Module):
     * intensity ``eta1 (L1(F, A) + L1(F, B))``; for VIF with a mask m, ``eta1 (L1(m F, m A) + L1((1-m) F, (1-m) B))``,
       per sample: ``has_mask`` [B] bool marks the samples whose mask is real (collate fills the others with
       zeros); the rest take the unguided form, so a sample's term does not depend on its batch; with
-      ``intensity_target="max"`` the unguided form is ``2 L1(F, max(A, B))`` instead;
+      ``intensity_target="max"`` the unguided form is ``2 L1(F, max(A, B))`` instead, with ``"exposedness"``
+      ``2 mean(wA |F - A| + wB |F - B|)`` with per-pixel weights from Mertens et al.'s well-exposedness
+      E(X) = exp(-(|X - 0.5| / sigma)^p / 2) (``exposedness`` = (sigma, p), Mertens: (0.2, 2)), Gaussian-blurred
+      with std ``exposedness_blur`` pixels when > 0 (smooth weights, as Mertens' coarse pyramid levels),
+      wA = (E(A) + e) / (E(A) + E(B) + 2e), wB = 1 - wA (MEF: pulls F to the well-exposed source where the other
+      is clipped; equal to the ``"sources"`` form where E(A) = E(B));
     * SSIM ``eta2 (wA (1 - SSIM(F, A)) + wB (1 - SSIM(F, B)))``, Gaussian window ``ssim_window`` (5), sigma
       ``ssim_sigma`` (1.5), wA = (g_A + e) / (g_A + g_B + 2e), wB = 1 - wA, with g_X the mean of S(X) per image
       (``weighting="image"``, default) or per pixel with SSIM maps (``weighting="pixel"``); e = 1e-4 keeps
@@ -66,11 +77,13 @@ class FusionLoss(nn.Module):
 
     def __init__(self, task: str = "vif", eta: tuple[float, float, float] = _L.eta, gt_weight: float = _L.gt_weight,
                  ssim_window: int = _L.ssim_window, ssim_sigma: float = _L.ssim_sigma, weighting: str = _L.ssim_weighting,
-                 eps: float = 1e-4, intensity_target: str = _L.intensity_target):
+                 eps: float = 1e-4, intensity_target: str = _L.intensity_target,
+                 exposedness: tuple[float, float] = _L.exposedness, exposedness_blur: float = _L.exposedness_blur):
         super().__init__()
-        if intensity_target not in ("sources", "max"):
-            raise ValueError(f"intensity_target must be 'sources' or 'max', got {intensity_target!r}")
-        self.intensity_target = intensity_target
+        if intensity_target not in ("sources", "max", "exposedness"):
+            raise ValueError(f"intensity_target must be 'sources', 'max' or 'exposedness', got {intensity_target!r}")
+        self.intensity_target, self.exposedness = intensity_target, tuple(float(e) for e in exposedness)
+        self.exposedness_blur = float(exposedness_blur)
         if weighting not in ("image", "pixel"):
             raise ValueError(f"weighting must be 'image' or 'pixel', got {weighting!r}")
         self.task, self.eta, self.gt_weight = task, tuple(float(e) for e in eta), float(gt_weight)
@@ -83,8 +96,18 @@ class FusionLoss(nn.Module):
             raise ValueError(f"FusionLoss: out {tuple(out.shape)}, a {tuple(a.shape)}, b {tuple(b.shape)} must match")
         e1, e2, e3 = self.eta
         per_sample = lambda d: d.abs().flatten(1).mean(dim=1)  # noqa: E731  L1 of each sample, [B]
-        intensity_b = (2.0 * per_sample(out - torch.maximum(a, b)) if self.intensity_target == "max"
-                       else per_sample(out - a) + per_sample(out - b))
+        if self.intensity_target == "max":
+            intensity_b = 2.0 * per_sample(out - torch.maximum(a, b))
+        elif self.intensity_target == "exposedness":
+            ea, eb = well_exposedness(a, *self.exposedness), well_exposedness(b, *self.exposedness)
+            if self.exposedness_blur > 0:
+                s = self.exposedness_blur
+                k = 2 * int(3 * s) + 1
+                ea, eb = (gaussian_blur2d(e, (k, k), (s, s), border_type="reflect") for e in (ea, eb))
+            wa = (ea + self.eps) / (ea + eb + 2 * self.eps)
+            intensity_b = 2.0 * per_sample(wa * (out - a).abs() + (1 - wa) * (out - b).abs())
+        else:
+            intensity_b = per_sample(out - a) + per_sample(out - b)
         if mask is not None and self.task == "vif":
             m = _binary_mask(mask, out)
             guided = per_sample(m * (out - a)) + per_sample((1 - m) * (out - b))
@@ -148,4 +171,5 @@ def build_loss(cfg: TaskConfig) -> nn.Module:
         return PanLoss(lam=loss.pan_lambda, ssim_window=loss.pan_ssim_window, ssim_sigma=loss.ssim_sigma)
     return FusionLoss(task=cfg.task, eta=loss.eta, gt_weight=loss.gt_weight, ssim_window=loss.ssim_window,
                       ssim_sigma=loss.ssim_sigma, weighting=loss.ssim_weighting,
-                      intensity_target=loss.intensity_target)
+                      intensity_target=loss.intensity_target, exposedness=loss.exposedness,
+                      exposedness_blur=loss.exposedness_blur)

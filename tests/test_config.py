@@ -82,6 +82,8 @@ def test_validation_lives_in_the_sections():
         get_config("vif", val_fraction=1.0)
     with pytest.raises(ValueError, match="LossConfig.intensity_target"):
         get_config("vif", intensity_target="mean")
+    with pytest.raises(ValueError, match="LossConfig.exposedness"):
+        get_config("mef", exposedness=(0.2, 0.0))
     with pytest.raises(ValueError, match="OptimConfig.batch_size"):
         get_config("vif", batch_size=0)
     with pytest.raises(ValueError, match="residual head"):

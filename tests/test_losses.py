@@ -55,6 +55,50 @@ def test_fusion_loss_closed_form_on_flat_images():
     assert float(total) == pytest.approx(parts["total"])
 
 
+def test_exposedness_intensity_closed_form():
+    """Mertens well-exposedness weights on flat images: wA = E(A) / (E(A) + E(B)) up to e = 1e-4."""
+    import math
+
+    d = torch.float64
+    out, a, b = _const(0.5, dtype=d), _const(0.98, dtype=d), _const(0.4, dtype=d)  # A nearly clipped
+    ea, eb = math.exp(-0.48 ** 2 / 0.08), math.exp(-0.1 ** 2 / 0.08)
+    wa = (ea + 1e-4) / (ea + eb + 2e-4)
+    _, parts = FusionLoss(eta=(1, 0, 0), intensity_target="exposedness")(out, a, b)
+    assert parts["intensity"] == pytest.approx(2 * (wa * 0.48 + (1 - wa) * 0.1), rel=1e-9)
+    assert wa < 0.06  # the clipped source barely counts
+    # the flat "not clipped" form (sigma, p) = (0.4, 8): 0.4 is fully exposed (weight ~1), 0.98 nearly out
+    ea, eb = math.exp(-0.5 * (0.48 / 0.4) ** 8), math.exp(-0.5 * (0.1 / 0.4) ** 8)
+    wa = (ea + 1e-4) / (ea + eb + 2e-4)
+    _, parts = FusionLoss(eta=(1, 0, 0), intensity_target="exposedness", exposedness=(0.4, 8.0))(out, a, b)
+    assert parts["intensity"] == pytest.approx(2 * (wa * 0.48 + (1 - wa) * 0.1), rel=1e-9)
+    assert eb > 0.9999 and 0.1 < wa < 0.11
+    # blurred weights of flat images are the same weights (reflected borders)
+    _, blurred = FusionLoss(eta=(1, 0, 0), intensity_target="exposedness", exposedness=(0.4, 8.0),
+                            exposedness_blur=3.0)(out, a, b)
+    assert blurred["intensity"] == pytest.approx(parts["intensity"], rel=1e-9)
+    # a clipped half-plane: the blurred weights equal scipy's Gaussian filter of E (mirror borders, 3 sigma)
+    from scipy.ndimage import gaussian_filter
+
+    a = _const(0.45, (1, 1, 24, 24), dtype=d)
+    a[..., :, :12] = 1.0
+    b, x = _const(0.3, (1, 1, 24, 24), dtype=d), torch.rand(1, 1, 24, 24, dtype=d)
+    e = lambda z: gaussian_filter(torch.exp(-0.5 * ((z - 0.5).abs() / 0.2) ** 2)[0, 0].numpy(), 2.0,  # noqa: E731
+                                  mode="mirror", truncate=3.0)
+    ea, eb = e(a), e(b)
+    wa = torch.from_numpy((ea + 1e-4) / (ea + eb + 2e-4))
+    want = 2 * float((wa * (x - a).abs() + (1 - wa) * (x - b).abs()).mean())
+    got = FusionLoss(eta=(1, 0, 0), intensity_target="exposedness", exposedness_blur=2.0)(x, a, b)[1]["intensity"]
+    assert got == pytest.approx(want, rel=1e-9)
+    # sources equally exposed (0.5 +- t): the Eq. 20 form exactly
+    torch.manual_seed(4)
+    t = 0.4 * torch.rand(2, 1, 16, 16, dtype=d)
+    x = torch.rand(2, 1, 16, 16, dtype=d)
+    got = FusionLoss(intensity_target="exposedness")(x, 0.5 + t, 0.5 - t)[1]["intensity"]
+    assert got == pytest.approx(FusionLoss()(x, 0.5 + t, 0.5 - t)[1]["intensity"], rel=1e-9)
+    with pytest.raises(ValueError, match="intensity_target"):
+        FusionLoss(intensity_target="mertens")
+
+
 def test_vif_mask_aware_intensity():
     torch.manual_seed(2)
     out, a, b = torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8)

@@ -18,10 +18,14 @@ import typer
 ABLATIONS: dict[str, dict[str, Any]] = {
     "eq20": {"fusion_base": "none"},                              # the paper's loss and head
     "int_max": {"intensity_target": "max"},
+    "int_exposed": {"intensity_target": "exposedness"},           # MEF: Mertens well-exposedness pixel weights
+    "int_unclipped": {"intensity_target": "exposedness", "exposedness": (0.4, 8.0)},  # MEF: discount clipped pixels
+    "int_exposed_blur8": {"intensity_target": "exposedness", "exposedness_blur": 8.0},  # MEF: smooth Mertens weights
     "base_mean": {"fusion_base": "mean"},
     "base_mean+int_max": {"fusion_base": "mean", "intensity_target": "max"},
     "weights": {"fusion_base": "weights"},                        # per-pixel source weights + residual head
     "select": {"fusion_base": "select"},                          # per-pixel source weights, no residual
+    "ssim_pixel": {"ssim_weighting": "pixel"},                     # SSIM weights per pixel, not per image
     "grad40": {"eta": (10.0, 2.0, 40.0)},                         # Eq. 20 with twice the gradient weight
     "lr3e-3": {"lr": 3e-3},
     "native_scale": {"crop_scale": (0.02, 0.3)},                  # MEF: crops near native resolution, not whole images

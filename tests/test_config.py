@@ -160,7 +160,8 @@ def test_recipes_hold_a_budget_and_overrides():
     mif = get_recipe("mif", "cpu")
     assert (mif.steps, mif.ema_decay, mif.checkpoint_every, mif.val_every) == (600, 0.995, 100, 200)
     assert mif.overrides == {"drop_path": 0.0, "batch_size": 4, "crop_size": (64, 64),
-                             "crop_scale": (0.0625, 0.0625), "crop_ratio": (1.0, 1.0), "fusion_base": "weights"}
+                             "crop_scale": (0.0625, 0.0625), "crop_ratio": (1.0, 1.0), "fusion_base": "weights",
+                             "ssim_weighting": "pixel"}
     assert get_recipe("mff", "cpu").apply(get_config("mff")).data.synthetic == "defocus"
     from fusion.config import TrainRecipe
 

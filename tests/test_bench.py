@@ -101,6 +101,29 @@ def test_report_renders_markdown_and_self_contained_html(tmp_path):
     assert "<table>" in page and "plumbing check" in page
 
 
+def test_merge_keeps_other_sections_and_says_where_they_came_from(tmp_path):
+    out = tmp_path / "bench"
+    out.mkdir()
+    prior = {"machine": {"date_utc": "2026-11-01T00:00:00", "git_commit": "abc1234"}, "settings": {},
+             "sections": {"cost": {"error": "ModuleNotFoundError: kept", "seconds": 1.0},
+                          "quality": {"stale": True}}}
+    (out / "results.json").write_text(json.dumps(prior))
+    res = bench.run_bench(out, quick=True, data_root=tmp_path / "absent", sections=("quality",), merge=True,
+                          log=lambda s: None)
+    assert res["sections"]["cost"] == prior["sections"]["cost"]                      # kept as it was
+    assert "stale" not in res["sections"]["quality"]                                 # re-measured
+    assert res["kept_sections"] == {"cost": {"date_utc": "2026-11-01T00:00:00", "git_commit": "abc1234"}}
+    assert json.loads((out / "results.json").read_text())["kept_sections"] == res["kept_sections"]
+    md = (out / "report.md").read_text()
+    assert "Sections kept from earlier runs (`--merge`): cost (2026-11-01T00:00:00, git abc1234)" in md
+    # without --merge the old sections are gone; a foreign results.json is refused with its name
+    assert set(bench.run_bench(out, quick=True, data_root=tmp_path / "absent", sections=("quality",),
+                               log=lambda s: None)["sections"]) == {"quality"}
+    (out / "results.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="results.json: cannot merge"):
+        bench.run_bench(out, quick=True, sections=("quality",), merge=True, log=lambda s: None)
+
+
 def test_bench_rejects_unknown_section(tmp_path):
     with pytest.raises(ValueError, match="unknown"):
         bench.run_bench(tmp_path, sections=("nope",))

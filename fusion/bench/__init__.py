@@ -41,8 +41,11 @@ from fusion.bench.settings import DEFAULT_DATA, SECTIONS, BenchSettings
 # ============================================================================ driver
 def run_bench(out_dir: str | Path, *, quick: bool = False, data_root: str | Path | None = None,
               sections: tuple[str, ...] = SECTIONS, settings: BenchSettings | None = None,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the selected sections and write results.json, report.md and report.html into ``out_dir``."""
+              log: Callable[[str], None] = print, merge: bool = False) -> dict[str, Any]:
+    """Run the selected sections and write results.json, report.md and report.html into ``out_dir``.
+
+    ``merge``: keep the other sections of an existing ``<out_dir>/results.json`` (each kept section records the
+    run it came from in ``results["kept_sections"]``), so one section can be re-measured without the rest."""
     bad = [s for s in sections if s not in SECTIONS]
     if bad:
         raise ValueError(f"sections: unknown {bad}; valid: {', '.join(SECTIONS)}")
@@ -51,6 +54,17 @@ def run_bench(out_dir: str | Path, *, quick: bool = False, data_root: str | Path
     out.mkdir(parents=True, exist_ok=True)
     root = Path(data_root) if data_root is not None else DEFAULT_DATA
     results: dict[str, Any] = {"machine": machine_info(), "settings": jsonable(st.__dict__), "sections": {}}
+    prior_path = out / "results.json"
+    if merge and prior_path.is_file():
+        try:
+            prior = json.loads(prior_path.read_text())
+            kept = {k: v for k, v in prior["sections"].items() if k not in sections}
+            stamp = {k: prior["machine"].get(k) for k in ("date_utc", "git_commit")}
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"{prior_path}: cannot merge into it ({type(err).__name__}: {err})") from err
+        results["sections"].update(kept)
+        results["kept_sections"] = {**prior.get("kept_sections", {}),
+                                    **{k: stamp for k in kept if k not in prior.get("kept_sections", {})}}
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "kernels": lambda: section_kernels(out, st), "cost": lambda: section_cost(out, st),
         "scaling": lambda: section_scaling(out, st), "quality": lambda: section_quality(out, st, root),
@@ -94,6 +108,7 @@ def register(app: Any) -> None:
               max_pairs: int | None = typer.Option(None, "--max-pairs", help="pairs per task in the quality section"),
               compile_model: bool = typer.Option(True, "--compile/--no-compile",
                                                  help="speed section: also measure torch.compile'd models"),
+              merge: bool = typer.Option(False, "--merge", help="keep the other sections of <out>/results.json"),
               ) -> None:
         """Speed, memory scaling and quality report: bench/results.json, report.md, report.html."""
         st = BenchSettings.quick_settings() if quick else BenchSettings()
@@ -101,7 +116,7 @@ def register(app: Any) -> None:
             st.max_pairs = max_pairs
         st.speed_compile = compile_model
         try:
-            run_bench(out, quick=quick, data_root=data, settings=st,
+            run_bench(out, quick=quick, data_root=data, settings=st, merge=merge,
                       sections=tuple(s.strip() for s in sections.split(",") if s.strip()))
         except ValueError as err:
             raise typer.BadParameter(str(err)) from err

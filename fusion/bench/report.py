@@ -181,6 +181,10 @@ def build_report(results: dict[str, Any], out_dir: Path) -> Report:
           + ", ".join(f"{k} {v}" for k, v in mi["versions"].items() if v) + ". "
           f"{'QUICK run (tiny sizes: plumbing only). ' if results['settings']['quick'] else ''}"
           "Times are medians of repeated runs after one warm-up; the benchmark reports, it does not assert.")
+    kept = results.get("kept_sections") or {}
+    if kept:
+        rep.p("Sections kept from earlier runs (`--merge`): " + "; ".join(
+            f"{k} ({v.get('date_utc')}, git {v.get('git_commit')})" for k, v in kept.items()) + ".")
     sec = results["sections"]
 
     if "speed" in sec:

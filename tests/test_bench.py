@@ -116,6 +116,10 @@ def test_merge_keeps_other_sections_and_says_where_they_came_from(tmp_path):
     assert json.loads((out / "results.json").read_text())["kept_sections"] == res["kept_sections"]
     md = (out / "report.md").read_text()
     assert "Sections kept from earlier runs (`--merge`): cost (2026-11-01T00:00:00, git abc1234)" in md
+    # merging again keeps the kept section's own stamp, not the intermediate run's
+    again = bench.run_bench(out, quick=True, data_root=tmp_path / "absent", sections=("quality",), merge=True,
+                            log=lambda s: None)
+    assert again["kept_sections"] == res["kept_sections"] and set(again["sections"]) == {"cost", "quality"}
     # without --merge the old sections are gone; a foreign results.json is refused with its name
     assert set(bench.run_bench(out, quick=True, data_root=tmp_path / "absent", sections=("quality",),
                                log=lambda s: None)["sections"]) == {"quality"}

@@ -63,8 +63,8 @@ def run_bench(out_dir: str | Path, *, quick: bool = False, data_root: str | Path
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"{prior_path}: cannot merge into it ({type(err).__name__}: {err})") from err
         results["sections"].update(kept)
-        results["kept_sections"] = {**prior.get("kept_sections", {}),
-                                    **{k: stamp for k in kept if k not in prior.get("kept_sections", {})}}
+        earlier = prior.get("kept_sections") or {}       # sections an earlier merge kept: their own run's stamp
+        results["kept_sections"] = {k: earlier.get(k, stamp) for k in kept}
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "kernels": lambda: section_kernels(out, st), "cost": lambda: section_cost(out, st),
         "scaling": lambda: section_scaling(out, st), "quality": lambda: section_quality(out, st, root),

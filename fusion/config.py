@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from rwkvfusion_io.tasks import FUSION_TASKS, SPECTRAL_RATIO, SPECTRAL_TASKS, TASKS
 
@@ -145,6 +145,10 @@ class DataConfig:
                 raise ValueError(f"DataConfig.{name}: needs 2 entries or None, got {v}")
 
 
+IntensityTarget = Literal["sources", "max", "exposedness"]  # LossConfig.intensity_target (FusionLoss reads the same)
+INTENSITY_TARGETS: tuple[str, ...] = get_args(IntensityTarget)
+
+
 @dataclass(frozen=True)
 class LossConfig:
     """Loss weights: Eq. 20 (fusion) and Eq. 19 (pansharpening/HMIF), Table 1."""
@@ -154,7 +158,7 @@ class LossConfig:
     # intensity term target: "sources" = Eq. 20, L1(F, A) + L1(F, B) (mask-aware for VIF); "max" = 2 L1(F, max(A, B))
     # (the peers' target (FILM, TeSG): keeps the brighter source's contrast instead of pulling F to the average);
     # "exposedness" = per-pixel weights from Mertens et al.'s well-exposedness (MEF; not in the paper)
-    intensity_target: Literal["sources", "max", "exposedness"] = "sources"
+    intensity_target: IntensityTarget = "sources"
     # (sigma, power) of the "exposedness" weights exp(-(|x - 0.5| / sigma)^power / 2); Mertens et al.: (0.2, 2)
     exposedness: tuple[float, float] = (0.2, 2.0)
     exposedness_blur: float = 0.0  # Gaussian std (pixels) smoothing those weights; 0 = per pixel
@@ -168,7 +172,7 @@ class LossConfig:
     def __post_init__(self) -> None:
         if len(self.eta) != 3:
             raise ValueError(f"LossConfig.eta: needs 3 weights (intensity, SSIM, gradient), got {self.eta}")
-        _check_choice("LossConfig", "intensity_target", self.intensity_target, ("sources", "max", "exposedness"))
+        _check_choice("LossConfig", "intensity_target", self.intensity_target, INTENSITY_TARGETS)
         if len(self.exposedness) != 2 or min(self.exposedness) <= 0:
             raise ValueError(f"LossConfig.exposedness: needs (sigma, power) > 0, got {self.exposedness}")
         if self.exposedness_blur < 0:

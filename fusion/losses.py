@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d, spatial_gradient
 from torch import nn
 
-from fusion.config import LossConfig, TaskConfig
+from fusion.config import INTENSITY_TARGETS, LossConfig, TaskConfig
 
 _L = LossConfig()  # constructor defaults are the registry's (Table 1), not copies
 
@@ -80,14 +80,18 @@ class FusionLoss(nn.Module):
                  eps: float = 1e-4, intensity_target: str = _L.intensity_target,
                  exposedness: tuple[float, float] = _L.exposedness, exposedness_blur: float = _L.exposedness_blur):
         super().__init__()
-        if intensity_target not in ("sources", "max", "exposedness"):
-            raise ValueError(f"intensity_target must be 'sources', 'max' or 'exposedness', got {intensity_target!r}")
+        if intensity_target not in INTENSITY_TARGETS:
+            raise ValueError(f"intensity_target must be one of {INTENSITY_TARGETS}, got {intensity_target!r}")
         self.intensity_target, self.exposedness = intensity_target, tuple(float(e) for e in exposedness)
         self.exposedness_blur = float(exposedness_blur)
         if weighting not in ("image", "pixel"):
             raise ValueError(f"weighting must be 'image' or 'pixel', got {weighting!r}")
         self.task, self.eta, self.gt_weight = task, tuple(float(e) for e in eta), float(gt_weight)
         self.ssim_window, self.ssim_sigma, self.weighting, self.eps = ssim_window, ssim_sigma, weighting, eps
+
+    def _share(self, xa: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+        """Source A's weight (xa + e) / (xa + xb + 2e) from non-negative scores of A and B (equal scores: 1/2)."""
+        return (xa + self.eps) / (xa + xb + 2 * self.eps)
 
     def forward(self, out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None,
                 gt: torch.Tensor | None = None, has_mask: torch.Tensor | None = None
@@ -104,7 +108,7 @@ class FusionLoss(nn.Module):
                 s = self.exposedness_blur
                 k = 2 * int(3 * s) + 1
                 ea, eb = (gaussian_blur2d(e, (k, k), (s, s), border_type="reflect") for e in (ea, eb))
-            wa = (ea + self.eps) / (ea + eb + 2 * self.eps)
+            wa = self._share(ea, eb)
             intensity_b = 2.0 * per_sample(wa * (out - a).abs() + (1 - wa) * (out - b).abs())
         else:
             intensity_b = per_sample(out - a) + per_sample(out - b)
@@ -122,10 +126,10 @@ class FusionLoss(nn.Module):
         ssim_fb = ssim_map(out, b, self.ssim_window, self.ssim_sigma)
         if self.weighting == "image":
             ga, gb = sa.mean(dim=(1, 2, 3)), sb.mean(dim=(1, 2, 3))
-            wa = (ga + self.eps) / (ga + gb + 2 * self.eps)
+            wa = self._share(ga, gb)
             ssim_term = (wa * (1 - ssim_fa.mean(dim=(1, 2, 3))) + (1 - wa) * (1 - ssim_fb.mean(dim=(1, 2, 3)))).mean()
         else:
-            wa = (sa + self.eps) / (sa + sb + 2 * self.eps)
+            wa = self._share(sa, sb)
             ssim_term = (wa * (1 - ssim_fa) + (1 - wa) * (1 - ssim_fb)).mean()
         gradient = F.l1_loss(sf, torch.maximum(sa, sb))
         terms = {"intensity": e1 * intensity, "ssim": e2 * ssim_term, "gradient": e3 * gradient}

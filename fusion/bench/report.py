@@ -339,7 +339,8 @@ def _report_speed(rep: Report, sec: dict[str, Any] | None) -> None:
         return
     head, rows, trows, notes = report_lines(sec)
     rep.p("VIF forward, batch 1, 2 threads, torch.inference_mode, no text or mask; modes: previous (git "
-          f"{sec.get('baseline_rev')}, fp32 eager), eager (fp32), bf16 (CPU autocast), compile (torch.compile, fp32).")
+          f"{sec.get('baseline_rev')}, fp32 eager), eager (fp32), bf16 (CPU autocast), compile (fp32, `--compile`: "
+          "the blocks' elementwise regions through torch.compile, fusion.model.pointwise).")
     rep.table(head, rows)
     spec = sec.get("train", {}).get("spec", {})
     rep.p(f"Training step (batch {spec.get('batch')}, {spec.get('size')}x{spec.get('size')}, forward + backward + "

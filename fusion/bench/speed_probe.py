@@ -4,7 +4,7 @@
 PYTHONPATH, so the same script measures the current tree or an exported older revision (the bench's
 "previous" column) on equal terms; it therefore uses only ``build_model`` and ``model(a, b)``.
 
-spec: size, mode ("eager" | "compile" | "bf16" | "bf16-compile"), kind ("forward" | "train"),
+spec: size, mode ("eager" | "compile" | "compile-full" | "bf16" | "bf16-compile"), kind ("forward" | "train"),
 repeats, batch (train), threads, tile (forward: tile side for ``fuse_tiled``, current tree only).
 Forward: batch 1, fp32 (or bf16 autocast), ``torch.inference_mode``, text and mask absent.
 Train: ``batch`` x 1 x size x size, mean-output loss, backward and an AdamW step.
@@ -36,8 +36,13 @@ def main(spec: dict) -> dict:
     a = torch.rand(batch, 1, size, size, generator=g)
     b = torch.rand(batch, 1, size, size, generator=g)
     fn = model
-    if "compile" in mode:
-        fn = torch.compile(model, dynamic=bool(spec.get("dynamic", False)))
+    if "compile" in mode:           # the trees' --compile: elementwise regions ("-full": the whole model)
+        try:
+            from fusion.model.pointwise import compile_model
+        except ImportError:         # a tree before regional compilation: the whole model
+            fn = torch.compile(model, dynamic=bool(spec.get("dynamic", False)))
+        else:
+            compile_model(model, "full" if mode.endswith("-full") else "regional")
     amp = (torch.autocast("cpu", dtype=torch.bfloat16) if mode.startswith("bf16")
            else torch.autocast("cpu", enabled=False))
     rss0 = _rss_mib()

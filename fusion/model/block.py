@@ -8,6 +8,7 @@ from torch import nn
 from fusion.model.channel_mix import ChannelMix
 from fusion.model.layers import DropPath, channel_mul, layer_norm_silu
 from fusion.model.mfm import MultiModalFusion
+from fusion.model.pointwise import EAGER
 from fusion.model.spatial_mix import SpatialMix
 
 
@@ -54,6 +55,7 @@ class BRWKVLayer(nn.Module):
         self.mod2 = Modulator(dim)
         self.channel = ChannelMix(dim, ffn_ratio)
         self.drop_path = DropPath(drop_path)
+        self.pw = EAGER                                        # elementwise regions (fusion.model.pointwise)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = x.permute(0, 2, 3, 1)  # [B, H, W, C]: contiguous for channels-last x, no copy
@@ -61,39 +63,48 @@ class BRWKVLayer(nn.Module):
             return self._forward_no_grad(t).permute(0, 3, 1, 2)
         # Modulator(h) = proj(SiLU(h)); (h, SiLU(h)) from one helper: F.layer_norm and F.silu under autograd,
         # the C kernel in no-grad mode (as the inference path below, so both modes compute the same values)
+        # (scale, shift, gate) = m split in three (pw.modulate / pw.gated_residual read the slices)
         h, s = layer_norm_silu(t, self.norm1)
-        scale, shift, gate = self.mod1.proj(s).chunk(3, dim=-1)
-        y, _ = self.spatial((1 + scale) * h + shift, reverse=self.reverse)
-        t = t + gate * self.drop_path(y)
+        m = self.mod1.proj(s)
+        y, _ = self.spatial(self.pw.modulate(h, m), reverse=self.reverse)
+        t = self.pw.gated_residual(t, m, self.drop_path(y))
         h, s = layer_norm_silu(t, self.norm2)
-        scale, shift, gate = self.mod2.proj(s).chunk(3, dim=-1)
-        t = t + gate * self.drop_path(self.channel((1 + scale) * h + shift))
+        m = self.mod2.proj(s)
+        t = self.pw.gated_residual(t, m, self.drop_path(self.channel(self.pw.modulate(h, m))))
         return t.permute(0, 3, 1, 2)
 
-    def _forward_no_grad(self, t: torch.Tensor, chunk: int = 1 << 15) -> torch.Tensor:
+    def _forward_no_grad(self, t: torch.Tensor, chunk: int = 1 << 15, keep_gate: int = 1 << 22) -> torch.Tensor:
         """Inference: the same operations in the same order, in place, with the per-token parts
         (LayerNorms, modulations, channel mix) run over ``chunk`` tokens at a time: no [B, H, W, 3C] or
-        [B, H, W, ratio*C] intermediates of the whole image, so the peak memory stays a few [B, H, W, C]."""
+        [B, H, W, ratio*C] intermediates of the whole image, so the peak memory stays a few [B, H, W, C].
+        Each modulation is one [chunk, 3C] product (scale, shift, gate); the first layer's gate is kept for
+        the residual when the image has at most ``keep_gate`` values, else recomputed after the spatial mix."""
         B, H, W, C = t.shape
         x = t.reshape(-1, C)                                     # the block input, kept (residual)
         N = x.shape[0]
         w1, w2 = self.mod1.proj.weight, self.mod2.proj.weight    # (scale, shift, gate) rows
+        gate = torch.empty_like(x) if N * C <= keep_gate else None
         z = torch.empty_like(x)
         for i in range(0, N, chunk):                             # (1 + scale) * h + shift
             h, s = layer_norm_silu(x[i:i + chunk], self.norm1)   # LN and SiLU in one pass (C kernel)
-            torch.add(F.linear(s, w1[:C]).add_(1).mul_(h), F.linear(s, w1[C:2 * C]), out=z[i:i + chunk])
+            m = F.linear(s, w1) if gate is not None else F.linear(s, w1[:2 * C])
+            torch.add(m[:, :C].add(1).mul_(h), m[:, C:2 * C], out=z[i:i + chunk])
+            if gate is not None:
+                gate[i:i + chunk] = m[:, 2 * C:]
         y = self.spatial(z.view(B, H, W, C), reverse=self.reverse)[0]
         del z
         out = y.reshape(-1, C)
-        for i in range(0, N, chunk):                             # t = t + gate * y (gate recomputed)
-            s = layer_norm_silu(x[i:i + chunk], self.norm1)[1]
-            out[i:i + chunk].mul_(F.linear(s, w1[2 * C:])).add_(x[i:i + chunk])
+        for i in range(0, N, chunk):                             # t = t + gate * y
+            g = gate[i:i + chunk] if gate is not None else F.linear(layer_norm_silu(x[i:i + chunk], self.norm1)[1],
+                                                                     w1[2 * C:])
+            out[i:i + chunk].mul_(g).add_(x[i:i + chunk])
+        del gate
         for i in range(0, N, chunk):                             # t = t + gate * ChannelMix(...)
             tc = out[i:i + chunk]
             h, s = layer_norm_silu(tc, self.norm2)
-            zc = F.linear(s, w2[:C]).add_(1).mul_(h).add_(F.linear(s, w2[C:2 * C]))
-            yc = self.channel(zc).mul_(F.linear(s, w2[2 * C:]))
-            tc.add_(yc)
+            m = F.linear(s, w2)
+            zc = m[:, :C].add(1).mul_(h).add_(m[:, C:2 * C])
+            tc.add_(self.channel(zc).mul_(m[:, 2 * C:]))
         return out.view(B, H, W, C)
 
 

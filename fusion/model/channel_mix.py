@@ -4,24 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-class SquaredReLU(torch.autograd.Function):
-    """relu(k)^2 with one saved tensor and one backward product: d/dk = 2 relu(k) (0 where k <= 0).
-
-    The same values and gradients as ``torch.relu(k).square()`` (whose backward is a pow backward and a
-    threshold backward over the hidden activations); k [..., hidden].
-    """
-
-    @staticmethod
-    def forward(ctx, k: torch.Tensor) -> torch.Tensor:
-        r = torch.relu(k)
-        ctx.save_for_backward(r)
-        return r * r
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
-        (r,) = ctx.saved_tensors
-        return g * (2.0 * r)
+from fusion.model.pointwise import EAGER
 
 
 class ChannelMix(nn.Module):
@@ -33,6 +16,7 @@ class ChannelMix(nn.Module):
         self.key = nn.Linear(dim, hidden, bias=False)
         self.value = nn.Linear(hidden, dim, bias=False)
         self.receptance = nn.Linear(dim, dim, bias=False)
+        self.pw = EAGER                                        # elementwise regions (fusion.model.pointwise)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.is_grad_enabled():                        # same values, in place (no autograd)
@@ -40,4 +24,5 @@ class ChannelMix(nn.Module):
             v = self.value(h.mul_(h))
             del h
             return self.receptance(x).sigmoid_().mul_(v)
-        return torch.sigmoid(self.receptance(x)) * self.value(SquaredReLU.apply(self.key(x)))
+        r = self.receptance(x)
+        return self.pw.receptance_gate(r, self.value(self.pw.squared_relu(self.key(x))))

@@ -19,7 +19,7 @@ class ModelInputs:
     b: torch.Tensor                 # [B, Cb, Hp, Wp] padded
     text: torch.Tensor | None       # [B, L, text_hidden] projected tokens (None when the model has no text)
     text_mask: torch.Tensor | None  # [B, L] bool or None (all real)
-    mask: torch.Tensor | None       # [B, mask_in_channels, Hp, Wp] float (one-hot for "onehot") or None
+    mask: torch.Tensor | None       # [B, mask_in_channels, Hp, Wp] float (one-hot for "onehot"); None = all-zero
     hw: tuple[int, int]             # original size, for cropping back
 
 
@@ -74,10 +74,9 @@ def prepare_inputs(model: nn.Module, a: torch.Tensor, b: torch.Tensor, text: tor
         raise ValueError(f"a and b must share batch and size, got {tuple(a.shape)} and {tuple(b.shape)}")
     bsz, hw = a.shape[0], (int(a.shape[-2]), int(a.shape[-1]))
     b = b.to(a.dtype)
-    m = None
+    m = None            # an absent mask is the all-zero mask: the mask branches take None as that (no zero tensor)
     if cfg.guidance.mask_kind != "none":
-        m = (mask_to_channels(mask, cfg, bsz, hw, a.dtype) if mask is not None
-             else a.new_zeros(bsz, cfg.guidance.mask_in_channels, *hw))  # absent mask = all-zero mask
+        m = mask_to_channels(mask, cfg, bsz, hw, a.dtype) if mask is not None else None
     elif mask is not None:
         raise ValueError(f"mask: task {cfg.task!r} has no mask branch (cfg.guidance.mask_kind='none'); pass mask=None")
     t, tm = None, None

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusion.model.layers import LayerNorm2d, channel_mul, channels_last, layer_norm, resize
+from fusion.model.pointwise import EAGER
 from fusion.model.spatial_mix import SpatialMix
 
 
@@ -38,7 +39,7 @@ class MultiModalFusion(nn.Module):
     """MFM of one block (main paper sec. 3.5, steps 1-4).
 
     Inputs: x [B, C, H, W] block input; cond [B, Cc, H, W] conditioning feature (second modality) at this
-    level; mask [B, Cm, H, W] or None; text [B, L, Ct] or None (+ text_mask [B, L], True = real token).
+    level; mask [B, Cm, H, W] or None (the all-zero mask of an absent annotation); text [B, L, Ct] or None (+ text_mask [B, L], True = real token).
     Returns (f [B, C, H, W] = Conv1x1(LN(fused)), text_img [B, C, H, W] or None, text_next [B, L, C] or None).
     `text_next` feeds the next guided block's text input (None when `update_text` is False, i.e. the last
     guided block, whose text stream would go unused).
@@ -73,6 +74,7 @@ class MultiModalFusion(nn.Module):
                 nn.SiLU(),
             )
         self.out_proj = nn.Sequential(LayerNorm2d(dim), nn.Conv2d(dim, dim, 1))
+        self.pw = EAGER                                        # elementwise regions (fusion.model.pointwise)
         # 4. text branch
         self.has_text = text_channels > 0
         self.update_text = update_text and self.has_text
@@ -99,12 +101,16 @@ class MultiModalFusion(nn.Module):
         f = self.feat(x)
         s = f + modal
         g = self._channel_gate(s)                               # [B, C, 1, 1]
+        if self.has_mask and mask is None:
+            # the all-zero (absent) mask: fused + f * m + modal * m with the per-channel m = mask_convs(0) is
+            # (f + modal) * (g + m), the same sum without the full-resolution mask convolutions
+            g = g + self.zero_mask_response().view(1, -1, 1, 1)
         if torch.is_grad_enabled():
-            fused = channel_mul(f, g) + channel_mul(modal, g)
+            fused = self.pw.gate_sum(f, modal, g)
         else:          # inference: (f + modal) * g, in place (equal up to rounding; one product, not two)
             fused = channel_mul(s, g, inplace=True)
         del s
-        if self.has_mask and mask is not None:
+        if self.has_mask and mask is not None:                  # (mask None: all zero, folded into g above)
             first, second = self.mask_convs[0], self.mask_convs[1]
             if mask.shape[1] < first.out_channels:      # fewer mask channels than the 1x1's outputs: fold it
                 m = folded_conv(mask, second.weight, first.weight)
@@ -116,6 +122,12 @@ class MultiModalFusion(nn.Module):
         if not self.has_text or text is None:
             return f_out, None, None
         return (f_out, *self._text_branch(f_out, text, text_mask))
+
+    def zero_mask_response(self) -> torch.Tensor:
+        """The mask branch's output for an all-zero mask, one value per channel [C]: the bias-free convolutions
+        map 0 to 0 and the LayerNorm maps a zero token to its bias, so it is SiLU(bias) (exactly)."""
+        norm, act = self.mask_convs[2], self.mask_convs[3]
+        return act(norm.bias)
 
     def _channel_gate(self, s: torch.Tensor) -> torch.Tensor:
         """sigmoid(Conv1x1(AvgPool(LN(s)))) for s [B, C, H, W] (channels-last) -> [B, C, 1, 1].

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusion.model.layers import layer_norm
+from fusion.model.pointwise import EAGER
 from rwkvfusion_kernels import SCAN_K, bi_wkv, cross_merge, cross_scan
 from rwkvfusion_kernels.ops.bi_wkv import WKV_FLOPS_PER_ELEMENT, resolve_impl
 
@@ -77,6 +78,7 @@ class SpatialMix(nn.Module):
         self.ln_out = nn.LayerNorm(dim)
         self.output = nn.Linear(dim, dim, bias=False)
         self.fast = True  # in-place scans through the CPU kernel when it applies (see the module docstring)
+        self.pw = EAGER   # elementwise regions (fusion.model.pointwise)
 
     # ------------------------------------------------------------------ core operator
     def _mix(self, k: torch.Tensor, v: torch.Tensor, q: torch.Tensor | None,
@@ -148,7 +150,9 @@ class SpatialMix(nn.Module):
             yc = self._wkv(k.transpose(1, 2), v.transpose(1, 2))
             del k, v
             yc = layer_norm(yc.transpose(1, 2), self.ln_out, inplace=True)
-            y = y.add_(yc) if not torch.is_grad_enabled() and y.dtype == yc.dtype else y + yc
+            if torch.is_grad_enabled():   # (y + yc) * 2 / K * act(gate) in one region; *2 / 4 == / 2 exactly
+                return self.output(self.pw.merge_gate(y, yc, self.gate(x), 2.0, self.gate_kind == "silu"))
+            y = y.add_(yc) if y.dtype == yc.dtype else y + yc
             del yc
         if self.K == 4:                           # the reversed scans repeat the two outputs (|t - i| symmetry)
             y = y * 2.0

@@ -89,7 +89,8 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a run already in --out (default: refuse)"),
     hash_mismatch: str = typer.Option("error", "--hash-mismatch", help=HASH_HELP),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
-    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the training forward/backward"),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the blocks' elementwise regions (forward and backward; "
+                                       "fusion.model.pointwise)"),
 ) -> None:
     """Train TASK (demo data unless --data); writes checkpoint.pt, metrics.json, fused/ and report.html."""
     from fusion.config import TASKS
@@ -148,7 +149,8 @@ def evaluate(
     no_progress: bool = typer.Option(False, "--no-progress"),
     hash_mismatch: str = typer.Option("error", "--hash-mismatch", help=HASH_HELP),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
-    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (faster after warm-up)"),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the blocks' elementwise regions "
+                                       "(fusion.model.pointwise)"),
 ) -> None:
     """Fuse a test split with a checkpoint and score it (and a baseline) with the metrics suite."""
     _setup_logging()
@@ -258,7 +260,8 @@ def fuse(
     manifest: Path | None = typer.Option(None, "--manifest", help="manifest with captions/masks (guidance)"),
     device: str | None = typer.Option(None, "--device"),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
-    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (faster after warm-up)"),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the blocks' elementwise regions "
+                                       "(fusion.model.pointwise)"),
     tile: int | None = typer.Option(None, "--tile", help="tiled inference: tile side in pixels (large images)"),
     overlap: int = typer.Option(64, "--overlap", help="overlap of neighbouring tiles (with --tile)"),
     bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast on CPU (faster; see the bench for accuracy)"),
@@ -310,6 +313,10 @@ def fuse(
             except NoBundledModel as err:
                 _fail(str(err))
             model = _run(debug, lambda: load_pretrained(task, resolve_device(device)))
+            if compile_model:
+                from fusion.model.pointwise import compile_model as compile_regions
+
+                compile_regions(model)
         else:
             model, _ckpt = _run(debug, lambda: load_model(checkpoint, resolve_device(device),
                                                           compile_model=compile_model))

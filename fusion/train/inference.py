@@ -36,8 +36,8 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu", *,
                use_ema: bool = True, compile_model: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """Model (eval mode, EMA weights unless ``use_ema=False``) and the raw checkpoint dict.
 
-    ``compile_model``: the module's forward is wrapped by ``torch.compile`` (``module.compile()``: the same
-    object, parameters and ``cfg``; compiled on the first call per input size).
+    ``compile_model``: the elementwise regions of every block run through ``torch.compile``
+    (``fusion.model.pointwise.compile_model``; compiled on first use, any input size).
     """
     ckpt = load_checkpoint(checkpoint)
     model = model_from_config(ckpt["config"])
@@ -48,7 +48,9 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu", *,
         raise ValueError(f"checkpoint {checkpoint}: weights do not match the stored config: {err}") from err
     model = model.to(device).eval()
     if compile_model:
-        model.compile()
+        from fusion.model.pointwise import compile_model as compile_regions
+
+        compile_regions(model)
     return model, ckpt
 
 

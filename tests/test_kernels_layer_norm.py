@@ -90,3 +90,63 @@ def test_in_place_equals_out_of_place():
         z = x.clone()
         out = cpu.layer_norm(z, w, b, 1e-5, inplace=True)
     assert out.data_ptr() == z.data_ptr() and torch.equal(out, y)
+
+
+def _modulation_reference(x, w, b, proj):
+    """float64 h = LN(x), m = SiLU(h) proj^T, z = (1 + m_scale) h + m_shift, gate = m_gate."""
+    C = x.shape[-1]
+    h = F.layer_norm(x.double(), (C,), w.double(), b.double(), 1e-5)
+    m = F.linear(F.silu(h), proj.double())
+    return (1 + m[:, :C]) * h + m[:, C:2 * C], m[:, 2 * C:]
+
+
+@needs_kernel
+@pytest.mark.parametrize("C", [16, 32, 48, 64])
+@pytest.mark.parametrize("rows", [2049, 4096])
+def test_modulated_layer_norm_matches_float64(C, rows):
+    g = torch.Generator().manual_seed(C + rows)
+    x = torch.randn(rows, C, generator=g) * 3 + 1
+    w, b = torch.randn(C, generator=g), torch.randn(C, generator=g)
+    proj = torch.randn(3 * C, C, generator=g) * 0.3
+    z_ref, g_ref = _modulation_reference(x, w, b, proj)
+    with torch.inference_mode():
+        assert cpu.modulated_usable(x, w, b, proj)
+        z, gate = torch.full_like(x, float("nan")), torch.full_like(x, float("nan"))
+        cpu.modulated_layer_norm(x, w, b, 1e-5, proj, z, gate)
+        z_only, g_only = torch.full_like(x, float("nan")), torch.full_like(x, float("nan"))
+        cpu.modulated_layer_norm(x, w, b, 1e-5, proj, z_only, None)
+        cpu.modulated_layer_norm(x, w, b, 1e-5, proj, None, g_only)
+    assert float((z.double() - z_ref).abs().max()) <= 2e-6 * float(z_ref.abs().max())
+    assert float((gate.double() - g_ref).abs().max()) <= 2e-6 * float(g_ref.abs().max())
+    assert torch.equal(z_only, z) and torch.equal(g_only, gate)
+
+
+def test_modulated_layer_norm_applies_only_to_float32_inference():
+    x, w, b, proj = torch.randn(4096, 32), torch.ones(32), torch.zeros(32), torch.randn(96, 32)
+    with torch.inference_mode():
+        assert not cpu.modulated_usable(x, w, b, proj[:64])                 # not (scale, shift, gate) rows
+        assert not cpu.modulated_usable(x.double(), w, b, proj)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not cpu.modulated_usable(x, w, b, proj)
+    assert not cpu.modulated_usable(x, w, b, proj.requires_grad_())          # autograd: PyTorch's operations
+
+
+@needs_kernel
+def test_brwkv_inference_path_equals_autograd_path_with_and_without_the_kept_gate():
+    from fusion.model.block import BRWKVLayer
+
+    torch.manual_seed(0)
+    layer = BRWKVLayer(32, 2, layer_id=1, n_layers=3).eval()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    t = torch.randn(1, 64, 80, 32)
+    with torch.enable_grad():                  # the autograd path of forward (PyTorch operations throughout)
+        ref = layer(t.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)).detach()
+    with torch.no_grad():
+        kept = layer._forward_no_grad(t.clone())                         # gate kept, one chunk
+        recomputed = layer._forward_no_grad(t.clone(), chunk=1000, keep_gate=0)   # gate recomputed, 6 chunks
+    ref = ref.permute(0, 2, 3, 1)
+    scale = float(ref.abs().max())
+    assert float((kept - ref).abs().max()) <= 1e-5 * scale
+    assert float((recomputed - kept).abs().max()) <= 1e-6 * scale

@@ -10,6 +10,7 @@ from fusion.model.layers import DropPath, channel_mul, layer_norm_silu
 from fusion.model.mfm import MultiModalFusion
 from fusion.model.pointwise import EAGER
 from fusion.model.spatial_mix import SpatialMix
+from rwkvfusion_kernels.ops import layer_norm as ln_cpu
 
 
 def split_conv1x1(parts: list[torch.Tensor], weight: torch.Tensor) -> torch.Tensor:
@@ -74,38 +75,56 @@ class BRWKVLayer(nn.Module):
         return t.permute(0, 3, 1, 2)
 
     def _forward_no_grad(self, t: torch.Tensor, chunk: int = 1 << 15, keep_gate: int = 1 << 22) -> torch.Tensor:
-        """Inference: the same operations in the same order, in place, with the per-token parts
-        (LayerNorms, modulations, channel mix) run over ``chunk`` tokens at a time: no [B, H, W, 3C] or
-        [B, H, W, ratio*C] intermediates of the whole image, so the peak memory stays a few [B, H, W, C].
-        Each modulation is one [chunk, 3C] product (scale, shift, gate); the first layer's gate is kept for
-        the residual when the image has at most ``keep_gate`` values, else recomputed after the spatial mix."""
+        """Inference: the same operations in place, with the per-token parts (LayerNorms, modulations, channel
+        mix) run over ``chunk`` tokens at a time: no [B, H, W, 3C] or [B, H, W, ratio*C] intermediates of the
+        whole image, so the peak memory stays a few [B, H, W, C]. The first layer's gate is kept for the
+        residual when the image has at most ``keep_gate`` values, else recomputed after the spatial mix."""
         B, H, W, C = t.shape
         x = t.reshape(-1, C)                                     # the block input, kept (residual)
         N = x.shape[0]
         w1, w2 = self.mod1.proj.weight, self.mod2.proj.weight    # (scale, shift, gate) rows
-        gate = torch.empty_like(x) if N * C <= keep_gate else None
+        keep = N * C <= keep_gate
+        gate = torch.empty_like(x) if keep else None
         z = torch.empty_like(x)
-        for i in range(0, N, chunk):                             # (1 + scale) * h + shift
-            h, s = layer_norm_silu(x[i:i + chunk], self.norm1)   # LN and SiLU in one pass (C kernel)
-            m = F.linear(s, w1) if gate is not None else F.linear(s, w1[:2 * C])
-            torch.add(m[:, :C].add(1).mul_(h), m[:, C:2 * C], out=z[i:i + chunk])
-            if gate is not None:
-                gate[i:i + chunk] = m[:, 2 * C:]
+        for i in range(0, N, chunk):                             # (1 + scale) * h + shift, and the gate
+            _modulate_rows(x[i:i + chunk], self.norm1, w1, z[i:i + chunk], gate[i:i + chunk] if keep else None)
         y = self.spatial(z.view(B, H, W, C), reverse=self.reverse)[0]
         del z
         out = y.reshape(-1, C)
+        buf = x.new_empty(min(chunk, N), C)
         for i in range(0, N, chunk):                             # t = t + gate * y
-            g = gate[i:i + chunk] if gate is not None else F.linear(layer_norm_silu(x[i:i + chunk], self.norm1)[1],
-                                                                     w1[2 * C:])
-            out[i:i + chunk].mul_(g).add_(x[i:i + chunk])
+            xc, yc = x[i:i + chunk], out[i:i + chunk]
+            if keep:
+                g = gate[i:i + chunk]
+            else:
+                g = buf[: xc.shape[0]]
+                _modulate_rows(xc, self.norm1, w1, None, g)
+            torch.addcmul(xc, yc, g, out=yc)
         del gate
+        zc = x.new_empty(min(chunk, N), C)
         for i in range(0, N, chunk):                             # t = t + gate * ChannelMix(...)
             tc = out[i:i + chunk]
-            h, s = layer_norm_silu(tc, self.norm2)
-            m = F.linear(s, w2)
-            zc = m[:, :C].add(1).mul_(h).add_(m[:, C:2 * C])
-            tc.add_(self.channel(zc).mul_(m[:, 2 * C:]))
+            n = tc.shape[0]
+            _modulate_rows(tc, self.norm2, w2, zc[:n], buf[:n])
+            tc.addcmul_(self.channel(zc[:n]), buf[:n])
         return out.view(B, H, W, C)
+
+
+def _modulate_rows(x: torch.Tensor, ln: nn.LayerNorm, w: torch.Tensor, z: torch.Tensor | None,
+                   gate: torch.Tensor | None) -> None:
+    """Inference: ``z = (1 + scale) * LN(x) + shift`` and ``gate`` with (scale, shift, gate) = SiLU(LN(x)) w^T
+    split in three, into the given [n, C] buffers (None: skipped); x [n, C] rows. One pass of the fused C
+    kernel where it applies, else LayerNorm + SiLU, one product and the elementwise steps."""
+    if ln_cpu.modulated_usable(x, ln.weight, ln.bias, w):
+        ln_cpu.modulated_layer_norm(x, ln.weight, ln.bias, ln.eps, w, z, gate)
+        return
+    C = x.shape[-1]
+    h, s = layer_norm_silu(x, ln)                              # LN and SiLU in one pass (C kernel)
+    m = F.linear(s, w if z is not None else w[2 * C:])
+    if z is not None:
+        torch.add(m[:, :C].add(1).mul_(h), m[:, C:2 * C], out=z)
+    if gate is not None:
+        gate.copy_(m[:, 2 * C:] if z is not None else m)
 
 
 class RWKVFusionBlock(nn.Module):

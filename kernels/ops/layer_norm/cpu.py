@@ -42,6 +42,8 @@ def library() -> ctypes.CDLL | None:
                     for fn in (lib.layer_norm_f32, lib.layer_norm_bf16):
                         fn.argtypes = [p] * 5 + [i64, ctypes.c_float, i64, i64]
                         fn.restype = None
+                    lib.modulated_layer_norm_f32.argtypes = [p] * 6 + [i64, ctypes.c_float, i64, i64]
+                    lib.modulated_layer_norm_f32.restype = None
                     lib.layer_norm_vector_width.restype = ctypes.c_int
                     global _VEC
                     _VEC = int(lib.layer_norm_vector_width())
@@ -100,3 +102,28 @@ def layer_norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     y, s = _call(x, weight, bias, eps, True)
     assert s is not None
     return y, s
+
+
+def modulated_usable(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, proj: torch.Tensor) -> bool:
+    """:func:`usable` for float32 x outside autocast, with a float32 modulation weight ``proj`` [3C, C]."""
+    C = x.shape[-1]
+    return (x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu") and proj.dtype == torch.float32
+            and tuple(proj.shape) == (3 * C, C) and not (torch.is_grad_enabled() and proj.requires_grad)
+            and usable(x, weight, bias))
+
+
+def modulated_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, proj: torch.Tensor,
+                         z: torch.Tensor | None, gate: torch.Tensor | None) -> None:
+    """The modulation of a BRWKV half-layer in one pass over x [N, C] (see :func:`modulated_usable`):
+    h = LN(x), (scale, shift, gate) = SiLU(h) proj^T split in three, ``z = (1 + scale) * h + shift``.
+    Writes z and gate into the given contiguous float32 [N, C] tensors (None: not computed)."""
+    lib = library()
+    assert lib is not None, "layer_norm CPU kernel unavailable"
+    N, C = x.shape
+    for name, t in (("z", z), ("gate", gate)):
+        assert t is None or (t.shape == x.shape and t.dtype == torch.float32 and t.is_contiguous()), name
+    w, b = weight.detach().contiguous(), bias.detach().contiguous()
+    pt = proj.detach().t().contiguous()                        # [C, 3C]
+    _run(lib.modulated_layer_norm_f32, N, (x.data_ptr(), z.data_ptr() if z is not None else None,
+                                           gate.data_ptr() if gate is not None else None, w.data_ptr(), b.data_ptr(),
+                                           pt.data_ptr(), C, float(eps)), MIN_ROWS)

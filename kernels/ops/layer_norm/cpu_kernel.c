@@ -136,3 +136,57 @@ void layer_norm_bf16(const uint16_t *x, uint16_t *y, uint16_t *s, const float *w
     (void)x; (void)y; (void)s; (void)w; (void)b; (void)C; (void)eps; (void)row0; (void)row1;
 #endif
 }
+
+/* Modulated LayerNorm of a BRWKV half-layer (main paper sec. 3), inference:
+ *   h = LN(x) (w, b),  m = SiLU(h) P^T  (P [3C, C]: the (scale, shift, gate) rows of the modulation Linear),
+ *   z = (1 + m_scale) * h + m_shift,  g = m_gate
+ * rows [row0, row1) of x [N, C] -> z [N, C] and g [N, C] (either may be 0: not written). Pt is P transposed,
+ * [C, 3C] (row c: the 3C outputs' weights of input channel c), so that the product is C broadcast-FMAs per
+ * output vector; two rows share each load of Pt. Vector path only (C % 16 == 0, C <= 64: the caller checks). */
+#define MODR 2
+void modulated_layer_norm_f32(const float *x, float *z, float *g, const float *w, const float *b, const float *Pt,
+                              int64_t C, float eps, int64_t row0, int64_t row1)
+{
+#ifdef __AVX512F__
+    const int nv = (int)(C / 16), no = 3 * nv;
+    const float invC = 1.0f / (float)C;
+    float sbuf[MODR][16 * MAXV];
+    for (int64_t r0 = row0; r0 < row1; r0 += MODR) {
+        const int nr = (int)(row1 - r0 < MODR ? row1 - r0 : MODR);
+        __m512 h[MODR][MAXV], acc[MODR][3 * MAXV];
+        for (int i = 0; i < nr; i++) {
+            __m512 v[MAXV], sv[MAXV];
+            for (int j = 0; j < nv; j++) v[j] = load16(x + (r0 + i) * C + 16 * j);
+            row_avx512(v, h[i], sv, 1, w, b, nv, invC, eps);
+            for (int j = 0; j < nv; j++) _mm512_storeu_ps(sbuf[i] + 16 * j, sv[j]);
+            for (int k = 0; k < no; k++) acc[i][k] = _mm512_setzero_ps();
+        }
+        for (int64_t c = 0; c < C; c++) {
+            const float *p = Pt + c * 3 * C;
+            if (nr == MODR) {
+                const __m512 s0 = _mm512_set1_ps(sbuf[0][c]), s1 = _mm512_set1_ps(sbuf[1][c]);
+                for (int k = 0; k < no; k++) {
+                    const __m512 pk = _mm512_loadu_ps(p + 16 * k);
+                    acc[0][k] = _mm512_fmadd_ps(s0, pk, acc[0][k]);
+                    acc[1][k] = _mm512_fmadd_ps(s1, pk, acc[1][k]);
+                }
+            } else {
+                const __m512 s0 = _mm512_set1_ps(sbuf[0][c]);
+                for (int k = 0; k < no; k++) acc[0][k] = _mm512_fmadd_ps(s0, _mm512_loadu_ps(p + 16 * k), acc[0][k]);
+            }
+        }
+        for (int i = 0; i < nr; i++) {
+            for (int j = 0; j < nv; j++) {
+                const int64_t o = (r0 + i) * C + 16 * j;
+                if (z) {
+                    const __m512 scale1 = _mm512_add_ps(_mm512_set1_ps(1.0f), acc[i][j]);
+                    _mm512_storeu_ps(z + o, _mm512_add_ps(_mm512_mul_ps(scale1, h[i][j]), acc[i][nv + j]));
+                }
+                if (g) _mm512_storeu_ps(g + o, acc[i][2 * nv + j]);
+            }
+        }
+    }
+#else
+    (void)x; (void)z; (void)g; (void)w; (void)b; (void)Pt; (void)C; (void)eps; (void)row0; (void)row1;
+#endif
+}

@@ -237,7 +237,8 @@ def test_dropped_or_absent_text_does_not_depend_on_text():
     with torch.no_grad():
         y_none = m(**dict(kw, text=None, text_mask=None))
         y_text = m(**kw)
-    torch.testing.assert_close(y1, y_none, rtol=0, atol=1e-6)
+    # train mode runs PyTorch's operations, eval the fused inference kernels: equal up to float32 rounding
+    torch.testing.assert_close(y1, y_none, rtol=0, atol=1e-5)
     assert (y_text - y_none).abs().max() > 1e-4  # in eval the text is used
 
 

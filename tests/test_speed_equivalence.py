@@ -160,3 +160,29 @@ def test_training_forward_traces_without_graph_breaks():
     a, b = torch.rand(2, 1, 16, 20), torch.rand(2, 1, 16, 20)
     ex = torch._dynamo.explain(model)(a, b)
     assert ex.graph_break_count == 0, ex.break_reasons
+
+
+@needs_kernel
+@pytest.mark.realdata
+def test_bundled_vif_model_on_a_real_pair_equals_the_plain_pytorch_network(shared_data):
+    """The trained VIF model through the CPU fast path (C kernels for Bi-WKV, LayerNorm and the fused
+    modulation, in-place scans) against the same weights run with PyTorch operations only (literal cross-scan
+    and merge, the O(T) PyTorch Bi-WKV, the autograd-mode blocks): max |difference| <= 1e-4 on a real pair."""
+    from PIL import Image
+
+    from fusion.pretrained import load_pretrained
+
+    ir = sorted((shared_data / "vif" / "tno" / "ir").iterdir())[1]
+    vi = next((shared_data / "vif" / "tno" / "vi").glob(ir.stem + ".*"))
+    a, b = (torch.from_numpy(np.asarray(Image.open(p).convert("L"), dtype=np.float32)[:250, :300] / 255.0)[None, None]
+            for p in (ir, vi))
+    model = load_pretrained("vif")
+    plain = _reference(model)
+    for m in plain.modules():
+        if isinstance(m, SpatialMix):
+            m.wkv_impl = "torch"
+    with torch.inference_mode():
+        y = model(a, b)
+    with torch.enable_grad():              # eval mode with autograd on: the blocks' PyTorch-operation path
+        y_ref = plain(a, b).detach()
+    assert float((y - y_ref).abs().max()) <= 1e-4

@@ -150,3 +150,44 @@ def test_brwkv_inference_path_equals_autograd_path_with_and_without_the_kept_gat
     scale = float(ref.abs().max())
     assert float((kept - ref).abs().max()) <= 1e-5 * scale
     assert float((recomputed - kept).abs().max()) <= 1e-6 * scale
+
+
+@needs_kernel
+@pytest.mark.parametrize("C", [16, 32, 64])
+@pytest.mark.parametrize("silu", [True, False])
+def test_merge_gate_matches_float64(C, silu):
+    g = torch.Generator().manual_seed(C)
+    y, yc, gl = (torch.randn(2500, C, generator=g) * 3 + 1 for _ in range(3))
+    w, b = torch.randn(C, generator=g), torch.randn(C, generator=g)
+    d = [t.double() for t in (y, yc, gl)]
+    ln = [F.layer_norm(t, (C,), w.double(), b.double(), 1e-5) for t in d[:2]]
+    act = F.silu(d[2]) if silu else torch.sigmoid(d[2])
+    ref = (ln[0] + ln[1]) * 0.5 * act
+    with torch.inference_mode():
+        assert cpu.merge_usable(y, yc, gl, w, b)
+        out = cpu.merge_gate(y, yc, gl, w, b, 1e-5, 0.5, silu)
+    assert out.data_ptr() == y.data_ptr()                                   # written into y
+    assert float((out.double() - ref).abs().max()) <= 2e-6 * float(ref.abs().max())
+
+
+@needs_kernel
+@pytest.mark.parametrize("mode", ["K2", "K4"])
+@pytest.mark.parametrize("gate", ["silu", "receptance"])
+def test_spatial_mix_fused_merge_equals_scan_merge(mode, gate):
+    import copy
+
+    from fusion.model.spatial_mix import SpatialMix
+
+    torch.manual_seed(0)
+    sm = SpatialMix(32, 1, 3, scan_mode=mode, gate=gate).eval()
+    with torch.no_grad():
+        sm.decay.uniform_(-3, 3)
+        sm.ln_out.weight.normal_()
+        sm.ln_out.bias.normal_()
+    ref = copy.deepcopy(sm)
+    ref.fast = False                                    # literal cross_scan / Bi-WKV / cross_merge
+    x = torch.randn(1, 48, 70, 32)
+    with torch.no_grad():
+        y, _ = sm(x, reverse=True)
+        y_ref, _ = ref(x, reverse=True)
+    assert float((y - y_ref).abs().max()) <= 1e-5 * float(y_ref.abs().max())

@@ -28,6 +28,7 @@ from torch import nn
 from fusion.model.layers import layer_norm
 from fusion.model.pointwise import EAGER
 from rwkvfusion_kernels import SCAN_K, bi_wkv, cross_merge, cross_scan
+from rwkvfusion_kernels.ops import layer_norm as ln_cpu
 from rwkvfusion_kernels.ops.bi_wkv import WKV_FLOPS_PER_ELEMENT, resolve_impl
 
 # key value given to padded text tokens so exp(k) underflows to 0: they take no part in the WKV sums
@@ -145,6 +146,10 @@ class SpatialMix(nn.Module):
         if k.dtype in (torch.bfloat16, torch.float16) and not torch.is_grad_enabled():
             k, v = k.float(), v.float()     # autocast inference: convert once (contiguous) for both scans
         y = self._wkv(k, v)                                                                     # row-major
+        if self.K >= 2 and not torch.is_grad_enabled():
+            merged = self._merge_in_one_pass(x, y, self._wkv(k.transpose(1, 2), v.transpose(1, 2)))
+            if merged is not None:
+                return merged
         y = layer_norm(y, self.ln_out, inplace=True)             # the C kernel (in place) in CPU inference
         if self.K >= 2:                                                                         # column-major
             yc = self._wkv(k.transpose(1, 2), v.transpose(1, 2))
@@ -159,6 +164,19 @@ class SpatialMix(nn.Module):
         y = (y / self.K).to(x.dtype)
         g = self._gate(x)
         return self.output(y.mul_(g) if not torch.is_grad_enabled() else y * g)
+
+    def _merge_in_one_pass(self, x: torch.Tensor, y: torch.Tensor, yc: torch.Tensor) -> torch.Tensor | None:
+        """Inference: ``output((LN(y) + LN(yc)) / K' * act(gate(x)))`` (K' = 2 for K = 4, else K) through the fused
+        C kernel (LayerNorms, merge and gate in one pass over the rows), or None where it does not apply; y the
+        row-major scan's output, yc the column-major one's [B, W, H, C] (its (1, 2) transpose is in pixel order)."""
+        C = x.shape[-1]
+        rows = [y.reshape(-1, C), yc.transpose(1, 2).reshape(-1, C), self.gate(x).reshape(-1, C)]
+        if not ln_cpu.merge_usable(*rows, self.ln_out.weight, self.ln_out.bias):
+            return None
+        scale = (2.0 if self.K == 4 else 1.0) / self.K
+        out = ln_cpu.merge_gate(*rows, self.ln_out.weight, self.ln_out.bias, self.ln_out.eps, scale,
+                                self.gate_kind == "silu")
+        return self.output(out.view(x.shape))
 
     def _wkv(self, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Bi-WKV of [B, T1, T2, C] views through the CPU kernel (it manages its own precision: autocast off).

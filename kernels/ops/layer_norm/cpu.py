@@ -44,6 +44,8 @@ def library() -> ctypes.CDLL | None:
                         fn.restype = None
                     lib.modulated_layer_norm_f32.argtypes = [p] * 6 + [i64, ctypes.c_float, i64, i64]
                     lib.modulated_layer_norm_f32.restype = None
+                    lib.merge_gate_f32.argtypes = [p] * 6 + [i64, ctypes.c_float, ctypes.c_float, ctypes.c_int, i64, i64]
+                    lib.merge_gate_f32.restype = None
                     lib.layer_norm_vector_width.restype = ctypes.c_int
                     global _VEC
                     _VEC = int(lib.layer_norm_vector_width())
@@ -127,3 +129,23 @@ def modulated_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     _run(lib.modulated_layer_norm_f32, N, (x.data_ptr(), z.data_ptr() if z is not None else None,
                                            gate.data_ptr() if gate is not None else None, w.data_ptr(), b.data_ptr(),
                                            pt.data_ptr(), C, float(eps)), MIN_ROWS)
+
+
+def merge_gate(y: torch.Tensor, yc: torch.Tensor, gl: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+               eps: float, scale: float, silu: bool) -> torch.Tensor:
+    """``(LN(y) + LN(yc)) * scale * act(gl)`` (act = SiLU or sigmoid) for float32 rows y, yc, gl [N, C] in one
+    pass, written into y (returned): the scan merge and output gate of a spatial mix. Applies where
+    ``usable(y, weight, bias)`` holds for all three (dense float32 rows, outside autocast)."""
+    lib = library()
+    assert lib is not None, "layer_norm CPU kernel unavailable"
+    N, C = y.shape
+    w, b = weight.detach().contiguous(), bias.detach().contiguous()
+    _run(lib.merge_gate_f32, N, (y.data_ptr(), yc.data_ptr(), gl.data_ptr(), y.data_ptr(), w.data_ptr(), b.data_ptr(),
+                                 C, float(eps), float(scale), int(silu)), MIN_ROWS)
+    return y
+
+
+def merge_usable(y: torch.Tensor, yc: torch.Tensor, gl: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> bool:
+    """When :func:`merge_gate` applies: float32 outside autocast, equal shapes, each :func:`usable`."""
+    return (not torch.is_autocast_enabled("cpu") and y.shape == yc.shape == gl.shape
+            and all(t.dtype == torch.float32 and usable(t, weight, bias) for t in (y, yc, gl)))

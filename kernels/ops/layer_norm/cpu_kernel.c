@@ -190,3 +190,34 @@ void modulated_layer_norm_f32(const float *x, float *z, float *g, const float *w
     (void)x; (void)z; (void)g; (void)w; (void)b; (void)Pt; (void)C; (void)eps; (void)row0; (void)row1;
 #endif
 }
+
+/* Merge of a spatial mix's row and column scans with its output gate (main paper sec. 3.4), inference:
+ *   out = (LN(y) + LN(yc)) * scale * act(gl),  act = SiLU (silu != 0) or sigmoid,
+ * one LayerNorm (w, b) for both scans; scale = 1/K (2/K for K = 4, whose reversed scans repeat the two).
+ * Rows [row0, row1) of y, yc, gl [N, C]; out may be y (each row is read before it is written).
+ * Vector path only (C % 16 == 0, C <= 64: the caller checks). */
+void merge_gate_f32(const float *y, const float *yc, const float *gl, float *out, const float *w, const float *b,
+                    int64_t C, float eps, float scale, int silu, int64_t row0, int64_t row1)
+{
+#ifdef __AVX512F__
+    const int nv = (int)(C / 16);
+    const float invC = 1.0f / (float)C;
+    const __m512 one = _mm512_set1_ps(1.0f), sc = _mm512_set1_ps(scale);
+    for (int64_t r = row0; r < row1; r++) {
+        __m512 v[MAXV], hy[MAXV], hc[MAXV];
+        for (int j = 0; j < nv; j++) v[j] = load16(y + r * C + 16 * j);
+        row_avx512(v, hy, 0, 0, w, b, nv, invC, eps);
+        for (int j = 0; j < nv; j++) v[j] = load16(yc + r * C + 16 * j);
+        row_avx512(v, hc, 0, 0, w, b, nv, invC, eps);
+        for (int j = 0; j < nv; j++) {
+            const __m512 g = load16(gl + r * C + 16 * j);
+            const __m512 sg = _mm512_div_ps(one, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+            const __m512 act = silu ? _mm512_mul_ps(g, sg) : sg;
+            _mm512_storeu_ps(out + r * C + 16 * j, _mm512_mul_ps(_mm512_mul_ps(_mm512_add_ps(hy[j], hc[j]), sc), act));
+        }
+    }
+#else
+    (void)y; (void)yc; (void)gl; (void)out; (void)w; (void)b; (void)C; (void)eps; (void)scale; (void)silu;
+    (void)row0; (void)row1;
+#endif
+}

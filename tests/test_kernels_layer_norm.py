@@ -191,3 +191,32 @@ def test_spatial_mix_fused_merge_equals_scan_merge(mode, gate):
         y, _ = sm(x, reverse=True)
         y_ref, _ = ref(x, reverse=True)
     assert float((y - y_ref).abs().max()) <= 1e-5 * float(y_ref.abs().max())
+
+
+@needs_kernel
+@pytest.mark.parametrize("hidden, C", [(64, 32), (32, 16), (128, 64)])
+def test_channel_act_matches_float64(hidden, C):
+    g = torch.Generator().manual_seed(hidden)
+    kr, gate = torch.randn(2100, hidden + C, generator=g) * 3, torch.randn(2100, C, generator=g)
+    with torch.inference_mode():
+        assert cpu.channel_act_usable(kr, gate)
+        h, rg = cpu.channel_act(kr, gate)
+    d = kr.double()
+    assert torch.equal(h, torch.relu(kr[:, :hidden]) ** 2)
+    assert float((rg.double() - torch.sigmoid(d[:, hidden:]) * gate.double()).abs().max()) <= 1e-6
+
+
+@needs_kernel
+def test_channel_mix_gated_rows_equal_the_module():
+    from fusion.model.channel_mix import ChannelMix
+
+    torch.manual_seed(0)
+    cm = ChannelMix(32, 2).eval()
+    x, gate = torch.randn(3000, 32), torch.randn(3000, 32)
+    with torch.no_grad():
+        v, rg = cm.gated_rows(x, gate)                        # the C kernel (3000 rows)
+        v_small, rg_small = cm.gated_rows(x[:100], gate[:100])  # PyTorch operations (too few rows)
+    with torch.enable_grad():
+        ref = (gate * cm(x)).detach()
+    assert float((rg * v - ref).abs().max()) <= 1e-6 * float(ref.abs().max())
+    assert float((rg_small * v_small - ref[:100]).abs().max()) <= 1e-6 * float(ref.abs().max())

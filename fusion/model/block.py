@@ -106,7 +106,7 @@ class BRWKVLayer(nn.Module):
             tc = out[i:i + chunk]
             n = tc.shape[0]
             _modulate_rows(tc, self.norm2, w2, zc[:n], buf[:n])
-            tc.addcmul_(self.channel(zc[:n]), buf[:n])
+            tc.addcmul_(*self.channel.gated_rows(zc[:n], buf[:n]))
         return out.view(B, H, W, C)
 
 

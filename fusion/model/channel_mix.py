@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fusion.model.pointwise import EAGER
+from rwkvfusion_kernels.ops import layer_norm as ln_cpu
 
 
 class ChannelMix(nn.Module):
@@ -26,3 +28,14 @@ class ChannelMix(nn.Module):
             return self.receptance(x).sigmoid_().mul_(v)
         r = self.receptance(x)
         return self.pw.receptance_gate(r, self.value(self.pw.squared_relu(self.key(x))))
+
+    def gated_rows(self, x: torch.Tensor, gate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference: (v, rg) with ``gate * self(x) == rg * v`` for rows x, gate [n, C]: one product for the key
+        and receptance, their activations (times the gate) in one pass of the C kernel where it applies."""
+        kr = F.linear(x, torch.cat([self.key.weight, self.receptance.weight]))     # [n, hidden + C]
+        if ln_cpu.channel_act_usable(kr, gate):
+            hidden, rg = ln_cpu.channel_act(kr, gate)
+        else:
+            hid = self.key.out_features
+            hidden, rg = kr[:, :hid].relu().square_(), kr[:, hid:].sigmoid().mul_(gate)
+        return self.value(hidden), rg

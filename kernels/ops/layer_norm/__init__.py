@@ -1,13 +1,16 @@
-"""LayerNorm for CPU inference (C kernel, optionally fused with SiLU, the BRWKV modulation or a spatial mix's scan merge); see :mod:`.cpu`."""
+"""LayerNorm for CPU inference (C kernel), optionally fused with SiLU, the BRWKV modulation, a spatial mix's
+scan merge or the channel-mix activations; see :mod:`.cpu`."""
 from .cpu import (
-                  layer_norm,
-                  layer_norm_silu,
-                  merge_gate,
-                  merge_usable,
-                  modulated_layer_norm,
-                  modulated_usable,
-                  usable,
+    channel_act,
+    channel_act_usable,
+    layer_norm,
+    layer_norm_silu,
+    merge_gate,
+    merge_usable,
+    modulated_layer_norm,
+    modulated_usable,
+    usable,
 )
 
-__all__ = ["layer_norm", "layer_norm_silu", "merge_gate", "merge_usable", "modulated_layer_norm", "modulated_usable",
-           "usable"]
+__all__ = ["channel_act", "channel_act_usable", "layer_norm", "layer_norm_silu", "merge_gate", "merge_usable",
+           "modulated_layer_norm", "modulated_usable", "usable"]

@@ -46,6 +46,8 @@ def library() -> ctypes.CDLL | None:
                     lib.modulated_layer_norm_f32.restype = None
                     lib.merge_gate_f32.argtypes = [p] * 6 + [i64, ctypes.c_float, ctypes.c_float, ctypes.c_int, i64, i64]
                     lib.merge_gate_f32.restype = None
+                    lib.channel_act_f32.argtypes = [p] * 4 + [i64] * 4
+                    lib.channel_act_f32.restype = None
                     lib.layer_norm_vector_width.restype = ctypes.c_int
                     global _VEC
                     _VEC = int(lib.layer_norm_vector_width())
@@ -149,3 +151,25 @@ def merge_usable(y: torch.Tensor, yc: torch.Tensor, gl: torch.Tensor, weight: to
     """When :func:`merge_gate` applies: float32 outside autocast, equal shapes, each :func:`usable`."""
     return (not torch.is_autocast_enabled("cpu") and y.shape == yc.shape == gl.shape
             and all(t.dtype == torch.float32 and usable(t, weight, bias) for t in (y, yc, gl)))
+
+
+def channel_act_usable(kr: torch.Tensor, gate: torch.Tensor) -> bool:
+    """When :func:`channel_act` applies: dense float32 rows outside autograd and autocast, widths the vector
+    path takes (multiples of its width), enough rows."""
+    ok = (kr.dim() == 2 and gate.dim() == 2 and kr.shape[0] == gate.shape[0] and kr.shape[1] > gate.shape[1]
+          and all(t.dtype == torch.float32 and t.is_contiguous() and not t.requires_grad for t in (kr, gate)))
+    return (ok and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu") and _VEC > 0
+            and kr.shape[1] % _VEC == 0 and gate.shape[1] % _VEC == 0 and kr.shape[0] >= MIN_ROWS
+            and library() is not None)
+
+
+def channel_act(kr: torch.Tensor, gate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(relu(kr[:, :Hd])^2, sigmoid(kr[:, Hd:]) * gate) for kr [N, Hd + C] and gate [N, C], one pass (see
+    :func:`channel_act_usable`): the channel mix's hidden activation and its receptance times the layer gate."""
+    lib = library()
+    assert lib is not None, "layer_norm CPU kernel unavailable"
+    N, C = gate.shape
+    Hd = kr.shape[1] - C
+    hidden, rg = kr.new_empty(N, Hd), kr.new_empty(N, C)
+    _run(lib.channel_act_f32, N, (kr.data_ptr(), gate.data_ptr(), hidden.data_ptr(), rg.data_ptr(), Hd, C), MIN_ROWS)
+    return hidden, rg

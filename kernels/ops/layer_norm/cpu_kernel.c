@@ -221,3 +221,29 @@ void merge_gate_f32(const float *y, const float *yc, const float *gl, float *out
     (void)row0; (void)row1;
 #endif
 }
+
+/* Channel-mix activations of a BRWKV layer (main paper sec. 3), inference: for rows of kr [N, Hd + C] (the key
+ * and receptance products side by side) and the layer's gate [N, C]:
+ *   hidden = relu(kr[:, :Hd])^2 [N, Hd],  rg = sigmoid(kr[:, Hd:]) * gate [N, C]
+ * so that the layer's residual is t + rg * (hidden value^T). Vector path only (Hd, C multiples of 16). */
+void channel_act_f32(const float *kr, const float *gate, float *hidden, float *rg, int64_t Hd, int64_t C,
+                     int64_t row0, int64_t row1)
+{
+#ifdef __AVX512F__
+    const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    const int64_t W = Hd + C;
+    for (int64_t r = row0; r < row1; r++) {
+        const float *p = kr + r * W;
+        for (int64_t j = 0; j < Hd; j += 16) {
+            const __m512 k = _mm512_max_ps(_mm512_loadu_ps(p + j), zero);
+            _mm512_storeu_ps(hidden + r * Hd + j, _mm512_mul_ps(k, k));
+        }
+        for (int64_t j = 0; j < C; j += 16) {
+            const __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, exp512(_mm512_sub_ps(zero, _mm512_loadu_ps(p + Hd + j)))));
+            _mm512_storeu_ps(rg + r * C + j, _mm512_mul_ps(s, _mm512_loadu_ps(gate + r * C + j)));
+        }
+    }
+#else
+    (void)kr; (void)gate; (void)hidden; (void)rg; (void)Hd; (void)C; (void)row0; (void)row1;
+#endif
+}

@@ -87,44 +87,47 @@ class BRWKVLayer(nn.Module):
         gate = torch.empty_like(x) if keep else None
         z = torch.empty_like(x)
         for i in range(0, N, chunk):                             # (1 + scale) * h + shift, and the gate
-            _modulate_rows(x[i:i + chunk], self.norm1, w1, z[i:i + chunk], gate[i:i + chunk] if keep else None)
+            _modulate_rows(x[i:i + chunk], self.norm1, w1, z[i:i + chunk], gate[i:i + chunk] if keep else None,
+                           need_gate=keep)
         y = self.spatial(z.view(B, H, W, C), reverse=self.reverse)[0]
         del z
         out = y.reshape(-1, C)
-        buf = x.new_empty(min(chunk, N), C)
         for i in range(0, N, chunk):                             # t = t + gate * y
             xc, yc = x[i:i + chunk], out[i:i + chunk]
-            if keep:
-                g = gate[i:i + chunk]
-            else:
-                g = buf[: xc.shape[0]]
-                _modulate_rows(xc, self.norm1, w1, None, g)
+            g = gate[i:i + chunk] if keep else _modulate_rows(xc, self.norm1, w1, None, None)
             torch.addcmul(xc, yc, g, out=yc)
         del gate
         zc = x.new_empty(min(chunk, N), C)
         for i in range(0, N, chunk):                             # t = t + gate * ChannelMix(...)
             tc = out[i:i + chunk]
             n = tc.shape[0]
-            _modulate_rows(tc, self.norm2, w2, zc[:n], buf[:n])
-            tc.addcmul_(*self.channel.gated_rows(zc[:n], buf[:n]))
+            g = _modulate_rows(tc, self.norm2, w2, zc[:n], None)
+            tc.addcmul_(*self.channel.gated_rows(zc[:n], g))
         return out.view(B, H, W, C)
 
 
 def _modulate_rows(x: torch.Tensor, ln: nn.LayerNorm, w: torch.Tensor, z: torch.Tensor | None,
-                   gate: torch.Tensor | None) -> None:
-    """Inference: ``z = (1 + scale) * LN(x) + shift`` and ``gate`` with (scale, shift, gate) = SiLU(LN(x)) w^T
-    split in three, into the given [n, C] buffers (None: skipped); x [n, C] rows. One pass of the fused C
-    kernel where it applies, else LayerNorm + SiLU, one product and the elementwise steps."""
-    if ln_cpu.modulated_usable(x, ln.weight, ln.bias, w):
-        ln_cpu.modulated_layer_norm(x, ln.weight, ln.bias, ln.eps, w, z, gate)
-        return
+                   gate: torch.Tensor | None, *, need_gate: bool = True) -> torch.Tensor | None:
+    """Inference: ``z = (1 + scale) * LN(x) + shift`` (into the [n, C] buffer z; None: not computed) and the
+    gate, with (scale, shift, gate) = SiLU(LN(x)) w^T split in three; x [n, C] rows. Returns the gate (None
+    when not ``need_gate``): the [n, C] buffer ``gate`` when given, else a new tensor (or, on the PyTorch
+    path, a slice of the product). One pass of the fused C kernel where it applies; else LayerNorm + SiLU,
+    one product and the elementwise steps."""
     C = x.shape[-1]
+    if ln_cpu.modulated_usable(x, ln.weight, ln.bias, w):
+        if need_gate and gate is None:
+            gate = torch.empty_like(x)
+        ln_cpu.modulated_layer_norm(x, ln.weight, ln.bias, ln.eps, w, z, gate if need_gate else None)
+        return gate if need_gate else None
     h, s = layer_norm_silu(x, ln)                              # LN and SiLU in one pass (C kernel)
-    m = F.linear(s, w if z is not None else w[2 * C:])
-    if z is not None:
-        torch.add(m[:, :C].add(1).mul_(h), m[:, C:2 * C], out=z)
-    if gate is not None:
-        gate.copy_(m[:, 2 * C:] if z is not None else m)
+    if z is None:
+        g = F.linear(s, w[2 * C:])
+        return g if gate is None else gate.copy_(g)
+    m = F.linear(s, w if need_gate else w[:2 * C])
+    torch.add(m[:, :C].add(1).mul_(h), m[:, C:2 * C], out=z)
+    if not need_gate:
+        return None
+    return m[:, 2 * C:] if gate is None else gate.copy_(m[:, 2 * C:])
 
 
 class RWKVFusionBlock(nn.Module):

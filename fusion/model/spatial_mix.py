@@ -146,14 +146,16 @@ class SpatialMix(nn.Module):
         if k.dtype in (torch.bfloat16, torch.float16) and not torch.is_grad_enabled():
             k, v = k.float(), v.float()     # autocast inference: convert once (contiguous) for both scans
         y = self._wkv(k, v)                                                                     # row-major
-        if self.K >= 2 and not torch.is_grad_enabled():
-            merged = self._merge_in_one_pass(x, y, self._wkv(k.transpose(1, 2), v.transpose(1, 2)))
+        yc = self._wkv(k.transpose(1, 2), v.transpose(1, 2)) if self.K >= 2 else None           # column-major
+        del k, v
+        g = None
+        if yc is not None and not torch.is_grad_enabled():
+            g = self.gate(x)
+            merged = self._merge_in_one_pass(y, yc, g)
             if merged is not None:
-                return merged
+                return self.output(merged.view(x.shape))
         y = layer_norm(y, self.ln_out, inplace=True)             # the C kernel (in place) in CPU inference
-        if self.K >= 2:                                                                         # column-major
-            yc = self._wkv(k.transpose(1, 2), v.transpose(1, 2))
-            del k, v
+        if yc is not None:
             yc = layer_norm(yc.transpose(1, 2), self.ln_out, inplace=True)
             if torch.is_grad_enabled():   # (y + yc) * 2 / K * act(gate) in one region; *2 / 4 == / 2 exactly
                 return self.output(self.pw.merge_gate(y, yc, self.gate(x), 2.0, self.gate_kind == "silu"))
@@ -162,21 +164,21 @@ class SpatialMix(nn.Module):
         if self.K == 4:                           # the reversed scans repeat the two outputs (|t - i| symmetry)
             y = y * 2.0
         y = (y / self.K).to(x.dtype)
-        g = self._gate(x)
+        g = self._act(g if g is not None else self.gate(x))
         return self.output(y.mul_(g) if not torch.is_grad_enabled() else y * g)
 
-    def _merge_in_one_pass(self, x: torch.Tensor, y: torch.Tensor, yc: torch.Tensor) -> torch.Tensor | None:
-        """Inference: ``output((LN(y) + LN(yc)) / K' * act(gate(x)))`` (K' = 2 for K = 4, else K) through the fused
-        C kernel (LayerNorms, merge and gate in one pass over the rows), or None where it does not apply; y the
-        row-major scan's output, yc the column-major one's [B, W, H, C] (its (1, 2) transpose is in pixel order)."""
-        C = x.shape[-1]
-        rows = [y.reshape(-1, C), yc.transpose(1, 2).reshape(-1, C), self.gate(x).reshape(-1, C)]
+    def _merge_in_one_pass(self, y: torch.Tensor, yc: torch.Tensor, g: torch.Tensor) -> torch.Tensor | None:
+        """Inference: ``(LN(y) + LN(yc)) / K' * act(g)`` (K' = 2 for K = 4, else K) as [N, C] rows through the
+        fused C kernel (LayerNorms, merge and gate in one pass), or None where it does not apply; y the row-major
+        scan's output, yc the column-major one's [B, W, H, C] (its (1, 2) transpose is in pixel order), g the
+        gate's pre-activation [B, H, W, C]."""
+        C = y.shape[-1]
+        rows = [y.reshape(-1, C), yc.transpose(1, 2).reshape(-1, C), g.reshape(-1, C)]
         if not ln_cpu.merge_usable(*rows, self.ln_out.weight, self.ln_out.bias):
             return None
         scale = (2.0 if self.K == 4 else 1.0) / self.K
-        out = ln_cpu.merge_gate(*rows, self.ln_out.weight, self.ln_out.bias, self.ln_out.eps, scale,
-                                self.gate_kind == "silu")
-        return self.output(out.view(x.shape))
+        return ln_cpu.merge_gate(*rows, self.ln_out.weight, self.ln_out.bias, self.ln_out.eps, scale,
+                                 self.gate_kind == "silu")
 
     def _wkv(self, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Bi-WKV of [B, T1, T2, C] views through the CPU kernel (it manages its own precision: autocast off).
@@ -188,7 +190,9 @@ class SpatialMix(nn.Module):
             return bi_wkv(k, v, self.decay, self.bonus, impl="cpu", validate=False)
 
     def _gate(self, z: torch.Tensor) -> torch.Tensor:
-        g = self.gate(z)
+        return self._act(self.gate(z))
+
+    def _act(self, g: torch.Tensor) -> torch.Tensor:
         return F.silu(g) if self.gate_kind == "silu" else torch.sigmoid(g)
 
     def extra_repr(self) -> str:

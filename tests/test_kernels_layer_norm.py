@@ -220,3 +220,67 @@ def test_channel_mix_gated_rows_equal_the_module():
         ref = (gate * cm(x)).detach()
     assert float((rg * v - ref).abs().max()) <= 1e-6 * float(ref.abs().max())
     assert float((rg_small * v_small - ref[:100]).abs().max()) <= 1e-6 * float(ref.abs().max())
+
+
+@needs_kernel
+@pytest.mark.parametrize("C", [16, 32, 64])
+@pytest.mark.parametrize("silu, which", [(False, "h"), (True, "h"), (True, "s"), (True, "both")])
+def test_training_layer_norm_matches_float64_autograd(C, silu, which):
+    from rwkvfusion_kernels.ops.layer_norm import autograd as ln_train
+
+    g = torch.Generator().manual_seed(C)
+    x = (torch.randn(2, 1250, C, generator=g) * 3 + 1).requires_grad_()   # 2500 rows: 3 blocks, one partial
+    w = torch.randn(C, generator=g).requires_grad_()
+    b = torch.randn(C, generator=g).requires_grad_()
+    gh, gs = torch.randn(2, 1250, C, generator=g), torch.randn(2, 1250, C, generator=g)
+    xd, wd, bd = (t.detach().double().requires_grad_() for t in (x, w, b))
+    hd = F.layer_norm(xd, (C,), wd, bd, 1e-5)
+    assert ln_train.usable(x, w, b)
+    out = ln_train.layer_norm_train(x, w, b, 1e-5, silu=silu)
+    h, s = out if silu else (out, None)
+    assert float((h.double() - hd).abs().max()) <= 2e-6 * float(hd.abs().max())
+    if silu:
+        assert float((s.double() - F.silu(hd)).abs().max()) <= 2e-6 * float(hd.abs().max())
+    if which == "h":
+        loss, loss_d = (h * gh).sum(), (hd * gh.double()).sum()
+    elif which == "s":
+        loss, loss_d = (s * gs).sum(), (F.silu(hd) * gs.double()).sum()
+    else:
+        loss, loss_d = (h * gh).sum() + (s * gs).sum(), (hd * gh.double()).sum() + (F.silu(hd) * gs.double()).sum()
+    grads = torch.autograd.grad(loss, (x, w, b))
+    refs = torch.autograd.grad(loss_d, (xd, wd, bd))
+    for name, got, ref in zip("xwb", grads, refs):
+        assert float((got.double() - ref).abs().max()) <= 1e-5 * float(ref.abs().max()), name
+
+
+def test_training_layer_norm_falls_back_where_it_does_not_apply():
+    from rwkvfusion_kernels.ops.layer_norm import autograd as ln_train
+
+    w, b = torch.ones(32), torch.zeros(32)
+    assert not ln_train.usable(torch.randn(64, 32).double(), w, b)
+    assert not ln_train.usable(torch.randn(32, 64).t(), w, b)              # not contiguous
+    assert not ln_train.usable(torch.randn(64, 24), torch.ones(24), torch.zeros(24))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not ln_train.usable(torch.randn(64, 32), w, b)
+
+
+@needs_kernel
+def test_training_gradients_with_and_without_the_layer_norm_kernel(monkeypatch):
+    from rwkvfusion_kernels.ops.layer_norm import autograd as ln_train
+    from tests.speed_fixture import case_inputs, seeded_model
+
+    def grads(model):
+        model.train()
+        for m in model.modules():
+            if hasattr(m, "p") and isinstance(m.p, float):
+                m.p = 0.0
+        model(**case_inputs("vif", True)).square().mean().backward()
+        return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    fast = grads(seeded_model("vif"))
+    monkeypatch.setattr(ln_train, "usable", lambda *a: False)        # PyTorch's LayerNorm throughout
+    ref = grads(seeded_model("vif"))
+    assert fast.keys() == ref.keys()
+    for name in ref:
+        scale = float(ref[name].abs().max()) or 1.0
+        assert float((fast[name] - ref[name]).abs().max()) <= 1e-4 * scale + 1e-7, name

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rwkvfusion_kernels.ops import layer_norm as ln_cpu
+from rwkvfusion_kernels.ops.layer_norm import autograd as ln_train
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -39,10 +40,13 @@ def channel_mul(x: torch.Tensor, s: torch.Tensor, *, inplace: bool = False) -> t
 
 def layer_norm(x: torch.Tensor, ln: nn.LayerNorm, *, inplace: bool = False) -> torch.Tensor:
     """``ln(x)`` for tokens x [..., C]; in CPU inference (float32, no autograd) through the C kernel of
-    ``rwkvfusion_kernels.ops.layer_norm`` (same values up to float32 rounding), else ``F.layer_norm``.
+    ``rwkvfusion_kernels.ops.layer_norm`` (same values up to float32 rounding), in CPU float32 training through
+    its C forward and backward (``layer_norm.autograd``), else ``F.layer_norm``.
     ``inplace``: the kernel may overwrite x (a buffer the caller no longer needs)."""
     if ln_cpu.usable(x, ln.weight, ln.bias):
         return ln_cpu.layer_norm(x, ln.weight, ln.bias, ln.eps, inplace=inplace)
+    if torch.is_grad_enabled() and ln_train.usable(x, ln.weight, ln.bias):     # CPU training: C forward/backward
+        return ln_train.layer_norm_train(x, ln.weight, ln.bias, ln.eps)
     return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
 
 
@@ -50,6 +54,8 @@ def layer_norm_silu(x: torch.Tensor, ln: nn.LayerNorm) -> tuple[torch.Tensor, to
     """(h, SiLU(h)) with h = ``ln(x)``, x [..., C]: one pass of the C kernel in CPU inference."""
     if ln_cpu.usable(x, ln.weight, ln.bias):
         return ln_cpu.layer_norm_silu(x, ln.weight, ln.bias, ln.eps)
+    if torch.is_grad_enabled() and ln_train.usable(x, ln.weight, ln.bias):
+        return ln_train.layer_norm_train(x, ln.weight, ln.bias, ln.eps, silu=True)
     h = F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
     return h, F.silu(h)
 

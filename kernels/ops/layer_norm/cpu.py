@@ -48,6 +48,10 @@ def library() -> ctypes.CDLL | None:
                     lib.merge_gate_f32.restype = None
                     lib.channel_act_f32.argtypes = [p] * 4 + [i64] * 4
                     lib.channel_act_f32.restype = None
+                    lib.layer_norm_train_fwd_f32.argtypes = [p] * 7 + [i64, i64, ctypes.c_float, i64, i64]
+                    lib.layer_norm_train_fwd_f32.restype = None
+                    lib.layer_norm_train_bwd_f32.argtypes = [p] * 10 + [i64] * 4
+                    lib.layer_norm_train_bwd_f32.restype = None
                     lib.layer_norm_vector_width.restype = ctypes.c_int
                     global _VEC
                     _VEC = int(lib.layer_norm_vector_width())

@@ -247,3 +247,97 @@ void channel_act_f32(const float *kr, const float *gate, float *hidden, float *r
     (void)kr; (void)gate; (void)hidden; (void)rg; (void)Hd; (void)C; (void)row0; (void)row1;
 #endif
 }
+
+/* Training LayerNorm over rows of C float32 values, optionally with s = SiLU(h): forward and backward.
+ * Forward: h = (x - mean) * rstd * w + b (and s), mean and rstd per row stored for the backward.
+ * Backward, with g = gh + gs * SiLU'(h) (gs may be 0), xhat = (x - mean) * rstd, dxh = g * w:
+ *   gx = rstd * (dxh - mean(dxh) - xhat * mean(dxh * xhat)),  gw = sum_rows g * xhat,  gb = sum_rows g.
+ * Work items are blocks of LN_BLOCK rows; block i writes its parameter-gradient partial sums (float32 within
+ * the block, stored as float64) to gwp[i * C], gbp[i * C], summed by the caller. Vector path only (C % 16 == 0,
+ * C <= 64: the caller checks). */
+#define LN_BLOCK 1024
+void layer_norm_train_fwd_f32(const float *x, float *h, float *s, float *mean, float *rstd, const float *w,
+                              const float *b, int64_t N, int64_t C, float eps, int64_t blk0, int64_t blk1)
+{
+#ifdef __AVX512F__
+    const int nv = (int)(C / 16);
+    const float invC = 1.0f / (float)C;
+    const int64_t r1 = blk1 * LN_BLOCK < N ? blk1 * LN_BLOCK : N;
+    for (int64_t r = blk0 * LN_BLOCK; r < r1; r++) {
+        __m512 v[MAXV], acc = _mm512_setzero_ps();
+        for (int j = 0; j < nv; j++) { v[j] = load16(x + r * C + 16 * j); acc = _mm512_add_ps(acc, v[j]); }
+        const float mu = _mm512_reduce_add_ps(acc) * invC;
+        acc = _mm512_setzero_ps();
+        for (int j = 0; j < nv; j++) {
+            v[j] = _mm512_sub_ps(v[j], _mm512_set1_ps(mu));
+            acc = _mm512_fmadd_ps(v[j], v[j], acc);
+        }
+        const float rs = 1.0f / sqrtf(_mm512_reduce_add_ps(acc) * invC + eps);
+        mean[r] = mu;
+        rstd[r] = rs;
+        for (int j = 0; j < nv; j++) {
+            const __m512 hv = _mm512_fmadd_ps(_mm512_mul_ps(v[j], _mm512_set1_ps(rs)), _mm512_loadu_ps(w + 16 * j),
+                                              _mm512_loadu_ps(b + 16 * j));
+            _mm512_storeu_ps(h + r * C + 16 * j, hv);
+            if (s) {
+                const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), hv));
+                _mm512_storeu_ps(s + r * C + 16 * j, _mm512_div_ps(hv, _mm512_add_ps(_mm512_set1_ps(1.0f), e)));
+            }
+        }
+    }
+#else
+    (void)x; (void)h; (void)s; (void)mean; (void)rstd; (void)w; (void)b; (void)N; (void)C; (void)eps;
+    (void)blk0; (void)blk1;
+#endif
+}
+
+void layer_norm_train_bwd_f32(const float *x, const float *mean, const float *rstd, const float *w, const float *b,
+                              const float *gh, const float *gs, float *gx, double *gwp, double *gbp,
+                              int64_t N, int64_t C, int64_t blk0, int64_t blk1)
+{
+#ifdef __AVX512F__
+    const int nv = (int)(C / 16);
+    const float invC = 1.0f / (float)C;
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t blk = blk0; blk < blk1; blk++) {
+        __m512 gwa[MAXV], gba[MAXV];
+        for (int j = 0; j < nv; j++) { gwa[j] = _mm512_setzero_ps(); gba[j] = _mm512_setzero_ps(); }
+        const int64_t r1 = (blk + 1) * LN_BLOCK < N ? (blk + 1) * LN_BLOCK : N;
+        for (int64_t r = blk * LN_BLOCK; r < r1; r++) {
+            const __m512 mu = _mm512_set1_ps(mean[r]), rs = _mm512_set1_ps(rstd[r]);
+            __m512 xh[MAXV], d[MAXV], a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps();
+            for (int j = 0; j < nv; j++) {
+                const int64_t o = r * C + 16 * j;
+                xh[j] = _mm512_mul_ps(_mm512_sub_ps(load16(x + o), mu), rs);
+                const __m512 wj = _mm512_loadu_ps(w + 16 * j);
+                __m512 g = gh ? load16(gh + o) : _mm512_setzero_ps();
+                if (gs) {
+                    const __m512 hv = _mm512_fmadd_ps(xh[j], wj, _mm512_loadu_ps(b + 16 * j));
+                    const __m512 sg = _mm512_div_ps(one, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), hv))));
+                    const __m512 ds = _mm512_mul_ps(sg, _mm512_fmadd_ps(hv, _mm512_sub_ps(one, sg), one));
+                    g = _mm512_fmadd_ps(load16(gs + o), ds, g);
+                }
+                gwa[j] = _mm512_fmadd_ps(g, xh[j], gwa[j]);
+                gba[j] = _mm512_add_ps(gba[j], g);
+                d[j] = _mm512_mul_ps(g, wj);
+                a1 = _mm512_add_ps(a1, d[j]);
+                a2 = _mm512_fmadd_ps(d[j], xh[j], a2);
+            }
+            const __m512 m1 = _mm512_set1_ps(_mm512_reduce_add_ps(a1) * invC);
+            const __m512 m2 = _mm512_set1_ps(_mm512_reduce_add_ps(a2) * invC);
+            for (int j = 0; j < nv; j++)
+                _mm512_storeu_ps(gx + r * C + 16 * j,
+                                 _mm512_mul_ps(rs, _mm512_sub_ps(_mm512_sub_ps(d[j], m1), _mm512_mul_ps(xh[j], m2))));
+        }
+        float tw[16], tb[16];
+        for (int j = 0; j < nv; j++) {
+            _mm512_storeu_ps(tw, gwa[j]);
+            _mm512_storeu_ps(tb, gba[j]);
+            for (int c = 0; c < 16; c++) { gwp[blk * C + 16 * j + c] = tw[c]; gbp[blk * C + 16 * j + c] = tb[c]; }
+        }
+    }
+#else
+    (void)x; (void)mean; (void)rstd; (void)w; (void)b; (void)gh; (void)gs; (void)gx; (void)gwp; (void)gbp; (void)N;
+    (void)C; (void)blk0; (void)blk1;
+#endif
+}

@@ -53,7 +53,7 @@ class LayerNormTrain(torch.autograd.Function):
         mean, rstd = xr.new_empty(N), xr.new_empty(N)
         cpu._run(lib.layer_norm_train_fwd_f32, -(-N // LN_BLOCK),     # noqa: SLF001
                  (xr.data_ptr(), h.data_ptr(), _ptr(s), mean.data_ptr(), rstd.data_ptr(), w.data_ptr(), b.data_ptr(),
-                  N, C, float(eps)))
+                  N, C, float(eps)), cpu.SPLIT_ROWS // LN_BLOCK)
         ctx.save_for_backward(xr, mean, rstd, w, b)
         ctx.shape, ctx.silu = x.shape, silu
         if silu:
@@ -72,7 +72,7 @@ class LayerNormTrain(torch.autograd.Function):
         lib = cpu.library()
         cpu._run(lib.layer_norm_train_bwd_f32, nblk,                  # noqa: SLF001
                  (xr.data_ptr(), mean.data_ptr(), rstd.data_ptr(), w.data_ptr(), b.data_ptr(), _ptr(gh), _ptr(gs),
-                  gx.data_ptr(), gwp.data_ptr(), gbp.data_ptr(), N, C))
+                  gx.data_ptr(), gwp.data_ptr(), gbp.data_ptr(), N, C), cpu.SPLIT_ROWS_MODULATED // LN_BLOCK)
         return gx.view(ctx.shape), gwp.sum(0).float(), gbp.sum(0).float(), None, None
 
 

@@ -21,6 +21,10 @@ from ..cthreads import SplitRunner
 
 _SRC = Path(__file__).with_name("cpu_kernel.c")
 MIN_ROWS = 2048                                # below this PyTorch's kernel is as fast (call overhead)
+# rows per thread below which a call runs on one thread: handing work to a pool thread costs ~0.1-0.2 ms here,
+# the time of ~15k LayerNorm rows (a 2-thread split of 16k rows measured slower than one thread)
+SPLIT_ROWS = 16384
+SPLIT_ROWS_MODULATED = 4096                    # the fused modulation does ~4x the work per row
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _tried = False
@@ -93,7 +97,7 @@ def _call(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
     s = torch.empty(x.shape, dtype=x.dtype) if silu else None
     fn = lib.layer_norm_bf16 if x.dtype == torch.bfloat16 else lib.layer_norm_f32
     _run(fn, x.numel() // C, (x.data_ptr(), y.data_ptr(), s.data_ptr() if s is not None else None,
-                              w.data_ptr(), b.data_ptr(), C, float(eps)), MIN_ROWS)
+                              w.data_ptr(), b.data_ptr(), C, float(eps)), SPLIT_ROWS)
     return y, s
 
 
@@ -134,7 +138,7 @@ def modulated_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     pt = proj.detach().t().contiguous()                        # [C, 3C]
     _run(lib.modulated_layer_norm_f32, N, (x.data_ptr(), z.data_ptr() if z is not None else None,
                                            gate.data_ptr() if gate is not None else None, w.data_ptr(), b.data_ptr(),
-                                           pt.data_ptr(), C, float(eps)), MIN_ROWS)
+                                           pt.data_ptr(), C, float(eps)), SPLIT_ROWS_MODULATED)
 
 
 def merge_gate(y: torch.Tensor, yc: torch.Tensor, gl: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
@@ -147,7 +151,7 @@ def merge_gate(y: torch.Tensor, yc: torch.Tensor, gl: torch.Tensor, weight: torc
     N, C = y.shape
     w, b = weight.detach().contiguous(), bias.detach().contiguous()
     _run(lib.merge_gate_f32, N, (y.data_ptr(), yc.data_ptr(), gl.data_ptr(), y.data_ptr(), w.data_ptr(), b.data_ptr(),
-                                 C, float(eps), float(scale), int(silu)), MIN_ROWS)
+                                 C, float(eps), float(scale), int(silu)), SPLIT_ROWS)
     return y
 
 
@@ -175,5 +179,6 @@ def channel_act(kr: torch.Tensor, gate: torch.Tensor) -> tuple[torch.Tensor, tor
     N, C = gate.shape
     Hd = kr.shape[1] - C
     hidden, rg = kr.new_empty(N, Hd), kr.new_empty(N, C)
-    _run(lib.channel_act_f32, N, (kr.data_ptr(), gate.data_ptr(), hidden.data_ptr(), rg.data_ptr(), Hd, C), MIN_ROWS)
+    _run(lib.channel_act_f32, N, (kr.data_ptr(), gate.data_ptr(), hidden.data_ptr(), rg.data_ptr(), Hd, C),
+         SPLIT_ROWS)
     return hidden, rg

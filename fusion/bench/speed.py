@@ -71,24 +71,32 @@ def _ratio(prev: dict[str, Any], cur: dict[str, Any], key: str) -> float | None:
 
 
 def bf16_accuracy(pairs: int = 4, max_side: int = 512, data_root: Path | None = None) -> dict[str, Any]:
-    """Output change of bf16 autocast against fp32 on real VIF pairs (or seeded noise when absent).
+    """Output and metric change of bf16 autocast against fp32 on real VIF pairs (or seeded noise when absent).
 
-    The model is the VIF network with seeded, perturbed ("trained-like") weights; the change is reported as
-    max/mean absolute difference of the fused Y in [0, 1] and the PSNR of bf16 against fp32.
+    The model is the bundled VIF model (trained weights; seeded, perturbed "trained-like" weights when no
+    bundle is installed). The change is reported as max/mean absolute difference of the fused Y in [0, 1], the
+    PSNR of bf16 against fp32, and the means of Qabf, MI, VIF and SSIM (``fusion.metrics``, 0-255 scale) of both.
     """
     import numpy as np
     import torch
     import torch.nn.functional as F
 
     from fusion import build_model
+    from fusion.metrics import fusion_metrics
 
-    torch.manual_seed(0)
-    model = build_model("vif").eval()
+    try:
+        from fusion.pretrained import load_pretrained
+
+        model, weights = load_pretrained("vif"), "bundled VIF model"
+    except Exception:  # noqa: BLE001 - no bundle (e.g. a bare checkout): seeded weights
+        torch.manual_seed(0)
+        model, weights = build_model("vif").eval(), "seeded trained-like VIF weights"
+        g0 = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=g0) if not name.endswith(".lam")
+                       else 0.5 * torch.randn(p.shape, generator=g0))
     g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g) if not name.endswith(".lam")
-                   else 0.5 * torch.randn(p.shape, generator=g))
     imgs: list[tuple[torch.Tensor, torch.Tensor]] = []
     source = "seeded noise (../shared/data absent)"
     root = (data_root or DEFAULT_DATA) / "vif" / "tno"
@@ -108,7 +116,8 @@ def bf16_accuracy(pairs: int = 4, max_side: int = 512, data_root: Path | None = 
         source = f"{len(imgs)} TNO pairs ({root})"
     if not imgs:
         imgs = [(torch.rand(1, 1, 256, 256, generator=g), torch.rand(1, 1, 256, 256, generator=g))]
-    diffs, psnrs = [], []
+    names = ("Qabf", "MI", "VIF", "SSIM")
+    diffs, psnrs, scores = [], [], {"fp32": [], "bf16": []}
     for a, b in imgs:
         with torch.inference_mode():
             y32 = model(a, b).clamp(0, 1)
@@ -117,9 +126,13 @@ def bf16_accuracy(pairs: int = 4, max_side: int = 512, data_root: Path | None = 
         d = (y16 - y32).abs()
         diffs.append((float(d.max()), float(d.mean())))
         psnrs.append(float(10 * torch.log10(1.0 / d.pow(2).mean().clamp_min(1e-20))))
-    return {"source": source, "max_abs_diff": max(x for x, _ in diffs), "mean_abs_diff": statistics.mean(
-        y for _, y in diffs), "psnr_bf16_vs_fp32_db": statistics.mean(psnrs),
-        "note": "fused Y in [0, 1]; seeded trained-like VIF weights; bf16 autocast vs fp32"}
+        src = [255.0 * x[0, 0].numpy().astype(np.float64) for x in (a, b)]
+        for key, y in (("fp32", y32), ("bf16", y16)):
+            scores[key].append(fusion_metrics(255.0 * y[0, 0].numpy().astype(np.float64), *src, metrics=names))
+    means = {k: {n: float(np.mean([r[n] for r in v])) for n in names} for k, v in scores.items()}
+    return {"source": source, "weights": weights, "max_abs_diff": max(x for x, _ in diffs),
+            "mean_abs_diff": statistics.mean(y for _, y in diffs), "psnr_bf16_vs_fp32_db": statistics.mean(psnrs),
+            "metrics": means, "note": "fused Y in [0, 1]; bf16 autocast vs fp32; metrics: means over the pairs"}
 
 
 def section_speed(out_dir: Path, quick: bool = False, sizes: tuple[int, ...] = FORWARD_SIZES,
@@ -228,10 +241,13 @@ def report_lines(res: dict[str, Any]) -> tuple[list[str], list[list[Any]], list[
         trows.append([m, r.get("error") or f(r.get("median_s"), 3), f(r.get("median_cpu_s"), 3),
                       f(r.get("peak_rss_mib"), 0), f(tr.get(f"speedup_{m}")), f(tr.get(f"speedup_cpu_{m}"))])
     acc = res.get("bf16_accuracy", {})
+    metric_change = "; ".join(f"{n} {f(acc['metrics']['fp32'][n], 4)} -> {f(acc['metrics']['bf16'][n], 4)}"
+                              for n in acc.get("metrics", {}).get("fp32", {}))
     notes = [f"previous = git {res.get('baseline_rev')} (same probe, fresh processes, alternating with the current "
              "tree); speedup = previous time / this time.",
              "bf16 accuracy: " + (acc.get("error") or
                                   f"max |bf16 - fp32| = {f(acc.get('max_abs_diff'), 4)}, mean "
                                   f"{f(acc.get('mean_abs_diff'), 5)}, PSNR {f(acc.get('psnr_bf16_vs_fp32_db'), 1)} dB "
-                                  f"({acc.get('source')})")]
+                                  f"({acc.get('source')}, {acc.get('weights', 'seeded weights')})"
+                                  + (f"; metrics fp32 -> bf16: {metric_change}" if metric_change else ""))]
     return head, rows, trows, notes

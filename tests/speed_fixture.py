@@ -69,3 +69,32 @@ if __name__ == "__main__":
 
     save_file({k: v.contiguous() for k, v in compute_outputs().items()}, FIXTURE)
     print(f"wrote {FIXTURE}")
+
+
+def without_drop_path(model: nn.Module) -> nn.Module:
+    """No stochastic depth (in place), so two copies of a model in training mode compute the same network."""
+    for m in model.modules():
+        if hasattr(m, "p") and isinstance(m.p, float):
+            m.p = 0.0
+    return model
+
+
+def assert_same_gradients(model: nn.Module, ref: nn.Module, rtol: float = 1e-4) -> None:
+    """Every parameter gradient of ``model`` within ``rtol`` (of its largest value) of ``ref``'s."""
+    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+        if p.grad is None:
+            assert q.grad is None, name
+            continue
+        scale = float(q.grad.abs().max()) or 1.0
+        assert float((p.grad - q.grad).abs().max()) <= rtol * scale + 1e-7, name
+
+
+def tno_pair(shared_data: Path, index: int, crop: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``index``-th TNO pair of the shared test data as [1, 1, H, W] floats in [0, 1], top-left ``crop``."""
+    import numpy as np
+    from PIL import Image
+
+    ir = sorted((shared_data / "vif" / "tno" / "ir").iterdir())[index]
+    vi = next((shared_data / "vif" / "tno" / "vi").glob(ir.stem + ".*"))
+    return tuple(torch.from_numpy(np.asarray(Image.open(p).convert("L"), dtype=np.float32)[:crop[0], :crop[1]]
+                                  / 255.0)[None, None] for p in (ir, vi))

@@ -11,14 +11,7 @@ import torch.nn.functional as F
 from fusion import build_model
 from fusion.model import pointwise as pw
 from fusion.model.mfm import MultiModalFusion
-from tests.speed_fixture import case_inputs, seeded_model
-
-
-def _no_drop_path(model: torch.nn.Module) -> torch.nn.Module:
-    for m in model.modules():          # no stochastic depth, so two copies see the same network
-        if hasattr(m, "p") and isinstance(m.p, float):
-            m.p = 0.0
-    return model
+from tests.speed_fixture import assert_same_gradients, case_inputs, seeded_model, without_drop_path
 
 
 def test_eager_regions_are_their_formulas():
@@ -57,26 +50,21 @@ def test_compile_model_modes_and_size_dispatch():
 
 def test_regional_compilation_matches_eager_values_and_gradients(monkeypatch):
     monkeypatch.setattr(pw, "MIN_COMPILED_NUMEL", 0)          # small test inputs: every region compiled
-    eager = _no_drop_path(seeded_model("vif").train())
+    eager = without_drop_path(seeded_model("vif").train())
     comp = pw.compile_regions(copy.deepcopy(eager))
     kw = case_inputs("vif", True)
     y_e, y_c = eager(**kw), comp(**kw)
     assert float((y_e - y_c).abs().max()) <= 1e-5
     y_e.square().mean().backward()
     y_c.square().mean().backward()
-    for (name, p), q in zip(eager.named_parameters(), comp.parameters()):
-        if p.grad is None:
-            assert q.grad is None, name
-            continue
-        scale = float(p.grad.abs().max()) or 1.0
-        assert float((p.grad - q.grad).abs().max()) <= 1e-4 * scale + 1e-7, name
+    assert_same_gradients(comp, eager)
     with torch.no_grad():                                     # inference: the same network in both
         assert float((eager.eval()(**kw) - comp.eval()(**kw)).abs().max()) <= 1e-5
 
 
 @pytest.mark.parametrize("grad", [False, True])
 def test_absent_mask_is_the_all_zero_mask(grad):
-    model = _no_drop_path(seeded_model("vif")).train(grad)
+    model = without_drop_path(seeded_model("vif")).train(grad)
     kw = case_inputs("vif", False)
     zeros = torch.zeros(kw["a"].shape[0], model.cfg.guidance.mask_in_channels, *kw["a"].shape[-2:])
     with torch.set_grad_enabled(grad):

@@ -11,7 +11,15 @@ import torch
 from fusion import build_model
 from fusion.model.spatial_mix import SpatialMix
 from rwkvfusion_kernels.ops.bi_wkv import cpu
-from tests.speed_fixture import CASES, FIXTURE, case_inputs, seeded_model
+from tests.speed_fixture import (
+    CASES,
+    FIXTURE,
+    assert_same_gradients,
+    case_inputs,
+    seeded_model,
+    tno_pair,
+    without_drop_path,
+)
 
 needs_kernel = pytest.mark.skipif(not cpu.available(), reason="CPU Bi-WKV kernel not built (no C compiler)")
 
@@ -59,20 +67,12 @@ def test_in_place_spatial_mix_equals_scan_merge(mode, reverse):
 
 @needs_kernel
 def test_training_gradients_match_the_reference_path():
-    model = seeded_model("vif").train()
-    for m in model.modules():           # no stochastic depth, so both copies see the same network
-        if hasattr(m, "p") and isinstance(m.p, float):
-            m.p = 0.0
+    model = without_drop_path(seeded_model("vif").train())
     ref = _reference(model)
     kw = case_inputs("vif", True)
     model(**kw).square().mean().backward()
     ref(**kw).square().mean().backward()
-    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
-        if p.grad is None:
-            assert q.grad is None, name
-            continue
-        scale = float(q.grad.abs().max()) or 1.0
-        assert float((p.grad - q.grad).abs().max()) <= 1e-4 * scale + 1e-7, name
+    assert_same_gradients(model, ref)
 
 
 def test_no_grad_in_place_path_equals_autograd_path():
@@ -87,12 +87,7 @@ def test_no_grad_in_place_path_equals_autograd_path():
 @needs_kernel
 @pytest.mark.realdata
 def test_real_pair_fast_path_matches_reference(shared_data):
-    from PIL import Image
-
-    ir = sorted((shared_data / "vif" / "tno" / "ir").iterdir())[0]
-    vi = next((shared_data / "vif" / "tno" / "vi").glob(ir.stem + ".*"))
-    a, b = (torch.from_numpy(np.asarray(Image.open(p).convert("L"), dtype=np.float32)[:180, :230] / 255.0)[None, None]
-            for p in (ir, vi))
+    a, b = tno_pair(shared_data, 0, (180, 230))
     model = seeded_model("vif")
     ref = _reference(model)
     with torch.no_grad():
@@ -168,14 +163,9 @@ def test_bundled_vif_model_on_a_real_pair_equals_the_plain_pytorch_network(share
     """The trained VIF model through the CPU fast path (C kernels for Bi-WKV, LayerNorm and the fused
     modulation, in-place scans) against the same weights run with PyTorch operations only (literal cross-scan
     and merge, the O(T) PyTorch Bi-WKV, the autograd-mode blocks): max |difference| <= 1e-4 on a real pair."""
-    from PIL import Image
-
     from fusion.pretrained import load_pretrained
 
-    ir = sorted((shared_data / "vif" / "tno" / "ir").iterdir())[1]
-    vi = next((shared_data / "vif" / "tno" / "vi").glob(ir.stem + ".*"))
-    a, b = (torch.from_numpy(np.asarray(Image.open(p).convert("L"), dtype=np.float32)[:250, :300] / 255.0)[None, None]
-            for p in (ir, vi))
+    a, b = tno_pair(shared_data, 1, (250, 300))
     model = load_pretrained("vif")
     plain = _reference(model)
     for m in plain.modules():

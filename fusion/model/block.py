@@ -62,9 +62,9 @@ class BRWKVLayer(nn.Module):
         t = x.permute(0, 2, 3, 1)  # [B, H, W, C]: contiguous for channels-last x, no copy
         if not torch.is_grad_enabled() and not self.training:   # inference (DropPath is the identity)
             return self._forward_no_grad(t).permute(0, 3, 1, 2)
-        # Modulator(h) = proj(SiLU(h)); (h, SiLU(h)) from one helper: F.layer_norm and F.silu under autograd,
-        # the C kernel in no-grad mode (as the inference path below, so both modes compute the same values)
-        # (scale, shift, gate) = m split in three (pw.modulate / pw.gated_residual read the slices)
+        # Modulator(h) = proj(SiLU(h)); (h, SiLU(h)) from one helper (the C training kernel, or F.layer_norm and
+        # F.silu where it does not apply); (scale, shift, gate) = m split in three (pw.modulate and
+        # pw.gated_residual read the slices)
         h, s = layer_norm_silu(t, self.norm1)
         m = self.mod1.proj(s)
         y, _ = self.spatial(self.pw.modulate(h, m), reverse=self.reverse)

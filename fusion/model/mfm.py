@@ -39,7 +39,8 @@ class MultiModalFusion(nn.Module):
     """MFM of one block (main paper sec. 3.5, steps 1-4).
 
     Inputs: x [B, C, H, W] block input; cond [B, Cc, H, W] conditioning feature (second modality) at this
-    level; mask [B, Cm, H, W] or None (the all-zero mask of an absent annotation); text [B, L, Ct] or None (+ text_mask [B, L], True = real token).
+    level; mask [B, Cm, H, W] or None (the all-zero mask of an absent annotation); text [B, L, Ct] or None
+    (+ text_mask [B, L], True = real token).
     Returns (f [B, C, H, W] = Conv1x1(LN(fused)), text_img [B, C, H, W] or None, text_next [B, L, C] or None).
     `text_next` feeds the next guided block's text input (None when `update_text` is False, i.e. the last
     guided block, whose text stream would go unused).

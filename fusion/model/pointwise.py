@@ -5,8 +5,10 @@ Between the GEMMs, LayerNorms and Bi-WKV scans the blocks run chains of elementw
 are bound by memory traffic: eager PyTorch makes one pass over memory per operation, forward and
 backward. ``compile_regions(model)`` replaces them, in every module of the model, by ``torch.compile``d
 versions (Inductor fuses each chain into one loop, forward and backward), while the GEMMs, the LayerNorm
-kernels and the Bi-WKV kernel stay eager. This is faster than compiling the whole model on CPU, where
-Inductor's LayerNorm backward over 32-channel tokens is slower than eager's (README, "Kernels and benchmarks").
+kernels and the Bi-WKV kernel stay eager. Measured on the 2-core CPU (bench speed section) the whole VIF
+training step and forward then run as fast as eager, where compiling the whole model made training slower
+(Inductor's LayerNorm backward over 32-channel tokens is slower than eager's; README, "Kernels and benchmarks");
+each region alone runs 1.3-2x faster than eager on large tensors, below ``MIN_COMPILED_NUMEL`` it runs eager.
 
 Modules hold the functions as ``self.pw`` (``EAGER`` by default): no global switch is read in forward.
 Every function computes exactly the expression in its docstring, in that order, in eager mode.

@@ -18,16 +18,10 @@ LN_BLOCK = 1024                   # rows per work item (LN_BLOCK in cpu_kernel.c
 
 
 def usable(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> bool:
-    """float32 CPU rows, contiguous, affine float32 parameters, outside autocast and tracing, and a channel count
-    the vector path takes (AVX-512: C in 16, 32, 48, 64)."""
-    if torch.compiler.is_compiling() or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() < 2:
-        return False
-    if weight is None or bias is None or weight.dtype != torch.float32 or bias.dtype != torch.float32:
-        return False
-    if torch.is_autocast_enabled("cpu") or not x.is_contiguous() or cpu.library() is None:
-        return False
-    C = x.shape[-1]
-    return cpu._VEC > 0 and C % cpu._VEC == 0 and C <= 4 * cpu._VEC    # noqa: SLF001 (same package)
+    """float32 rows outside autocast with float32 affine parameters that the vector path takes
+    (:func:`cpu.vector_rows`, any row count)."""
+    return (x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu") and cpu.affine_f32(weight, bias)
+            and cpu.vector_rows(x, 1))
 
 
 def _rows(t: torch.Tensor | None, N: int, C: int) -> torch.Tensor | None:

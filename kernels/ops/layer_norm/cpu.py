@@ -64,25 +64,34 @@ def library() -> ctypes.CDLL | None:
     return _lib
 
 
+def vector_rows(x: torch.Tensor, min_rows: int = MIN_ROWS, *, any_width: bool = False) -> bool:
+    """x holds dense CPU rows [..., C] the vector path of this build takes (AVX-512: C a multiple of 16 and, unless
+    ``any_width``, at most 64, held in registers), at least ``min_rows`` of them, outside tracing, with the
+    library built. The scalar fallback of the C file is no faster than PyTorch, so it is never chosen."""
+    if torch.compiler.is_compiling() or x.device.type != "cpu" or x.dim() < 2 or not x.is_contiguous():
+        return False
+    C = x.shape[-1]
+    if x.numel() // max(1, C) < min_rows or library() is None:
+        return False
+    return _VEC > 0 and C % _VEC == 0 and (any_width or C <= 4 * _VEC)
+
+
+def affine_f32(weight: torch.Tensor | None, bias: torch.Tensor | None) -> bool:
+    """Both LayerNorm parameters present and float32."""
+    return weight is not None and bias is not None and weight.dtype == bias.dtype == torch.float32
+
+
 def usable(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> bool:
     """True when the C kernel computes this LayerNorm: CPU float32 (or bfloat16 under CPU autocast: float32
-    arithmetic, bfloat16 outputs, as PyTorch's there), no autograd needed, not compiling,
-    affine float32 parameters, dense rows with a contiguous last axis, enough rows to pay off, and a channel
-    count the vector path of this build takes (AVX-512: C in 16, 32, 48, 64)."""
-    if torch.compiler.is_compiling() or x.device.type != "cpu":
-        return False
+    arithmetic, bfloat16 outputs, as PyTorch's there), no autograd needed, affine float32 parameters and
+    :func:`vector_rows` (enough rows to pay off)."""
     if x.dtype != torch.float32 and not (x.dtype == torch.bfloat16 and torch.is_autocast_enabled("cpu")):
         return False
-    if weight is None or bias is None or weight.dtype != torch.float32 or bias.dtype != torch.float32:
+    if not affine_f32(weight, bias):
         return False
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):
         return False
-    if x.dim() < 2 or x.numel() // max(1, x.shape[-1]) < MIN_ROWS or not x.is_contiguous():
-        return False
-    if library() is None:
-        return False
-    C = x.shape[-1]                            # the scalar fallback of the C file is no faster than PyTorch
-    return _VEC > 0 and C % _VEC == 0 and C <= 4 * _VEC
+    return vector_rows(x)
 
 
 def _call(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, silu: bool,
@@ -164,11 +173,10 @@ def merge_usable(y: torch.Tensor, yc: torch.Tensor, gl: torch.Tensor, weight: to
 def channel_act_usable(kr: torch.Tensor, gate: torch.Tensor) -> bool:
     """When :func:`channel_act` applies: dense float32 rows outside autograd and autocast, widths the vector
     path takes (multiples of its width), enough rows."""
-    ok = (kr.dim() == 2 and gate.dim() == 2 and kr.shape[0] == gate.shape[0] and kr.shape[1] > gate.shape[1]
-          and all(t.dtype == torch.float32 and t.is_contiguous() and not t.requires_grad for t in (kr, gate)))
-    return (ok and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu") and _VEC > 0
-            and kr.shape[1] % _VEC == 0 and gate.shape[1] % _VEC == 0 and kr.shape[0] >= MIN_ROWS
-            and library() is not None)
+    return (kr.dim() == 2 and gate.dim() == 2 and kr.shape[0] == gate.shape[0] and kr.shape[1] > gate.shape[1]
+            and not torch.is_autocast_enabled("cpu")
+            and all(t.dtype == torch.float32 and not t.requires_grad and vector_rows(t, any_width=True)
+                    for t in (kr, gate)))
 
 
 def channel_act(kr: torch.Tensor, gate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

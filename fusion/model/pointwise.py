@@ -76,10 +76,10 @@ def receptance_gate(r: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(r) * v
 
 
-def merge_gate(y: torch.Tensor, yc: torch.Tensor, g: torch.Tensor, k: float, silu: bool) -> torch.Tensor:
-    """``(y + yc) / k * act(g)``, act = SiLU or sigmoid: the merge of the row and column scans of a spatial
-    mix and its output gate; y, yc, g [..., C]."""
-    return (y + yc) / k * (F.silu(g) if silu else torch.sigmoid(g))
+def merge_gate(y: torch.Tensor, yc: torch.Tensor, g: torch.Tensor, scale: float, silu: bool) -> torch.Tensor:
+    """``(y + yc) * scale * act(g)``, act = SiLU or sigmoid: the merge of the row and column scans of a spatial
+    mix (``SpatialMix.merge_scale``) and its output gate; y, yc, g [..., C]."""
+    return (y + yc) * scale * (F.silu(g) if silu else torch.sigmoid(g))
 
 
 def gate_sum(f: torch.Tensor, modal: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

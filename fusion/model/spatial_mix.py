@@ -157,18 +157,17 @@ class SpatialMix(nn.Module):
         y = layer_norm(y, self.ln_out, inplace=True)             # the C kernel (in place) in CPU inference
         if yc is not None:
             yc = layer_norm(yc.transpose(1, 2), self.ln_out, inplace=True)
-            if torch.is_grad_enabled():   # (y + yc) * 2 / K * act(gate) in one region; *2 / 4 == / 2 exactly
-                return self.output(self.pw.merge_gate(y, yc, self.gate(x), 2.0, self.gate_kind == "silu"))
+            if torch.is_grad_enabled():   # merge and gate in one elementwise region
+                return self.output(self.pw.merge_gate(y, yc, self.gate(x), self.merge_scale,
+                                                      self.gate_kind == "silu"))
             y = y.add_(yc) if y.dtype == yc.dtype else y + yc
             del yc
-        if self.K == 4:                           # the reversed scans repeat the two outputs (|t - i| symmetry)
-            y = y * 2.0
-        y = (y / self.K).to(x.dtype)
+        y = (y * self.merge_scale).to(x.dtype)
         g = self._act(g if g is not None else self.gate(x))
         return self.output(y.mul_(g) if not torch.is_grad_enabled() else y * g)
 
     def _merge_in_one_pass(self, y: torch.Tensor, yc: torch.Tensor, g: torch.Tensor) -> torch.Tensor | None:
-        """Inference: ``(LN(y) + LN(yc)) / K' * act(g)`` (K' = 2 for K = 4, else K) as [N, C] rows through the
+        """Inference: ``(LN(y) + LN(yc)) * merge_scale * act(g)`` as [N, C] rows through the
         fused C kernel (LayerNorms, merge and gate in one pass), or None where it does not apply; y the row-major
         scan's output, yc the column-major one's [B, W, H, C] (its (1, 2) transpose is in pixel order), g the
         gate's pre-activation [B, H, W, C]."""
@@ -176,9 +175,14 @@ class SpatialMix(nn.Module):
         rows = [y.reshape(-1, C), yc.transpose(1, 2).reshape(-1, C), g.reshape(-1, C)]
         if not ln_cpu.merge_usable(*rows, self.ln_out.weight, self.ln_out.bias):
             return None
-        scale = (2.0 if self.K == 4 else 1.0) / self.K
-        return ln_cpu.merge_gate(*rows, self.ln_out.weight, self.ln_out.bias, self.ln_out.eps, scale,
+        return ln_cpu.merge_gate(*rows, self.ln_out.weight, self.ln_out.bias, self.ln_out.eps, self.merge_scale,
                                  self.gate_kind == "silu")
+
+    @property
+    def merge_scale(self) -> float:
+        """Factor of the in-place scans' sum: 1/K, times 2 for K = 4, whose reversed scans repeat the row and
+        column outputs (|t - i| symmetry); a power of two, so scaling is exact."""
+        return (2.0 if self.K == 4 else 1.0) / self.K
 
     def _wkv(self, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Bi-WKV of [B, T1, T2, C] views through the CPU kernel (it manages its own precision: autocast off).

@@ -89,12 +89,17 @@ def assert_same_gradients(model: nn.Module, ref: nn.Module, rtol: float = 1e-4) 
         assert float((p.grad - q.grad).abs().max()) <= rtol * scale + 1e-7, name
 
 
-def tno_pair(shared_data: Path, index: int, crop: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``index``-th TNO pair of the shared test data as [1, 1, H, W] floats in [0, 1], top-left ``crop``."""
-    import numpy as np
-    from PIL import Image
+def tno_pair(shared_data: Path, index: int, crop: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``index``-th TNO test pair (``rwkvfusion_io.layouts.fusion_pairs``) as [1, 1, H, W] luma in [0, 1],
+    top-left ``crop`` (None: whole); skips the calling test when the shared TNO set is absent."""
+    import pytest
 
-    ir = sorted((shared_data / "vif" / "tno" / "ir").iterdir())[index]
-    vi = next((shared_data / "vif" / "tno" / "vi").glob(ir.stem + ".*"))
-    return tuple(torch.from_numpy(np.asarray(Image.open(p).convert("L"), dtype=np.float32)[:crop[0], :crop[1]]
-                                  / 255.0)[None, None] for p in (ir, vi))
+    from rwkvfusion_io.images import read_luma
+    from rwkvfusion_io.layouts import fusion_pairs
+
+    tno = [g for g in fusion_pairs("vif", shared_data) if g[0][0].startswith("tno/")]
+    if not tno or len(tno[0]) <= index:
+        pytest.skip(f"TNO test pairs absent under {shared_data}")
+    _, a, b = tno[0][index]
+    h, w = crop if crop is not None else (None, None)
+    return tuple(torch.from_numpy(read_luma(p)[:h, :w]).float()[None, None] for p in (a, b))

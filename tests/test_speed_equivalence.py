@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 
@@ -110,14 +109,10 @@ def test_tiled_weights_are_a_partition_of_unity():
 @pytest.mark.slow
 def test_tiled_inference_on_a_2048_pair_has_no_seams(shared_data):
     import torch.nn.functional as F
-    from PIL import Image
 
     from fusion.train.inference import run_model
 
-    ir = sorted((shared_data / "vif" / "tno" / "ir").iterdir())[1]
-    vi = next((shared_data / "vif" / "tno" / "vi").glob(ir.stem + ".*"))
-    a, b = (F.interpolate(torch.from_numpy(np.asarray(Image.open(p).convert("L"), dtype=np.float32) / 255.0)[None, None],
-                          size=(2048, 2048), mode="bilinear", align_corners=False) for p in (ir, vi))
+    a, b = (F.interpolate(t, size=(2048, 2048), mode="bilinear", align_corners=False) for t in tno_pair(shared_data, 1))
     torch.manual_seed(0)
     model = build_model("vif", base_channels=8).eval()
     out = run_model(model, a, b, tile=512, overlap=64)

@@ -83,6 +83,8 @@ def bf16_accuracy(pairs: int = 4, max_side: int = 512, data_root: Path | None = 
 
     from fusion import build_model
     from fusion.metrics import fusion_metrics
+    from rwkvfusion_io.images import read_luma
+    from rwkvfusion_io.layouts import fusion_pairs
 
     try:
         from fusion.pretrained import load_pretrained
@@ -99,21 +101,16 @@ def bf16_accuracy(pairs: int = 4, max_side: int = 512, data_root: Path | None = 
     g = torch.Generator().manual_seed(1)
     imgs: list[tuple[torch.Tensor, torch.Tensor]] = []
     source = "seeded noise (../shared/data absent)"
-    root = (data_root or DEFAULT_DATA) / "vif" / "tno"
-    if (root / "ir").is_dir():
-        from PIL import Image
-
-        for p in sorted((root / "ir").iterdir())[:pairs]:
-            q = next((root / "vi").glob(p.stem + ".*"), None)
-            if q is None:
-                continue
-            t = [torch.from_numpy(np.asarray(Image.open(f).convert("L"), dtype=np.float32) / 255.0)[None, None]
-                 for f in (p, q)]
-            s = max(t[0].shape[-2:])
-            if s > max_side:
-                t = [F.interpolate(x, scale_factor=max_side / s, mode="area") for x in t]
-            imgs.append((t[0], t[1]))
-        source = f"{len(imgs)} TNO pairs ({root})"
+    root = data_root or DEFAULT_DATA
+    tno = [g for g in fusion_pairs("vif", root) if g[0][0].startswith("tno/")]
+    for _, p, q in (tno[0][:pairs] if tno else []):
+        t = [torch.from_numpy(read_luma(f)).float()[None, None] for f in (p, q)]
+        s = max(t[0].shape[-2:])
+        if s > max_side:
+            t = [F.interpolate(x, scale_factor=max_side / s, mode="area") for x in t]
+        imgs.append((t[0], t[1]))
+    if imgs:
+        source = f"{len(imgs)} TNO pairs ({root / 'vif' / 'tno'})"
     if not imgs:
         imgs = [(torch.rand(1, 1, 256, 256, generator=g), torch.rand(1, 1, 256, 256, generator=g))]
     names = ("Qabf", "MI", "VIF", "SSIM")

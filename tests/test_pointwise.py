@@ -44,8 +44,8 @@ def test_compile_model_modes_and_size_dispatch():
     assert calls == ["eager", "fused"]
     model = pw.compile_regions(build_model("vif"))
     holders = [m for m in model.modules() if hasattr(m, "pw")]
-    assert holders and all(m.pw.compiled for m in holders)
-    assert not any(m.pw.compiled for m in build_model("vif").modules() if hasattr(m, "pw"))
+    assert holders and all(m.pw is pw.compiled() for m in holders)
+    assert all(m.pw is pw.EAGER for m in build_model("vif").modules() if hasattr(m, "pw"))
 
 
 def test_regional_compilation_matches_eager_values_and_gradients(monkeypatch):

@@ -91,7 +91,7 @@ def gate_sum(f: torch.Tensor, modal: torch.Tensor, g: torch.Tensor) -> torch.Ten
 _FUNCTIONS = {"modulate": modulate, "gated_residual": gated_residual, "squared_relu": squared_relu,
               "receptance_gate": receptance_gate, "merge_gate": merge_gate,
               "gate_sum": gate_sum}
-EAGER = SimpleNamespace(compiled=False, **_FUNCTIONS)
+EAGER = SimpleNamespace(**_FUNCTIONS)
 _TRACED = {**_FUNCTIONS, "squared_relu": _squared_relu_traced}
 
 
@@ -111,8 +111,7 @@ def _by_size(eager: Callable[..., torch.Tensor], fused: Callable[..., torch.Tens
 def compiled() -> SimpleNamespace:
     """The same functions through ``torch.compile`` for large tensors (dynamic shapes: one compilation serves
     every level and batch; compiled on first call). Shared by all modules and models of the process."""
-    return SimpleNamespace(compiled=True, **{n: _by_size(_FUNCTIONS[n], torch.compile(f, dynamic=True))
-                                             for n, f in _TRACED.items()})
+    return SimpleNamespace(**{n: _by_size(_FUNCTIONS[n], torch.compile(f, dynamic=True)) for n, f in _TRACED.items()})
 
 
 def compile_regions(model: nn.Module) -> nn.Module:

@@ -314,15 +314,14 @@ def fuse(
             except NoBundledModel as err:
                 _fail(str(err))
             model = _run(debug, lambda: load_pretrained(task, resolve_device(device)))
-            if compile_model:
-                from fusion.model.pointwise import compile_model as compile_regions
-
-                compile_regions(model)
         else:
-            model, _ckpt = _run(debug, lambda: load_model(checkpoint, resolve_device(device),
-                                                          compile_model=compile_model))
+            model, _ckpt = _run(debug, lambda: load_model(checkpoint, resolve_device(device)))
             if task is not None and model.cfg.task != task:
                 _fail(f"--task {task} but checkpoint {checkpoint} is a {model.cfg.task} model")
+        if compile_model:                                   # either model: its elementwise regions compiled
+            from fusion.model.pointwise import compile_model as compile_regions
+
+            compile_regions(model)
         if not model.cfg.is_fusion:
             _fail(f"checkpoint {checkpoint} is a {model.cfg.task} model; `fuse` handles vif/mif/mef/mff")
         warn_task_mismatch(checkpoint or f"(bundled {model.cfg.task} model)", model.cfg.task, a, b)

@@ -33,6 +33,19 @@ def test_cpu_forward_matches_naive(T, C):
     assert _rel(y, bi_wkv_naive(k, v, w, u)) <= 1e-6
 
 
+def test_cpu_float32_exp_wide_range_masked_keys_and_nan():
+    # full 16-channel float32 blocks form exp(k - max k) in float32 (AVX-512): a wide k range (many terms
+    # underflow), masked keys (-1e4: exactly no contribution) and a NaN key (its channel only turns NaN)
+    k, v, w, u = _inputs(2, 200, 32, seed=11, kmax=60.0)
+    k[:, ::7] = -1.0e4
+    assert _rel(bi_wkv(k, v, w, u, impl="cpu"), bi_wkv_naive(k, v, w, u)) <= 1e-6
+    k[0, 5, 3] = float("nan")
+    y = bi_wkv(k, v, w, u, impl="cpu", validate=False)
+    assert bool(y[0, :, 3].isnan().all())
+    y[0, :, 3] = 0.0
+    assert bool(y.isfinite().all())
+
+
 @pytest.mark.parametrize("wmax", [60.0, 300.0])
 def test_cpu_large_w_uses_float64_states_and_scratch(wmax):
     # beyond FP32_W_LIMIT the reverse states no longer fit float32 outputs: the float64 kernel takes over

@@ -19,8 +19,8 @@ def test_eager_regions_are_their_formulas():
     h, t, y, r = (torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64) for _ in range(4))
     m = torch.randn(2, 3, 5, 12, generator=g, dtype=torch.float64)
     scale, shift, gate = m[..., :4], m[..., 4:8], m[..., 8:]
-    assert torch.equal(pw.modulate(h, m), (1 + scale) * h + shift)
-    assert torch.equal(pw.gated_residual(t, m, y), t + gate * y)
+    assert torch.equal(pw.modulate(h, scale, shift), (1 + scale) * h + shift)
+    assert torch.equal(pw.gated_residual(t, gate, y), t + gate * y)
     assert torch.allclose(pw.receptance_gate(r, y), y / (1 + torch.exp(-r)))
     assert torch.allclose(pw.merge_gate(t, y, r, 0.5, True), (t + y) / 2 * r / (1 + torch.exp(-r)))
     assert torch.allclose(pw.merge_gate(t, y, r, 0.25, False), (t + y) / 4 / (1 + torch.exp(-r)))

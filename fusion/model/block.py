@@ -35,8 +35,15 @@ class Modulator(nn.Module):
         self.proj = nn.Linear(dim, 3 * dim, bias=False)
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        scale, shift, gate = self.proj(F.silu(h)).chunk(3, dim=-1)
-        return scale, shift, gate
+        return self.project(F.silu(h))
+
+    def project(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(scale, shift, gate) [..., C] from s = SiLU(h), one product per part with the proj weight's rows.
+
+        Three separate [..., C] tensors rather than slices of one [..., 3C] product: in training the backward
+        of a slice zero-fills and copies into a [..., 3C] gradient per slice (a third of a VIF training step's
+        elementwise time); here autograd sums three [..., C] input gradients instead."""
+        return tuple(F.linear(s, w) for w in self.proj.weight.chunk(3, dim=0))  # type: ignore[return-value]
 
 
 class BRWKVLayer(nn.Module):
@@ -63,15 +70,14 @@ class BRWKVLayer(nn.Module):
         if not torch.is_grad_enabled() and not self.training:   # inference (DropPath is the identity)
             return self._forward_no_grad(t).permute(0, 3, 1, 2)
         # Modulator(h) = proj(SiLU(h)); (h, SiLU(h)) from one helper (the C training kernel, or F.layer_norm and
-        # F.silu where it does not apply); (scale, shift, gate) = m split in three (pw.modulate and
-        # pw.gated_residual read the slices)
+        # F.silu where it does not apply)
         h, s = layer_norm_silu(t, self.norm1)
-        m = self.mod1.proj(s)
-        y, _ = self.spatial(self.pw.modulate(h, m), reverse=self.reverse)
-        t = self.pw.gated_residual(t, m, self.drop_path(y))
+        scale, shift, gate = self.mod1.project(s)
+        y, _ = self.spatial(self.pw.modulate(h, scale, shift), reverse=self.reverse)
+        t = self.pw.gated_residual(t, gate, self.drop_path(y))
         h, s = layer_norm_silu(t, self.norm2)
-        m = self.mod2.proj(s)
-        t = self.pw.gated_residual(t, m, self.drop_path(self.channel(self.pw.modulate(h, m))))
+        scale, shift, gate = self.mod2.project(s)
+        t = self.pw.gated_residual(t, gate, self.drop_path(self.channel(self.pw.modulate(h, scale, shift))))
         return t.permute(0, 3, 1, 2)
 
     def _forward_no_grad(self, t: torch.Tensor, chunk: int = 1 << 15, keep_gate: int = 1 << 22) -> torch.Tensor:

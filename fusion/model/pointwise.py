@@ -31,16 +31,14 @@ __all__ = ["EAGER", "compiled", "compile_regions", "COMPILE_MODES", "compile_mod
 COMPILE_MODES = ("regional", "full")
 
 
-def modulate(h: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """``(1 + scale) * h + shift`` with (scale, shift) = the first two C-wide slices of m [..., >= 2C]; h [..., C]."""
-    C = h.shape[-1]
-    return (1 + m[..., :C]) * h + m[..., C:2 * C]
+def modulate(h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``(1 + scale) * h + shift``; h, scale, shift [..., C]."""
+    return (1 + scale) * h + shift
 
 
-def gated_residual(t: torch.Tensor, m: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``t + gate * y`` with gate = the third C-wide slice of m [..., 3C]; t, y [..., C]."""
-    C = t.shape[-1]
-    return t + m[..., 2 * C:3 * C] * y
+def gated_residual(t: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``t + gate * y``; t, gate, y [..., C]."""
+    return t + gate * y
 
 
 class SquaredReLU(torch.autograd.Function):

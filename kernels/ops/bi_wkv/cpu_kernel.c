@@ -22,6 +22,9 @@
  */
 #include <math.h>
 #include <stdint.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #define CB 16
 /* software prefetch PD sequence steps ahead: the steps of a column scan are a row (W*C values) apart,
@@ -57,14 +60,59 @@ static inline __attribute__((always_inline)) double exp_nonpos(double x)
     return x < -708.0 ? 0.0 : p * s.d;
 }
 
+
+#ifdef __AVX512F__
+/* exp(x) of 16 float32 values x <= 0 (NaN stays NaN): x = n ln2 + r (two-part ln2), degree-6 polynomial
+ * of r (relative error < 2e-7, about float32 rounding), times 2^n by scalef (0 below x = -104). The float32
+ * kernels form e = exp(k - max k) this way: k is float32, so e needs no more precision than that; the
+ * recurrences stay in float64. Six times fewer instructions than exp_nonpos over 16 channels. */
+static inline __attribute__((always_inline)) __m512 exp_nonpos_ps(__m512 x)
+{
+    x = _mm512_max_ps(_mm512_set1_ps(-200.0f), x);      /* max(-200, NaN) is NaN with this operand order */
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* max k of a 16-channel block as float32 (exact: it is the max of float32 values) */
+static inline __attribute__((always_inline)) __m512 max16_ps(const double *m)
+{
+    const __m256 lo = _mm512_cvtpd_ps(_mm512_loadu_pd(m)), hi = _mm512_cvtpd_ps(_mm512_loadu_pd(m + 8));
+    return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+}
+
+/* e[c] = exp(k[c] - m[c]) (as float64) for the 16 channels of a float32 block */
+static inline __attribute__((always_inline)) void exp16_f32(const float *k, const __m512 mf, double *e)
+{
+    const __m512 x = exp_nonpos_ps(_mm512_sub_ps(_mm512_loadu_ps(k), mf));
+    _mm512_storeu_pd(e, _mm512_cvtps_pd(_mm512_castps512_ps256(x)));
+    _mm512_storeu_pd(e + 8, _mm512_cvtps_pd(_mm512_extractf32x8_ps(x, 1)));
+}
+#define VEXP_F32 1
+#else
+#define VEXP_F32 0
+#endif
+
 #define TY float
 #define SFX f32
+#define VEXP VEXP_F32
 #include "cpu_kernel_body.h"
 #undef TY
 #undef SFX
+#undef VEXP
 
 #define TY double
 #define SFX f64
+#define VEXP 0
 #include "cpu_kernel_body.h"
 #undef TY
 #undef SFX

@@ -1,5 +1,6 @@
-/* Bi-WKV recurrences for one I/O type; included by cpu_kernel.c with TY (float|double) and SFX defined.
- * e = exp(k - max k) is formed in float64 in the kernel (exp_nonpos, cpu_kernel.c), never stored.
+/* Bi-WKV recurrences for one I/O type; included by cpu_kernel.c with TY (float|double), SFX and VEXP defined.
+ * e = exp(k - max k) is formed in the kernel, never stored: in float64 (exp_nonpos, cpu_kernel.c), or with
+ * VEXP (float32 I/O, AVX-512, full blocks) for the 16 channels at once in float32 (exp16_f32).
  * The reverse states are stored in the outputs (y, d in the forward; gv, gk in the backward) and combined
  * with the forward states in the second sweep. NC is the number of channels of a work item (a constant
  * CB for full blocks, so the channel loops are unrolled onto SIMD registers).
@@ -7,19 +8,32 @@
 #define CAT2(a, b) a##b
 #define CAT(a, b) CAT2(a, b)
 
+#if VEXP
+#define EXP_SETUP double ev[CB]; const int vx = NC == CB; \
+    const __m512 mf = vx ? max16_ps(m) : _mm512_setzero_ps();
+#define EXP_STEP(kp) if (vx) exp16_f32((const float *)(kp), mf, ev);
+#define EXP_AT(c, kx) (vx ? ev[c] : exp_nonpos((double)(kx) - m[c]))
+#else
+#define EXP_SETUP
+#define EXP_STEP(kp)
+#define EXP_AT(c, kx) exp_nonpos((double)(kx) - m[c])
+#endif
+
 static inline __attribute__((always_inline)) void CAT(fwd_item_, SFX)(
     const TY *restrict k, const TY *restrict v, TY *restrict y, TY *restrict d, const double *restrict m,
     const double *restrict r, const double *restrict eu, const int NC,
     int64_t T1, int64_t T2, int64_t s1, int64_t s2)
 {
     double bn[CB], bd[CB], fn[CB], fd[CB];
+    EXP_SETUP
     for (int c = 0; c < NC; c++) { bn[c] = 0.0; bd[c] = 0.0; fn[c] = 0.0; fd[c] = 0.0; }
     for (int64_t t1 = T1 - 1; t1 >= 0; t1--) {
         for (int64_t t2 = T2 - 1; t2 >= 0; t2--) {                 /* reverse sweep: B into (y, d) */
             const int64_t o = t1 * s1 + t2 * s2;
             if (t2 >= PD) { const int64_t q = o - PD * s2; PF(k + q); PF(v + q); PFW(y + q); PFW(d + q); }
+            EXP_STEP(k + o)
             for (int c = 0; c < NC; c++) {
-                const double ec = exp_nonpos((double)k[o + c] - m[c]);
+                const double ec = EXP_AT(c, k[o + c]);
                 y[o + c] = (TY)bn[c];
                 d[o + c] = (TY)bd[c];
                 bn[c] = r[c] * bn[c] + ec * (double)v[o + c];
@@ -31,8 +45,9 @@ static inline __attribute__((always_inline)) void CAT(fwd_item_, SFX)(
         for (int64_t t2 = 0; t2 < T2; t2++) {                      /* forward sweep: combine */
             const int64_t o = t1 * s1 + t2 * s2;
             if (t2 + PD < T2) { const int64_t q = o + PD * s2; PF(k + q); PF(v + q); PFW(y + q); PFW(d + q); }
+            EXP_STEP(k + o)
             for (int c = 0; c < NC; c++) {
-                const double ec = exp_nonpos((double)k[o + c] - m[c]), z = ec * (double)v[o + c];
+                const double ec = EXP_AT(c, k[o + c]), z = ec * (double)v[o + c];
                 const double num = fn[c] + (double)y[o + c] + eu[c] * z;
                 const double den = fd[c] + (double)d[o + c] + eu[c] * ec;
                 y[o + c] = (TY)num / (TY)den;                              /* TY division: fp32 round-off */
@@ -71,6 +86,7 @@ static inline __attribute__((always_inline)) void CAT(bwd_item_, SFX)(
     double sa[CB], sg[CB];
     double fa[CB], fb[CB], Gn[CB], Gd[CB], Fz[CB], Gz[CB], Fe[CB], Ge[CB];
     double accu[CB], accw[CB];
+    EXP_SETUP
     for (int c = 0; c < NC; c++) {
         sa[c] = sg[c] = fa[c] = fb[c] = 0.0;
         Gn[c] = Gd[c] = Fz[c] = Gz[c] = Fe[c] = Ge[c] = 0.0;
@@ -97,8 +113,9 @@ static inline __attribute__((always_inline)) void CAT(bwd_item_, SFX)(
                 const int64_t q = o + PD * s2;
                 PF(k + q); PF(v + q); PF(gy + q); PF(d + q); PF(y + q); PFW(gv + q); PFW(gk + q);
             }
+            EXP_STEP(k + o)
             for (int c = 0; c < NC; c++) {
-                const double ec = exp_nonpos((double)k[o + c] - m[c]), vc = (double)v[o + c], z = ec * vc;
+                const double ec = EXP_AT(c, k[o + c]), vc = (double)v[o + c], z = ec * vc;
                 const double gn = (double)(gy[o + c] / d[o + c]);
                 const double gd = -gn * (double)y[o + c];
                 const double A = fa[c] + (double)gv[o + c] + eu[c] * gn;     /* (W gN)_t */
@@ -147,3 +164,6 @@ void CAT(bi_wkv_bwd_, SFX)(const TY *k, const TY *v, const TY *y, const TY *d, c
 
 #undef CAT
 #undef CAT2
+#undef EXP_SETUP
+#undef EXP_STEP
+#undef EXP_AT

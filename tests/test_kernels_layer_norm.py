@@ -207,6 +207,39 @@ def test_channel_act_matches_float64(hidden, C):
 
 
 @needs_kernel
+@pytest.mark.parametrize("C", [32, 80])
+def test_gelu_tanh_matches_float64_in_place(C):
+    g = torch.Generator().manual_seed(C)
+    x = torch.randn(2100, C, generator=g) * 4
+    x[0, :4] = torch.tensor([float("nan"), 100.0, -100.0, 0.0])
+    ref = F.gelu(x.double(), approximate="tanh")
+    with torch.inference_mode():
+        assert cpu.gelu_usable(x) and not cpu.gelu_usable(x[:100]) and not cpu.gelu_usable(x.double())
+        y = x.clone()
+        assert cpu.gelu_tanh_(y) is y
+    assert bool(y[0, 0].isnan()) and float(y[0, 1]) == 100.0
+    assert float((y[1:].double() - ref[1:]).abs().max()) <= 1e-6
+    assert float((y[0, 2:].double() - ref[0, 2:]).abs().max()) <= 1e-6 and abs(float(y[0, 2])) <= 1e-30
+    assert not cpu.gelu_usable(x.requires_grad_())
+
+
+@needs_kernel
+@pytest.mark.parametrize("slope", [0.2, 0.01])
+def test_conv_leaky_relu_equals_the_unfused_layers(slope):
+    from fusion.model.layers import channels_last, conv_leaky_relu
+
+    g = torch.Generator().manual_seed(1)
+    x = channels_last(torch.randn(2, 6, 13, 17, generator=g))
+    for conv in (torch.nn.Conv2d(6, 5, 3, padding=1), torch.nn.Conv2d(6, 4, 1, bias=False),
+                 torch.nn.Conv2d(6, 6, 3, padding=1, groups=6)):
+        ref = F.leaky_relu(conv(x), slope)
+        with torch.inference_mode():
+            y = conv_leaky_relu(conv, x, slope)
+        assert y.shape == ref.shape and float((y - ref).abs().max()) <= 1e-5
+        assert torch.equal(conv_leaky_relu(conv, x, slope), ref)       # with autograd: the module and F
+
+
+@needs_kernel
 def test_channel_mix_gated_rows_equal_the_module():
     from fusion.model.channel_mix import ChannelMix
 

@@ -5,9 +5,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion.model.layers import LayerNorm2d, channel_mul, channels_last, layer_norm, resize
+from fusion.model.layers import LayerNorm2d, channel_mul, channels_last, conv_leaky_relu, layer_norm, resize
 from fusion.model.pointwise import EAGER
 from fusion.model.spatial_mix import SpatialMix
+from rwkvfusion_kernels.ops import layer_norm as ln_cpu
 
 
 def folded_conv(x: torch.Tensor, w3: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
@@ -32,7 +33,10 @@ class GeluMLP(nn.Module):
         self.fc2 = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        h = self.fc1(x)
+        if ln_cpu.gelu_usable(h):                     # inference: the C kernel, in place
+            return self.fc2(ln_cpu.gelu_tanh_(h))
+        return self.fc2(F.gelu(h, approximate="tanh"))
 
 
 class MultiModalFusion(nn.Module):
@@ -99,7 +103,11 @@ class MultiModalFusion(nn.Module):
             modal = self.cond_norm(folded_conv(cond, self.cond_conv.weight, cond_weight))
         else:
             modal = self.cond_norm(self.cond_conv(cond))
-        f = self.feat(x)
+        if torch.is_grad_enabled():
+            f = self.feat(x)
+        else:                                           # inference: the LeakyReLU fused into the 1x1 convolution
+            dw, pw, act, norm = self.feat
+            f = norm(conv_leaky_relu(pw, dw(x), act.negative_slope))
         s = f + modal
         g = self._channel_gate(s)                               # [B, C, 1, 1]
         if self.has_mask and mask is None:

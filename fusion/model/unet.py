@@ -10,7 +10,7 @@ from torch import nn
 from fusion.config import TaskConfig
 from fusion.model.block import RWKVFusionBlock, split_conv1x1
 from fusion.model.inputs import FusionNet, ModelInputs, to_channels_last
-from fusion.model.layers import channel_mul, channels_last, drop_path_schedule, resize
+from fusion.model.layers import channel_mul, channels_last, conv_leaky_relu, drop_path_schedule, resize
 from fusion.model.text import TextProjector
 
 
@@ -27,7 +27,10 @@ class Res3Conv(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+        if torch.is_grad_enabled():
+            return self.body(x)
+        c1, a1, c2, a2, c3 = self.body                 # inference: each LeakyReLU fused into its convolution
+        return c3(conv_leaky_relu(c2, conv_leaky_relu(c1, x, a1.negative_slope), a2.negative_slope))
 
 
 class Downsample(nn.Module):

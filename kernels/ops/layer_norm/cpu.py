@@ -52,6 +52,8 @@ def library() -> ctypes.CDLL | None:
                     lib.merge_gate_f32.restype = None
                     lib.channel_act_f32.argtypes = [p] * 4 + [i64] * 4
                     lib.channel_act_f32.restype = None
+                    lib.gelu_tanh_f32.argtypes = [p, i64, i64, i64]
+                    lib.gelu_tanh_f32.restype = None
                     lib.layer_norm_train_fwd_f32.argtypes = [p] * 7 + [i64, i64, ctypes.c_float, i64, i64]
                     lib.layer_norm_train_fwd_f32.restype = None
                     lib.layer_norm_train_bwd_f32.argtypes = [p] * 10 + [i64] * 4
@@ -190,3 +192,18 @@ def channel_act(kr: torch.Tensor, gate: torch.Tensor) -> tuple[torch.Tensor, tor
     _run(lib.channel_act_f32, N, (kr.data_ptr(), gate.data_ptr(), hidden.data_ptr(), rg.data_ptr(), Hd, C),
          SPLIT_ROWS)
     return hidden, rg
+
+
+def gelu_usable(x: torch.Tensor) -> bool:
+    """When :func:`gelu_tanh_` applies: dense float32 rows outside autograd and autocast that the vector path takes."""
+    return (x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and not (torch.is_grad_enabled() and x.requires_grad) and vector_rows(x, any_width=True))
+
+
+def gelu_tanh_(x: torch.Tensor) -> torch.Tensor:
+    """``F.gelu(x, approximate="tanh")`` written into x (returned), for x [..., C] (see :func:`gelu_usable`)."""
+    lib = library()
+    assert lib is not None, "layer_norm CPU kernel unavailable"
+    C = x.shape[-1]
+    _run(lib.gelu_tanh_f32, x.numel() // C, (x.data_ptr(), C), SPLIT_ROWS)
+    return x

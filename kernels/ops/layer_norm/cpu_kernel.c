@@ -248,6 +248,24 @@ void channel_act_f32(const float *kr, const float *gate, float *hidden, float *r
 #endif
 }
 
+/* GELU, tanh approximation, in place over rows of C float32 values (C % 16 == 0: the caller checks):
+ * 0.5 x (1 + tanh(a)) = x / (1 + exp(-2a)),  a = sqrt(2/pi) (x + 0.044715 x^3). PyTorch's CPU kernel for the
+ * tanh form is ~4x slower than its erf form; this one is one pass at the speed of a copy. */
+void gelu_tanh_f32(float *x, int64_t C, int64_t row0, int64_t row1)
+{
+#ifdef __AVX512F__
+    const __m512 one = _mm512_set1_ps(1.0f), c0 = _mm512_set1_ps(-1.5957691216057308f),  /* -2 sqrt(2/pi) */
+                 c1 = _mm512_set1_ps(0.044715f);
+    for (int64_t i = row0 * C; i < row1 * C; i += 16) {
+        const __m512 v = _mm512_loadu_ps(x + i);
+        const __m512 a = _mm512_mul_ps(_mm512_mul_ps(c0, v), _mm512_fmadd_ps(_mm512_mul_ps(c1, v), v, one));
+        _mm512_storeu_ps(x + i, _mm512_div_ps(v, _mm512_add_ps(one, exp512(a))));
+    }
+#else
+    (void)x; (void)C; (void)row0; (void)row1;
+#endif
+}
+
 /* Training LayerNorm over rows of C float32 values, optionally with s = SiLU(h): forward and backward.
  * Forward: h = (x - mean) * rstd * w + b (and s), mean and rstd per row stored for the backward.
  * Backward, with g = gh + gs * SiLU'(h) (gs may be 0), xhat = (x - mean) * rstd, dxh = g * w:

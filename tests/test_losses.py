@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fusion.losses import FusionLoss, PanLoss, build_loss, sobel_abs, ssim_map
+from fusion.losses import FusionLoss, PanLoss, build_loss, sobel_abs, ssim_map, ssim_maps
 
 
 def _const(v, shape=(2, 1, 16, 16), dtype=torch.float32):
@@ -26,6 +26,9 @@ def test_ssim_map_matches_kornia_and_identity():
     assert torch.allclose(ssim_map(x, y, 5, 1.5), kornia.metrics.ssim(x, y, 5, eps=0.0), atol=1e-6)
     assert torch.allclose(ssim_map(x, y, 11, 1.5), kornia.metrics.ssim(x, y, 11, eps=0.0), atol=1e-6)
     assert torch.allclose(ssim_map(x, x), torch.ones_like(x), atol=1e-5)
+    z = (x - 0.1 * torch.randn_like(x)).clamp(0, 1)     # several references in one call (the loss's A and B)
+    for got, ref in zip(ssim_maps(x, (y, z), 5, 1.5), (y, z)):
+        assert torch.allclose(got, kornia.metrics.ssim(x, ref, 5, eps=0.0), atol=1e-6)
 
 
 def test_sobel_abs_of_ramp():

@@ -23,6 +23,7 @@ from ..cthreads import SplitRunner
 
 _SRC = Path(__file__).with_name("cpu_kernel.c")
 _BODY = Path(__file__).with_name("cpu_kernel_body.h")
+_EXP = Path(__file__).parent.parent / "simd_exp.h"
 FP32_W_LIMIT = 50.0                        # float32 outputs hold the reverse states up to this max|w|
 _CB = 16                                   # channels per work item (CB in cpu_kernel.c)
 _lock = threading.Lock()
@@ -32,7 +33,7 @@ _run_items = SplitRunner("bi_wkv")
 
 
 def _build() -> ctypes.CDLL | None:
-    lib = build("bi_wkv_cpu", _SRC, (_BODY,))
+    lib = build("bi_wkv_cpu", _SRC, (_BODY, _EXP))
     if lib is None:
         return None
     i64, p = ctypes.c_int64, ctypes.c_void_p

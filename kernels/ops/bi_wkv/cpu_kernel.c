@@ -25,6 +25,7 @@
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
+#include "../simd_exp.h"
 
 #define CB 16
 /* software prefetch PD sequence steps ahead: the steps of a column scan are a row (W*C values) apart,
@@ -62,25 +63,12 @@ static inline __attribute__((always_inline)) double exp_nonpos(double x)
 
 
 #ifdef __AVX512F__
-/* exp(x) of 16 float32 values x <= 0 (NaN stays NaN): x = n ln2 + r (two-part ln2), degree-6 polynomial
- * of r (relative error < 2e-7, about float32 rounding), times 2^n by scalef (0 below x = -104). The float32
- * kernels form e = exp(k - max k) this way: k is float32, so e needs no more precision than that; the
- * recurrences stay in float64. Six times fewer instructions than exp_nonpos over 16 channels. */
+/* exp(x) of 16 float32 values x <= 0 (simd_exp.h; NaN stays NaN), 0 below x = -104. The float32 kernels form
+ * e = exp(k - max k) this way: k is float32, so e needs no more precision than that; the recurrences stay in
+ * float64. Six times fewer instructions than exp_nonpos over 16 channels. */
 static inline __attribute__((always_inline)) __m512 exp_nonpos_ps(__m512 x)
 {
-    x = _mm512_max_ps(_mm512_set1_ps(-200.0f), x);      /* max(-200, NaN) is NaN with this operand order */
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
+    return exp512_core(_mm512_max_ps(_mm512_set1_ps(-200.0f), x));   /* max(-200, NaN) is NaN in this order */
 }
 
 /* max k of a 16-channel block as float32 (exact: it is the max of float32 values) */

@@ -20,6 +20,7 @@ from ..cbuild import build
 from ..cthreads import SplitRunner
 
 _SRC = Path(__file__).with_name("cpu_kernel.c")
+_EXP = Path(__file__).parent.parent / "simd_exp.h"
 MIN_ROWS = 2048                                # below this PyTorch's kernel is as fast (call overhead)
 # rows per thread below which a call runs on one thread: handing work to a pool thread costs ~0.1-0.2 ms here,
 # the time of ~15k LayerNorm rows (a 2-thread split of 16k rows measured slower than one thread)
@@ -40,7 +41,7 @@ def library() -> ctypes.CDLL | None:
     with _lock:
         if not _tried:
             if os.environ.get("RWKVFUSION_CPU_KERNEL", "1") != "0":
-                lib = build("layer_norm_cpu", _SRC)
+                lib = build("layer_norm_cpu", _SRC, (_EXP,))
                 if lib is not None:
                     p, i64 = ctypes.c_void_p, ctypes.c_int64
                     for fn in (lib.layer_norm_f32, lib.layer_norm_bf16):

@@ -11,6 +11,7 @@
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
+#include "../simd_exp.h"
 
 static void row_generic(const float *x, float *y, float *s, const float *w, const float *b, int64_t C, float eps)
 {
@@ -28,23 +29,11 @@ static void row_generic(const float *x, float *y, float *s, const float *w, cons
 }
 
 #ifdef __AVX512F__
-/* exp(x) in float32 for the SiLU: x = n ln2 + r, degree-6 polynomial of r (|rel err| < 2e-7), times 2^n;
- * clamped to [-87, 88] so 2^n stays a normal number (SiLU of |y| > 87 is y or 0 to float precision). */
+/* exp(x) in float32 for the SiLU and GELU (simd_exp.h), clamped to [-87, 88] so 2^n stays a normal number
+ * (SiLU of |y| > 87 is y or 0 to float precision). */
 static inline __m512 exp512(__m512 x)
 {
-    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
+    return exp512_core(_mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f)));
 }
 
 #define MAXV 4   /* C <= 64 held in registers */

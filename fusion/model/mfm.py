@@ -106,8 +106,8 @@ class MultiModalFusion(nn.Module):
         if torch.is_grad_enabled():
             f = self.feat(x)
         else:                                           # inference: the LeakyReLU fused into the 1x1 convolution
-            dw, pw, act, norm = self.feat
-            f = norm(conv_leaky_relu(pw, dw(x), act.negative_slope))
+            depthwise, pointwise, act, norm = self.feat
+            f = norm(conv_leaky_relu(pointwise, depthwise(x), act.negative_slope))
         s = f + modal
         g = self._channel_gate(s)                               # [B, C, 1, 1]
         if self.has_mask and mask is None:

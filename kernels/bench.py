@@ -266,16 +266,23 @@ def _markdown(res: dict) -> str:
              f"{m['date_utc']}; CPU {m.get('cpu', '?')} ({m['cpu_count']} cores, torch threads {m['torch_threads']}, "
              f"load average at start {', '.join(f'{x:.2f}' for x in m['load_average_at_start'])}); "
              f"torch {m['torch']}, triton {m['triton']}, Python {m['python']}.", "",
-             "## CPU: exact O(T) PyTorch Bi-WKV vs scaled_dot_product_attention (B=1, C=64, median wall time)", "",
+             "## CPU: the C kernel (impl cpu, the CPU default) and the exact O(T) PyTorch Bi-WKV (impl torch) vs "
+             "scaled_dot_product_attention (B=1, C=64, median wall time)", "",
              "| tokens | impl | threads | fwd s | fwd+bwd s | fwd+bwd CPU s (all threads) | peak extra MiB (fwd / fwd+bwd) | note |",
              "|---:|---|---:|---:|---:|---:|---:|---|"]
     cpu = res["cpu"]
-    for r in cpu["bi_wkv_torch"] + cpu["bi_wkv_torch_1_thread"] + cpu["sdpa"]:
+    for r in cpu.get("bi_wkv_cpu", []) + cpu["bi_wkv_torch"] + cpu["bi_wkv_torch_1_thread"] + cpu["sdpa"]:
         side = int(round(math.sqrt(r["T"])))
         lines.append(f"| {side}^2 = {r['T']} | {r['impl']} | {r.get('threads', '-')} | {_fmt(r.get('fwd_s'))} | {_fmt(r.get('fwd_bwd_s'))} | "
                      f"{_fmt(r.get('fwd_bwd_cpu_s'))} | {_fmt(r.get('fwd_peak_extra_mib'))} / {_fmt(r.get('fwd_bwd_peak_extra_mib'))} | "
                      f"{r.get('skipped', '')} |")
     st = cpu["single_thread"]
+    ck = cpu.get("cpu_kernel") or {}
+    if ck:
+        lines += ["", f"C kernel: fitted exponent of forward+backward wall time vs T {_fmt(ck.get('exponent_fwd_bwd'))}, "
+                  f"ratio 512^2 / 256^2 tokens {_fmt(ck.get('ratio_fwd_bwd_512_over_256'))} (linear = 4); forward+backward "
+                  "speed-up over the PyTorch path per T: "
+                  + ", ".join(f"{t}: {_fmt(v)}x" for t, v in cpu.get("speedup_cpu_over_torch_fwd_bwd", {}).items()) + "."]
     lines += ["", f"Fitted exponent of wall time vs T (PyTorch Bi-WKV, default threads): forward "
               f"{_fmt(cpu['exponent_fwd'])}, forward+backward {_fmt(cpu['exponent_fwd_bwd'])} "
               f"(CPU time {_fmt(cpu['exponent_fwd_bwd_cpu_time'])}); single thread: forward "

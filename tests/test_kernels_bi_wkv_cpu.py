@@ -183,3 +183,15 @@ def test_validate_flag_skips_value_checks():
     with pytest.raises(ValueError, match="non-finite"):
         bi_wkv(k, v, bad, u, impl="cpu")
     bi_wkv(k, v, bad, u, impl="cpu", validate=False)           # no synchronisation, no check
+
+
+def test_build_falls_back_when_the_extra_native_flags_are_rejected(tmp_path, monkeypatch):
+    from rwkvfusion_kernels.ops import cbuild
+
+    monkeypatch.setenv("RWKVFUSION_KERNEL_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "one.c"
+    src.write_text("int one(void) { return 1; }\n")
+    lib = cbuild.build("one", src, native_flags=("-fno-such-compiler-flag-xyz",))
+    assert lib is not None and lib.one() == 1
+    built = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(built) == 1                         # the rejected flag set left nothing behind

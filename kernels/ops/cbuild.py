@@ -34,11 +34,14 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def build(name: str, src: Path, extra: tuple[Path, ...] = ()) -> ctypes.CDLL | None:
-    """Compile ``src`` (which may #include the ``extra`` files) into ``<cache>/<name>_<key>.so`` and load it."""
+def build(name: str, src: Path, extra: tuple[Path, ...] = (), native_flags: tuple[str, ...] = ()) -> ctypes.CDLL | None:
+    """Compile ``src`` (which may #include the ``extra`` files) into ``<cache>/<name>_<key>.so`` and load it.
+
+    ``native_flags`` are tried first with the ``-march=native`` flags (a compiler that rejects them falls back to
+    the plain flag sets)."""
     text = src.read_bytes() + b"".join(p.read_bytes() for p in extra)
     cc = os.environ.get("CC", "cc")
-    for flags in FLAGS:
+    for flags in ((FLAGS[0] + list(native_flags),) if native_flags else ()) + FLAGS:
         key = hashlib.sha256(text + " ".join([cc, *flags]).encode() + cpu_id().encode()).hexdigest()[:16]
         out = cache_dir() / f"{name}_{key}.so"
         if not out.exists():

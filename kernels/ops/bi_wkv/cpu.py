@@ -33,7 +33,9 @@ _run_items = SplitRunner("bi_wkv")
 
 
 def _build() -> ctypes.CDLL | None:
-    lib = build("bi_wkv_cpu", _SRC, (_BODY, _EXP))
+    # 512-bit vectors for gcc's auto-vectorised float64 recurrences: the backward runs ~25% faster than with the
+    # default 256-bit preference (fwd+bwd at T=256^2, C=64: 44 vs 57 ms on the 2-core AVX-512 CPU here)
+    lib = build("bi_wkv_cpu", _SRC, (_BODY, _EXP), native_flags=("-mprefer-vector-width=512",))
     if lib is None:
         return None
     i64, p = ctypes.c_int64, ctypes.c_void_p

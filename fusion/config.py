@@ -446,8 +446,8 @@ class TrainRecipe:
                 "overrides": {k: _plain(v) for k, v in self.overrides.items()}}
 
 
-# CPU recipes: 2 shared cores, about 0.4 s per step at batch 4 and 64x64 (1 s at 128x128, data and loss included)
-# for the U-net of Table 1. MIF crops are exact windows of the 256x256 slices (ratio 1: no resampling, so the network sees
+# CPU recipes: 2 shared cores, batch 4, for the U-net of Table 1: about 1.0 s per step at 128x128 (the VIF recipe in
+# session 8, data, loss and validation included), 0.5 s at 64x64 (the MIF recipe in session 6, before that work). MIF crops are exact windows of the 256x256 slices (ratio 1: no resampling, so the network sees
 # test-time statistics); VIF/MEF/MFF keep the paper's random-resized-crop family (not yet tuned on CPU).
 # Keys: the budget fields of TrainRecipe; every other key is a flat TaskConfig override (an "overrides" dict
 # may hold more); drop_path is 0 unless given.

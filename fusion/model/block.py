@@ -28,21 +28,17 @@ def split_conv1x1(parts: list[torch.Tensor], weight: torch.Tensor) -> torch.Tens
 
 
 class Modulator(nn.Module):
-    """(scale, shift, gate) = Linear(SiLU(h)) split in three; h [..., C]."""
+    """(scale, shift, gate) = Linear(s) split in three, s = SiLU(LN(x)) [..., C] (the LayerNorm's output and its SiLU
+    come from one pass: ``layer_norm_silu``)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.proj = nn.Linear(dim, 3 * dim, bias=False)
 
-    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.project(F.silu(h))
-
-    def project(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(scale, shift, gate) [..., C] from s = SiLU(h), one product per part with the proj weight's rows.
-
-        Three separate [..., C] tensors rather than slices of one [..., 3C] product: in training the backward
-        of a slice zero-fills and copies into a [..., 3C] gradient per slice (a third of a VIF training step's
-        elementwise time); here autograd sums three [..., C] input gradients instead."""
+    def forward(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Three [..., C] products with the proj weight's row blocks rather than slices of one [..., 3C] product:
+        in training the backward of a slice zero-fills and copies into a [..., 3C] gradient per slice (a third of
+        a VIF training step's elementwise time); here autograd sums three [..., C] input gradients instead."""
         return tuple(F.linear(s, w) for w in self.proj.weight.chunk(3, dim=0))  # type: ignore[return-value]
 
 
@@ -69,14 +65,13 @@ class BRWKVLayer(nn.Module):
         t = x.permute(0, 2, 3, 1)  # [B, H, W, C]: contiguous for channels-last x, no copy
         if not torch.is_grad_enabled() and not self.training:   # inference (DropPath is the identity)
             return self._forward_no_grad(t).permute(0, 3, 1, 2)
-        # Modulator(h) = proj(SiLU(h)); (h, SiLU(h)) from one helper (the C training kernel, or F.layer_norm and
-        # F.silu where it does not apply)
+        # (h, SiLU(h)) from one helper (the C training kernel, or F.layer_norm and F.silu where it does not apply)
         h, s = layer_norm_silu(t, self.norm1)
-        scale, shift, gate = self.mod1.project(s)
+        scale, shift, gate = self.mod1(s)
         y, _ = self.spatial(self.pw.modulate(h, scale, shift), reverse=self.reverse)
         t = self.pw.gated_residual(t, gate, self.drop_path(y))
         h, s = layer_norm_silu(t, self.norm2)
-        scale, shift, gate = self.mod2.project(s)
+        scale, shift, gate = self.mod2(s)
         t = self.pw.gated_residual(t, gate, self.drop_path(self.channel(self.pw.modulate(h, scale, shift))))
         return t.permute(0, 3, 1, 2)
 

@@ -319,7 +319,7 @@ def fuse(
             if task is not None and model.cfg.task != task:
                 _fail(f"--task {task} but checkpoint {checkpoint} is a {model.cfg.task} model")
         if compile_model:                                   # either model: its elementwise regions compiled
-            from fusion.model.pointwise import compile_model as compile_regions
+            from fusion.model.pointwise import compile_regions
 
             compile_regions(model)
         if not model.cfg.is_fusion:

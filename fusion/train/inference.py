@@ -48,7 +48,7 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu", *,
         raise ValueError(f"checkpoint {checkpoint}: weights do not match the stored config: {err}") from err
     model = model.to(device).eval()
     if compile_model:
-        from fusion.model.pointwise import compile_model as compile_regions
+        from fusion.model.pointwise import compile_regions
 
         compile_regions(model)
     return model, ckpt

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fusion.model.pointwise import compile_model as compile_model_regions
+from fusion.model.pointwise import compile_regions
 from fusion.train.trainer import Trainer, TrainSettings
 from rwkvfusion_io.distributed import DistEnv, barrier, cleanup, init_distributed
 
@@ -180,7 +180,7 @@ def run_training(task: str, out: str | Path, *, data: str | Path | Sequence[str 
         trainer = Trainer(model, build_loss(cfg), dataset, settings, out, env, collate_fn=collate,
                           config=cfg.to_dict(), task=task)
         if compile_model:  # after the EMA copy: the elementwise regions through torch.compile (fusion.model.pointwise)
-            compile_model_regions(trainer.model)
+            compile_regions(trainer.model)
         if env.is_main:
             if overwrite and not resume:
                 remove_run_outputs(out)

@@ -173,13 +173,17 @@ def merge_usable(y: torch.Tensor, yc: torch.Tensor, gl: torch.Tensor, weight: to
             and all(t.dtype == torch.float32 and usable(t, weight, bias) for t in (y, yc, gl)))
 
 
+def _f32_inference(x: torch.Tensor) -> bool:
+    """x is float32 outside CPU autocast and needs no autograd (the float32-only elementwise kernels)."""
+    return (x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and not (torch.is_grad_enabled() and x.requires_grad))
+
+
 def channel_act_usable(kr: torch.Tensor, gate: torch.Tensor) -> bool:
     """When :func:`channel_act` applies: dense float32 rows outside autograd and autocast, widths the vector
     path takes (multiples of its width), enough rows."""
     return (kr.dim() == 2 and gate.dim() == 2 and kr.shape[0] == gate.shape[0] and kr.shape[1] > gate.shape[1]
-            and not torch.is_autocast_enabled("cpu")
-            and all(t.dtype == torch.float32 and not t.requires_grad and vector_rows(t, any_width=True)
-                    for t in (kr, gate)))
+            and all(_f32_inference(t) and vector_rows(t, any_width=True) for t in (kr, gate)))
 
 
 def channel_act(kr: torch.Tensor, gate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,8 +201,7 @@ def channel_act(kr: torch.Tensor, gate: torch.Tensor) -> tuple[torch.Tensor, tor
 
 def gelu_usable(x: torch.Tensor) -> bool:
     """When :func:`gelu_tanh_` applies: dense float32 rows outside autograd and autocast that the vector path takes."""
-    return (x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-            and not (torch.is_grad_enabled() and x.requires_grad) and vector_rows(x, any_width=True))
+    return _f32_inference(x) and vector_rows(x, any_width=True)
 
 
 def gelu_tanh_(x: torch.Tensor) -> torch.Tensor:

@@ -145,7 +145,7 @@ class DataConfig:
                 raise ValueError(f"DataConfig.{name}: needs 2 entries or None, got {v}")
 
 
-IntensityTarget = Literal["sources", "max", "exposedness"]  # LossConfig.intensity_target (FusionLoss reads the same)
+IntensityTarget = Literal["sources", "max", "exposedness", "exposure_blend"]  # LossConfig.intensity_target (FusionLoss reads the same)
 INTENSITY_TARGETS: tuple[str, ...] = get_args(IntensityTarget)
 
 
@@ -157,11 +157,14 @@ class LossConfig:
     gt_weight: float = 5.0         # + gt_weight * L1(F, GT) when a ground truth exists
     # intensity term target: "sources" = Eq. 20, L1(F, A) + L1(F, B) (mask-aware for VIF); "max" = 2 L1(F, max(A, B))
     # (the peers' target (FILM, TeSG): keeps the brighter source's contrast instead of pulling F to the average);
-    # "exposedness" = per-pixel weights from Mertens et al.'s well-exposedness (MEF; not in the paper)
+    # "exposedness" = per-pixel weights from Mertens et al.'s well-exposedness (MEF; not in the paper): a weighted L1
+    # of two points, so it selects the heavier source per pixel; "exposure_blend" = L1 between low-passes of F and
+    # the exposedness-weighted BLEND of the sources (coarse brightness only, as Mertens' coarse pyramid levels)
     intensity_target: IntensityTarget = "sources"
     # (sigma, power) of the "exposedness" weights exp(-(|x - 0.5| / sigma)^power / 2); Mertens et al.: (0.2, 2)
     exposedness: tuple[float, float] = (0.2, 2.0)
-    exposedness_blur: float = 0.0  # Gaussian std (pixels) smoothing those weights; 0 = per pixel
+    # Gaussian std (pixels) smoothing those weights and, for "exposure_blend", the low-pass; 0 = per pixel
+    exposedness_blur: float = 0.0
     # SSIM term weights: "image" = one gradient-energy weight per image, "pixel" = per pixel
     ssim_weighting: Literal["image", "pixel"] = "image"
     ssim_window: int = 5

@@ -79,7 +79,10 @@ class FusionLoss(nn.Module):
       E(X) = exp(-(|X - 0.5| / sigma)^p / 2) (``exposedness`` = (sigma, p), Mertens: (0.2, 2)), Gaussian-blurred
       with std ``exposedness_blur`` pixels when > 0 (smooth weights, as Mertens' coarse pyramid levels),
       wA = (E(A) + e) / (E(A) + E(B) + 2e), wB = 1 - wA (MEF: pulls F to the well-exposed source where the other
-      is clipped; equal to the ``"sources"`` form where E(A) = E(B));
+      is clipped; equal to the ``"sources"`` form where E(A) = E(B)); a weighted L1 of two points is minimised by
+      the heavier one, so this form SELECTS a source per pixel; ``"exposure_blend"`` is ``2 L1(G(F), G(wA A + wB B))``
+      instead, G the same Gaussian low-pass: the coarse brightness of the weighted blend, detail left to the SSIM
+      and gradient terms (Mertens' multi-scale blend in one level);
     * SSIM ``eta2 (wA (1 - SSIM(F, A)) + wB (1 - SSIM(F, B)))``, Gaussian window ``ssim_window`` (5), sigma
       ``ssim_sigma`` (1.5), wA = (g_A + e) / (g_A + g_B + 2e), wB = 1 - wA, with g_X the mean of S(X) per image
       (``weighting="image"``, default) or per pixel with SSIM maps (``weighting="pixel"``); e = 1e-4 keeps
@@ -107,6 +110,14 @@ class FusionLoss(nn.Module):
         """Source A's weight (xa + e) / (xa + xb + 2e) from non-negative scores of A and B (equal scores: 1/2)."""
         return (xa + self.eps) / (xa + xb + 2 * self.eps)
 
+    def _lowpass(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Each x Gaussian-blurred with std ``exposedness_blur`` pixels (reflected borders); unchanged when 0."""
+        s = self.exposedness_blur
+        if s <= 0:
+            return xs
+        k = 2 * int(3 * s) + 1
+        return tuple(gaussian_blur2d(x, (k, k), (s, s), border_type="reflect") for x in xs)
+
     def forward(self, out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None,
                 gt: torch.Tensor | None = None, has_mask: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -116,14 +127,13 @@ class FusionLoss(nn.Module):
         per_sample = lambda d: d.abs().flatten(1).mean(dim=1)  # noqa: E731  L1 of each sample, [B]
         if self.intensity_target == "max":
             intensity_b = 2.0 * per_sample(out - torch.maximum(a, b))
-        elif self.intensity_target == "exposedness":
-            ea, eb = well_exposedness(a, *self.exposedness), well_exposedness(b, *self.exposedness)
-            if self.exposedness_blur > 0:
-                s = self.exposedness_blur
-                k = 2 * int(3 * s) + 1
-                ea, eb = (gaussian_blur2d(e, (k, k), (s, s), border_type="reflect") for e in (ea, eb))
+        elif self.intensity_target in ("exposedness", "exposure_blend"):
+            ea, eb = self._lowpass(well_exposedness(a, *self.exposedness), well_exposedness(b, *self.exposedness))
             wa = self._share(ea, eb)
-            intensity_b = 2.0 * per_sample(wa * (out - a).abs() + (1 - wa) * (out - b).abs())
+            if self.intensity_target == "exposedness":
+                intensity_b = 2.0 * per_sample(wa * (out - a).abs() + (1 - wa) * (out - b).abs())
+            else:
+                intensity_b = 2.0 * per_sample(self._lowpass(out - (wa * a + (1 - wa) * b))[0])
         else:
             intensity_b = per_sample(out - a) + per_sample(out - b)
         if mask is not None and self.task == "vif":

@@ -1,6 +1,8 @@
 """Fusion loss (Eq. 20) and pansharpening loss (Eq. 19): closed forms, library agreement, gradients."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -60,8 +62,6 @@ def test_fusion_loss_closed_form_on_flat_images():
 
 def test_exposedness_intensity_closed_form():
     """Mertens well-exposedness weights on flat images: wA = E(A) / (E(A) + E(B)) up to e = 1e-4."""
-    import math
-
     d = torch.float64
     out, a, b = _const(0.5, dtype=d), _const(0.98, dtype=d), _const(0.4, dtype=d)  # A nearly clipped
     ea, eb = math.exp(-0.48 ** 2 / 0.08), math.exp(-0.1 ** 2 / 0.08)
@@ -100,6 +100,35 @@ def test_exposedness_intensity_closed_form():
     assert got == pytest.approx(FusionLoss()(x, 0.5 + t, 0.5 - t)[1]["intensity"], rel=1e-9)
     with pytest.raises(ValueError, match="intensity_target"):
         FusionLoss(intensity_target="mertens")
+
+
+def test_exposure_blend_intensity_against_scipy():
+    """``"exposure_blend"``: 2 L1 of the low-passed difference between F and the exposedness-weighted blend, against
+    scipy's Gaussian filter (mirror borders); its minimiser on flat images is the blend, where the
+    ``"exposedness"`` form's is the heavier source (a weighted L1 of two points)."""
+    from scipy.ndimage import gaussian_filter
+
+    d = torch.float64
+    g = lambda z: gaussian_filter(z, 2.0, mode="mirror", truncate=3.0)  # noqa: E731
+    a = _const(0.45, (1, 1, 24, 24), dtype=d)
+    a[..., :, :12] = 1.0
+    b, x = _const(0.3, (1, 1, 24, 24), dtype=d), torch.rand(1, 1, 24, 24, dtype=d)
+    ea, eb = (g(torch.exp(-0.5 * ((z - 0.5).abs() / 0.2) ** 2)[0, 0].numpy()) for z in (a, b))
+    wa = torch.from_numpy((ea + 1e-4) / (ea + eb + 2e-4))
+    diff = (x - (wa * a + (1 - wa) * b))[0, 0].numpy()
+    want = 2 * float(abs(g(diff)).mean())
+    loss = FusionLoss(eta=(1, 0, 0), intensity_target="exposure_blend", exposedness_blur=2.0)
+    assert loss(x, a, b)[1]["intensity"] == pytest.approx(want, rel=1e-9)
+    # flat sources 0.98 (nearly clipped) and 0.4: the blend is the minimiser, not either source
+    a, b = _const(0.98, dtype=d), _const(0.4, dtype=d)
+    w = float(FusionLoss()._share(torch.tensor(math.exp(-0.48 ** 2 / 0.08), dtype=d),
+                                  torch.tensor(math.exp(-0.1 ** 2 / 0.08), dtype=d)))
+    blend = w * 0.98 + (1 - w) * 0.4
+    cost = lambda t, v: FusionLoss(eta=(1, 0, 0), intensity_target=t, exposedness_blur=1.0)(  # noqa: E731
+        _const(v, dtype=d), a, b)[1]["intensity"]
+    assert cost("exposure_blend", blend) == pytest.approx(0.0, abs=1e-12)
+    assert cost("exposure_blend", blend + 0.05) == pytest.approx(0.1, rel=1e-9)
+    assert cost("exposedness", 0.4) < cost("exposedness", blend) < cost("exposedness", 0.98)
 
 
 def test_vif_mask_aware_intensity():

@@ -133,6 +133,22 @@ def test_multi_dataset_run_validates_exports_and_loads_without_pickle(vif_tree, 
     with pytest.raises(NoBundledModel, match="mif"):
         load_pretrained("mif", weights_dir=wdir)
 
+    # weights-only files take their config from beside them: --checkpoint run/best.safetensors (the run's
+    # checkpoint.pt) or an exported vif.safetensors (its vif.json); a lone copy names both missing sidecars
+    import shutil
+
+    from fusion.train.checkpoint import CheckpointError
+    from fusion.train.inference import load_model
+
+    for path, want in ((run / "best.safetensors", ref), (w, got)):
+        m, ckpt = load_model(path)
+        assert ckpt["task"] == "vif" and all(torch.equal(m.state_dict()[k], want[k].float()) for k in want)
+    lone = tmp_path / "lone" / "x.safetensors"
+    lone.parent.mkdir()
+    shutil.copy(w, lone)
+    with pytest.raises(CheckpointError, match=r"x.safetensors .*neither x.json nor checkpoint.pt"):
+        load_model(lone)
+
     # the bench quality tables list the bundled model beside the baselines
     import fusion.pretrained as P
     from fusion.bench.quality import _bundled_fuser

@@ -95,7 +95,10 @@ def _load_safetensors(path: Path, map_location: str | torch.device) -> dict[str,
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"checkpoint {path} could not be read as safetensors: {_first_line(err)}") from err
     if "config" not in meta:
-        raise CheckpointError(f"checkpoint {path} is not an rwkvfusion checkpoint (no 'config' in its metadata)")
+        config, step = _sidecar_config(path)
+        return {"format": CHECKPOINT_FORMAT, "task": config.get("task"), "config": config,
+                "model": {k: v.float() for k, v in state.items()}, "ema": None,
+                "step": int(meta.get("step", step))}
     try:
         config = json.loads(meta["config"])
         extra = json.loads(meta.get("extra", "{}"))
@@ -103,6 +106,29 @@ def _load_safetensors(path: Path, map_location: str | torch.device) -> dict[str,
         raise CheckpointError(f"checkpoint {path}: its metadata is not valid JSON ({err})") from err
     return {"format": int(meta.get("format", CHECKPOINT_FORMAT)), "task": config.get("task"), "config": config,
             "model": state, "ema": None, "step": int(meta.get("step", 0)), **extra}
+
+
+def _sidecar_config(path: Path) -> tuple[dict[str, Any], int]:
+    """(config, step) of a weights-only safetensors file: an exported model's ``<name>.json`` beside it
+    (``fusion.pretrained.export_run``), else the ``checkpoint.pt`` of the run folder it lies in (a run's
+    ``best.safetensors``)."""
+    card, run_ckpt = path.with_suffix(".json"), path.parent / "checkpoint.pt"
+    if card.is_file():
+        try:
+            info = json.loads(card.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"checkpoint {path}: its config {card.name} is not valid JSON ({err})") from err
+        if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
+            raise CheckpointError(f"checkpoint {path}: {card.name} beside it has no 'config' object")
+        from fusion.pretrained import FORMAT as EXPORT_FORMAT
+
+        if int(info.get("format", 0)) > EXPORT_FORMAT:
+            raise CheckpointError(f"checkpoint {path}: {card.name} has format {info['format']}, newer than this code")
+        return info["config"], int((info.get("training") or {}).get("step", 0))
+    if run_ckpt.is_file():
+        return load_checkpoint(run_ckpt)["config"], 0
+    raise CheckpointError(f"checkpoint {path} is not an rwkvfusion checkpoint (no 'config' in its metadata, and "
+                          f"neither {card.name} nor checkpoint.pt beside it)")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

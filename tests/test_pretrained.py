@@ -133,6 +133,18 @@ def test_multi_dataset_run_validates_exports_and_loads_without_pickle(vif_tree, 
     with pytest.raises(NoBundledModel, match="mif"):
         load_pretrained("mif", weights_dir=wdir)
 
+    # every validated step's EMA weights are kept and can be exported instead of the best
+    from fusion.train.validate import snapshot_path
+
+    assert all(snapshot_path(run, s).is_file() for s in (1, 2))
+    first = load_file(str(snapshot_path(run, val["best"]["step"])))
+    assert all(torch.equal(first[k], ref[k]) for k in ref)
+    w1, j1, _ = export_run(run, tmp_path / "w1", weights="step:1")
+    assert json.loads(j1.read_text())["validation"]["step"] == 1
+    assert json.loads(j1.read_text())["training"]["step"] == 1
+    with pytest.raises(ValueError, match="no validated weights of step 7"):
+        export_run(run, tmp_path / "w7", weights="step:7")
+
     # weights-only files take their config from beside them: --checkpoint run/best.safetensors (the run's
     # checkpoint.pt) or an exported vif.safetensors (its vif.json); a lone copy names both missing sidecars
     import shutil

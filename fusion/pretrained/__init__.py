@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,8 @@ def export_run(run: str | Path, out_dir: Path | None = None, *, weights: str = "
     """Write ``<task>.safetensors`` (fp16), ``<task>.json`` and ``<task>.md`` from a training run folder.
 
     ``weights="best"`` takes ``best.safetensors`` (best validated EMA weights) when the run has one, else the
-    final EMA weights of ``checkpoint.pt`` (read with ``fusion.train.checkpoint.load_checkpoint``).
+    final EMA weights of ``checkpoint.pt`` (read with ``fusion.train.checkpoint.load_checkpoint``);
+    ``"final"`` the latter; ``"step:<n>"`` the EMA weights validated at step n (``val_weights/``).
     ``test`` (from ``fusion.pretrained.testsets.evaluate_testsets``) is stored and tabulated in the card.
     """
     from safetensors.torch import load_file, save_file
@@ -128,8 +130,17 @@ def export_run(run: str | Path, out_dir: Path | None = None, *, weights: str = "
     elif weights in ("best", "final"):
         state = ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"]
         source, step = f"final EMA weights (step {ckpt['step']})", int(ckpt["step"])
+    elif re.fullmatch(r"step:\d+", weights):
+        from fusion.train.validate import snapshot_path
+
+        step = int(weights.split(":")[1])
+        snap = snapshot_path(run, step)
+        if not snap.is_file():
+            raise ValueError(f"export_run: {run} has no validated weights of step {step} ({snap} is absent)")
+        state = load_file(str(snap))
+        source = f"validated EMA weights of step {step} (chosen with --weights {weights})"
     else:
-        raise ValueError(f"export_run: weights must be 'best' or 'final', got {weights!r}")
+        raise ValueError(f"export_run: weights must be 'best', 'final' or 'step:<n>', got {weights!r}")
     out_dir = Path(out_dir or WEIGHTS_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     half = {k: v.detach().to(torch.float16).contiguous().cpu() for k, v in state.items()}
@@ -141,8 +152,10 @@ def export_run(run: str | Path, out_dir: Path | None = None, *, weights: str = "
                 "total_steps": int(ckpt.get("total_steps", ckpt["step"])), "batch_size": ckpt.get("batch_size"),
                 "seed": settings.get("seed"), "data": extra.get("data"), "recipe": extra.get("recipe"),
                 "wall_seconds": round(_wall_seconds(run), 1), "world_size": ckpt.get("world_size")}
+    validated = {int(h["step"]): h for h in (val or {}).get("history", [])}
     info = {"format": FORMAT, "task": task, "config": ckpt["config"], "training": training,
-            "validation": (val or {}).get("best"), "test": test, "notes": notes or []}
+            "validation": validated.get(step) if weights.startswith("step:") else (val or {}).get("best"),
+            "test": test, "notes": notes or []}
     j = out_dir / f"{task}.json"
     j.write_text(json.dumps(info, indent=2, default=str) + "\n")
     md = out_dir / f"{task}.md"

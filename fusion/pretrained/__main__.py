@@ -43,7 +43,7 @@ def _evaluate(task: str, weights_dir: Path | None, data: Path, out: Path, max_pa
 @app.command("export")
 def export_cmd(run: Path = typer.Option(..., "--run", help="training run folder (checkpoint.pt, val.json)"),
                out_dir: Path | None = typer.Option(None, "--out-dir", help="default: the package's weights/"),
-               weights: str = typer.Option("best", "--weights", help="best (validated) | final"),
+               weights: str = typer.Option("best", "--weights", help="best (validated) | final | step:<n> (a validated step)"),
                evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate",
                                              help="score the exported fp16 model on the shared test sets"),
                data: Path = typer.Option(DEFAULT_DATA, "--data", help="shared test data root"),

@@ -52,7 +52,7 @@ def demo_task_root(demo_dir: str | Path, task: str, env: DistEnv) -> Path:
 
 # what a run writes into its folder (removed by ``overwrite`` so no stale report outlives its checkpoint)
 RUN_OUTPUTS = ("checkpoint.pt", "config.yaml", "train.json", "metrics.csv", "metrics.json", "report.html",
-               "train_summary.json", "fused", "val.json", "best.safetensors")
+               "train_summary.json", "fused", "val.json", "best.safetensors", "val_weights")
 
 
 def check_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None:

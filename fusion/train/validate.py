@@ -5,7 +5,8 @@
 selection score is the mean over datasets of the per-dataset mean Qabf (each dataset counts once).
 ``Validator`` runs it from the trainer's checkpoint hook every ``every`` steps, keeps the history in
 ``<run>/val.json`` and the best EMA weights in ``<run>/best.safetensors`` (safetensors, float32), so a
-resumed run continues with the same best-so-far.
+resumed run continues with the same best-so-far; the EMA weights of every validated step are kept too
+(``<run>/val_weights/step_<n>.safetensors``), so another selection can be studied without retraining.
 """
 from __future__ import annotations
 
@@ -115,6 +116,14 @@ def validate_pan(model: nn.Module, dataset: Any) -> dict[str, Any]:
             "per_dataset": per_dataset, "pairs": len(per_dataset), "seconds": time.perf_counter() - t0}
 
 
+VAL_WEIGHTS_DIR = "val_weights"
+
+
+def snapshot_path(run: str | Path, step: int) -> Path:
+    """Where the Validator keeps the EMA weights validated at ``step`` (float32 safetensors)."""
+    return Path(run) / VAL_WEIGHTS_DIR / f"step_{int(step)}.safetensors"
+
+
 class Validator:
     """Trainer checkpoint hook: validate the EMA weights every ``every`` steps (and at the last step),
     log to ``<out>/val.json``, keep the best in ``<out>/best.safetensors``."""
@@ -124,6 +133,7 @@ class Validator:
         self.dataset, self.out = dataset, Path(out_dir)
         self.every, self.max_pairs, self.max_side = every, max_pairs, max_side
         self.log_path, self.best_path = self.out / "val.json", self.out / "best.safetensors"
+        self.snapshot_dir = self.out / VAL_WEIGHTS_DIR
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         if resume and self.log_path.is_file():  # resumed run: keep the best so far
@@ -139,14 +149,19 @@ class Validator:
         res = validate(trainer.ema.module, self.dataset, max_pairs=self.max_pairs, max_side=self.max_side)
         entry = {"step": step, **res}
         self.history.append(entry)
-        if self.best is None or (math.isfinite(res["score"]) and res["score"] > self.best["score"]):
-            from safetensors.torch import save_file
+        from safetensors.torch import save_file
 
-            state = {k: v.detach().float().contiguous().cpu() for k, v in trainer.ema.module.state_dict().items()}
-            tmp = self.best_path.with_suffix(".tmp")
-            save_file(state, str(tmp), metadata={"step": str(step), "score": repr(res["score"])})
-            tmp.replace(self.best_path)
+        state = {k: v.detach().float().contiguous().cpu() for k, v in trainer.ema.module.state_dict().items()}
+        meta = {"step": str(step), "score": repr(res["score"])}
+        targets = [snapshot_path(self.out, step)]
+        if self.best is None or (math.isfinite(res["score"]) and res["score"] > self.best["score"]):
+            targets.append(self.best_path)
             self.best = entry
+        for path in targets:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            save_file(state, str(tmp), metadata=meta)
+            tmp.replace(path)
         tmp = self.log_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"select_metric": res["select_metric"], "best": self.best, "history": self.history},
                                   indent=2))

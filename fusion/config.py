@@ -166,7 +166,9 @@ class LossConfig:
     # Gaussian std (pixels) smoothing those weights and, for "exposure_blend", the low-pass; 0 = per pixel
     exposedness_blur: float = 0.0
     # SSIM term weights: "image" = one gradient-energy weight per image, "pixel" = per pixel
-    ssim_weighting: Literal["image", "pixel"] = "image"
+    # "mef" = 1 - MEF-SSIM(F; A, B) (Ma et al. 2015): no luminance term; per window the desired signal has the
+    # larger source contrast and the contrast^4-weighted structure of the sources (fusion.losses.mef_ssim_map)
+    ssim_weighting: Literal["image", "pixel", "mef"] = "image"
     ssim_window: int = 5
     ssim_sigma: float = 1.5
     pan_lambda: float = 0.1        # Eq. 19: L1 + lambda * (1 - SSIM)
@@ -180,7 +182,7 @@ class LossConfig:
             raise ValueError(f"LossConfig.exposedness: needs (sigma, power) > 0, got {self.exposedness}")
         if self.exposedness_blur < 0:
             raise ValueError(f"LossConfig.exposedness_blur: must be >= 0, got {self.exposedness_blur}")
-        _check_choice("LossConfig", "ssim_weighting", self.ssim_weighting, ("image", "pixel"))
+        _check_choice("LossConfig", "ssim_weighting", self.ssim_weighting, ("image", "pixel", "mef"))
         for name in ("ssim_window", "pan_ssim_window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LossConfig.{name}: must be >= 1, got {getattr(self, name)}")

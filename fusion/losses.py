@@ -43,6 +43,33 @@ def ssim_maps(x: torch.Tensor, ys: tuple[torch.Tensor, ...], window: int = 5, si
     return out
 
 
+def mef_ssim_map(f: torch.Tensor, a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5,
+                 p: float = 4.0, data_range: float = 1.0, eps: float = 1e-12) -> torch.Tensor:
+    """MEF-SSIM map [B, C, H, W] of F against sources A, B (Ma, Zeng, Wang, IEEE TIP 2015), one scale, with
+    Gaussian-weighted windows (kornia ``gaussian_blur2d``, reflected borders) and inner products.
+
+    Per window, with x~_k = x_k - mu_k, c_k = ||x~_k|| and s_k = x~_k / c_k: the desired signal x^ = c^ s^ has
+    c^ = max_k c_k and s^ = s- / ||s-||, s- = sum_k c_k^p s_k / sum_k c_k^p; the score is
+    (2 sigma(x^, F) + C2) / (c^2 + sigma(F)^2 + C2), C2 = (0.03 L)^2 (no luminance term). Written with the
+    window's moments only: s- = sum_k g_k x~_k, g_k = c_k^(p-1) / sum_j c_j^p, so ||s-||^2 and sigma(s-, F) are
+    combinations of the sources' (co)variances, and one depthwise blur of nine stacked maps gives them all.
+    """
+    c2 = (0.03 * data_range) ** 2
+    C = f.shape[1]
+    stack = torch.cat([a, b, f, a * a, b * b, f * f, a * b, a * f, b * f], dim=1)
+    ma, mb, mf, aa, bb, ff, ab, af, bf = gaussian_blur2d(stack, (window, window), (sigma, sigma),
+                                                         border_type="reflect").split(C, dim=1)
+    vaa, vbb, vff = (aa - ma * ma).clamp_min(0), (bb - mb * mb).clamp_min(0), (ff - mf * mf).clamp_min(0)
+    vab, vaf, vbf = ab - ma * mb, af - ma * mf, bf - mb * mf
+    ca, cb = torch.sqrt(vaa + eps), torch.sqrt(vbb + eps)
+    wa, wb = ca ** p, cb ** p
+    ga, gb = wa / (ca * (wa + wb)), wb / (cb * (wa + wb))
+    s_norm = torch.sqrt((ga * ga * vaa + gb * gb * vbb + 2 * ga * gb * vab).clamp_min(0) + eps)
+    c_hat = torch.maximum(ca, cb)
+    cov = c_hat * (ga * vaf + gb * vbf) / s_norm
+    return (2 * cov + c2) / (c_hat * c_hat + vff + c2)
+
+
 def sobel_abs(x: torch.Tensor) -> torch.Tensor:
     """S(x) = |Sobel_x| + |Sobel_y| per channel (kornia ``spatial_gradient``, unnormalised, replicate borders)."""
     g = spatial_gradient(x, mode="sobel", normalized=False)  # [B, C, 2, H, W]
@@ -86,7 +113,9 @@ class FusionLoss(nn.Module):
     * SSIM ``eta2 (wA (1 - SSIM(F, A)) + wB (1 - SSIM(F, B)))``, Gaussian window ``ssim_window`` (5), sigma
       ``ssim_sigma`` (1.5), wA = (g_A + e) / (g_A + g_B + 2e), wB = 1 - wA, with g_X the mean of S(X) per image
       (``weighting="image"``, default) or per pixel with SSIM maps (``weighting="pixel"``); e = 1e-4 keeps
-      flat sources at 1/2 each instead of letting float round-off in S decide;
+      flat sources at 1/2 each instead of letting float round-off in S decide; ``weighting="mef"`` replaces the
+      term by ``eta2 (1 - MEF-SSIM(F; A, B))`` (``mef_ssim_map``: no luminance comparison, the desired local
+      contrast is the larger source's, so a washed-out mix of a clipped and a well-exposed region costs);
     * gradient ``eta3 L1(S(F), max(S(A), S(B)))``, S = |Sobel_x| + |Sobel_y|;
     * ``+ gt_weight L1(F, GT)`` when a ground truth is given.
     Defaults (eta1, eta2, eta3) = (10, 2, 20), gt_weight = 5.
@@ -101,8 +130,8 @@ class FusionLoss(nn.Module):
             raise ValueError(f"intensity_target must be one of {INTENSITY_TARGETS}, got {intensity_target!r}")
         self.intensity_target, self.exposedness = intensity_target, tuple(float(e) for e in exposedness)
         self.exposedness_blur = float(exposedness_blur)
-        if weighting not in ("image", "pixel"):
-            raise ValueError(f"weighting must be 'image' or 'pixel', got {weighting!r}")
+        if weighting not in ("image", "pixel", "mef"):
+            raise ValueError(f"weighting must be 'image', 'pixel' or 'mef', got {weighting!r}")
         self.task, self.eta, self.gt_weight = task, tuple(float(e) for e in eta), float(gt_weight)
         self.ssim_window, self.ssim_sigma, self.weighting, self.eps = ssim_window, ssim_sigma, weighting, eps
 
@@ -146,14 +175,18 @@ class FusionLoss(nn.Module):
             intensity_b = guided
         intensity = intensity_b.mean()
         sa, sb, sf = sobel_abs(torch.cat([a, b, out], dim=1)).split(out.shape[1], dim=1)  # one call
-        ssim_fa, ssim_fb = ssim_maps(out, (a, b), self.ssim_window, self.ssim_sigma)
-        if self.weighting == "image":
-            ga, gb = sa.mean(dim=(1, 2, 3)), sb.mean(dim=(1, 2, 3))
-            wa = self._share(ga, gb)
-            ssim_term = (wa * (1 - ssim_fa.mean(dim=(1, 2, 3))) + (1 - wa) * (1 - ssim_fb.mean(dim=(1, 2, 3)))).mean()
+        if self.weighting == "mef":
+            ssim_term = 1 - mef_ssim_map(out, a, b, self.ssim_window, self.ssim_sigma).mean()
         else:
-            wa = self._share(sa, sb)
-            ssim_term = (wa * (1 - ssim_fa) + (1 - wa) * (1 - ssim_fb)).mean()
+            ssim_fa, ssim_fb = ssim_maps(out, (a, b), self.ssim_window, self.ssim_sigma)
+            if self.weighting == "image":
+                ga, gb = sa.mean(dim=(1, 2, 3)), sb.mean(dim=(1, 2, 3))
+                wa = self._share(ga, gb)
+                ssim_term = (wa * (1 - ssim_fa.mean(dim=(1, 2, 3)))
+                             + (1 - wa) * (1 - ssim_fb.mean(dim=(1, 2, 3)))).mean()
+            else:
+                wa = self._share(sa, sb)
+                ssim_term = (wa * (1 - ssim_fa) + (1 - wa) * (1 - ssim_fb)).mean()
         gradient = F.l1_loss(sf, torch.maximum(sa, sb))
         terms = {"intensity": e1 * intensity, "ssim": e2 * ssim_term, "gradient": e3 * gradient}
         if gt is not None:

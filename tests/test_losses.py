@@ -131,6 +131,60 @@ def test_exposure_blend_intensity_against_scipy():
     assert cost("exposedness", 0.4) < cost("exposedness", blend) < cost("exposedness", 0.98)
 
 
+def _mef_ssim_patches(f, a, b, window, sigma, p=4.0, c2=0.03 ** 2):
+    """Naive MEF-SSIM (Ma et al. 2015) per interior pixel: explicit Gaussian-weighted window vectors, float64."""
+    import numpy as np
+
+    r = window // 2
+    x = np.arange(window) - r
+    g1 = np.exp(-x ** 2 / (2 * sigma ** 2))
+    g = np.outer(g1, g1) / np.outer(g1, g1).sum()
+    H, W = f.shape
+    out = np.zeros((H - 2 * r, W - 2 * r))
+    for i in range(r, H - r):
+        for j in range(r, W - r):
+            win = lambda z: z[i - r:i + r + 1, j - r:j + r + 1]  # noqa: E731
+            xs = [win(a) - (g * win(a)).sum(), win(b) - (g * win(b)).sum()]
+            y = win(f) - (g * win(f)).sum()
+            norm = lambda v: np.sqrt((g * v * v).sum())  # noqa: E731
+            cs = [norm(v) for v in xs]
+            s_bar = sum(c ** p * v / c for c, v in zip(cs, xs)) / sum(c ** p for c in cs)
+            x_hat = max(cs) * s_bar / norm(s_bar)
+            out[i - r, j - r] = (2 * (g * x_hat * y).sum() + c2) / ((g * x_hat * x_hat).sum() + (g * y * y).sum() + c2)
+    return out
+
+
+def test_mef_ssim_against_explicit_windows_and_closed_forms():
+    """``mef_ssim_map`` equals the per-window definition (interior pixels); F = A = B scores 1; with B flat (a
+    clipped source) the desired signal is A's, so the score is SSIM without its luminance term against A."""
+    from fusion.losses import mef_ssim_map
+
+    torch.manual_seed(5)
+    d = torch.float64
+    a, b, f = (torch.rand(1, 1, 14, 15, dtype=d) for _ in range(3))
+    got = mef_ssim_map(f, a, b, window=5, sigma=1.5)[0, 0, 2:-2, 2:-2].numpy()
+    want = _mef_ssim_patches(f[0, 0].numpy(), a[0, 0].numpy(), b[0, 0].numpy(), 5, 1.5)
+    assert abs(got - want).max() < 1e-6
+    assert torch.allclose(mef_ssim_map(a, a, a), torch.ones_like(a), atol=1e-6)
+    flat = _const(1.0, (1, 1, 14, 15), dtype=d)
+    got = mef_ssim_map(f, a, flat, window=5, sigma=1.5)
+    from kornia.filters import gaussian_blur2d
+
+    blur = lambda z: gaussian_blur2d(z, (5, 5), (1.5, 1.5), border_type="reflect")  # noqa: E731
+    va, vf = blur(a * a) - blur(a) ** 2, blur(f * f) - blur(f) ** 2
+    cov = blur(a * f) - blur(a) * blur(f)
+    want = (2 * cov + 0.03 ** 2) / (va + vf + 0.03 ** 2)
+    assert torch.allclose(got, want, atol=1e-5)
+    # the loss term: eta2 (1 - mean MEF-SSIM): a mix that halves the textured source's contrast costs, a
+    # brightness shift does not (no luminance term: the intensity term of Eq. 20 owns brightness)
+    loss = FusionLoss(eta=(0, 1, 0), weighting="mef")
+    assert loss(a, a, flat)[1]["ssim"] == pytest.approx(0.0, abs=1e-6)
+    assert loss(a + 0.2, a, flat)[1]["ssim"] == pytest.approx(0.0, abs=1e-6)
+    assert loss(0.5 * (a + flat), a, flat)[1]["ssim"] > 0.05
+    x = f.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda z: mef_ssim_map(z, a, b).mean(), (x,), eps=1e-6, atol=1e-5)
+
+
 def test_vif_mask_aware_intensity():
     torch.manual_seed(2)
     out, a, b = torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8)

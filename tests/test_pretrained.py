@@ -152,7 +152,8 @@ def test_multi_dataset_run_validates_exports_and_loads_without_pickle(vif_tree, 
     from fusion.train.checkpoint import CheckpointError
     from fusion.train.inference import load_model
 
-    for path, want in ((run / "best.safetensors", ref), (w, got)):
+    step1 = load_file(str(snapshot_path(run, 1)))
+    for path, want in ((run / "best.safetensors", ref), (w, got), (snapshot_path(run, 1), step1)):
         m, ckpt = load_model(path)
         assert ckpt["task"] == "vif" and all(torch.equal(m.state_dict()[k], want[k].float()) for k in want)
     lone = tmp_path / "lone" / "x.safetensors"

@@ -59,31 +59,33 @@ def bundled_files(task: str, weights_dir: Path | None = None) -> tuple[Path, Pat
     return w, j, md
 
 
-def bundled_info(task: str, weights_dir: Path | None = None) -> dict[str, Any]:
-    """The JSON sidecar of the bundled model of ``task``."""
-    _, j, _ = bundled_files(task, weights_dir)
-    info = json.loads(j.read_text())
+def read_card(j: Path) -> dict[str, Any]:
+    """An exported model's JSON sidecar (``<task>.json``: format, task, config, training, ...), checked."""
+    try:
+        info = json.loads(Path(j).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{j}: not a readable JSON model sidecar ({err})") from err
+    if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
+        raise ValueError(f"{j}: no 'config' object in this model sidecar")
     if int(info.get("format", 0)) > FORMAT:
         raise ValueError(f"{j}: format {info.get('format')} is newer than this code ({FORMAT})")
     return info
 
 
+def bundled_info(task: str, weights_dir: Path | None = None) -> dict[str, Any]:
+    """The JSON sidecar of the bundled model of ``task``."""
+    _, j, _ = bundled_files(task, weights_dir)
+    return read_card(j)
+
+
 def load_pretrained(task: str, device: str | torch.device = "cpu", *, weights_dir: Path | None = None
                     ) -> nn.Module:
-    """The bundled model of ``task`` in eval mode (float32 weights on ``device``); safetensors only."""
-    from safetensors.torch import load_file
+    """The bundled model of ``task`` in eval mode (float32 weights on ``device``); safetensors only
+    (``fusion.train.inference.load_model`` reads the config from the JSON sidecar)."""
+    from fusion.train.inference import load_model
 
-    from fusion.train.inference import model_from_config
-
-    w, j, _ = bundled_files(task, weights_dir)
-    info = bundled_info(task, weights_dir)
-    model = model_from_config(info["config"])
-    state = {k: v.float() for k, v in load_file(str(w)).items()}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"{w}: weights do not match the config in {j}: {err}") from err
-    return model.to(device).eval()
+    w, _, _ = bundled_files(task, weights_dir)
+    return load_model(w, device)[0]
 
 
 # --------------------------------------------------------------------------- export
@@ -235,5 +237,5 @@ def test_tables(test: dict[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = ["WEIGHTS_DIR", "NoBundledModel", "bundle_name", "bundled_tasks", "bundled_files", "bundled_info", "load_pretrained",
+__all__ = ["WEIGHTS_DIR", "NoBundledModel", "bundle_name", "bundled_tasks", "bundled_files", "bundled_info", "read_card", "load_pretrained",
            "export_run", "model_card"]

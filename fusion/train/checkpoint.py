@@ -111,22 +111,21 @@ def _load_safetensors(path: Path, map_location: str | torch.device) -> dict[str,
 def _sidecar_config(path: Path) -> tuple[dict[str, Any], int]:
     """(config, step) of a weights-only safetensors file: an exported model's ``<name>.json`` beside it
     (``fusion.pretrained.export_run``), else the ``checkpoint.pt`` of the run folder it lies in (a run's
-    ``best.safetensors``)."""
-    card, run_ckpt = path.with_suffix(".json"), path.parent / "checkpoint.pt"
+    ``best.safetensors``, or ``val_weights/step_<n>.safetensors`` one level down)."""
+    card = path.with_suffix(".json")
+    runs = [path.parent / "checkpoint.pt"] + ([path.parent.parent / "checkpoint.pt"]
+                                              if path.parent.name == "val_weights" else [])
     if card.is_file():
-        try:
-            info = json.loads(card.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise CheckpointError(f"checkpoint {path}: its config {card.name} is not valid JSON ({err})") from err
-        if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
-            raise CheckpointError(f"checkpoint {path}: {card.name} beside it has no 'config' object")
-        from fusion.pretrained import FORMAT as EXPORT_FORMAT
+        from fusion.pretrained import read_card
 
-        if int(info.get("format", 0)) > EXPORT_FORMAT:
-            raise CheckpointError(f"checkpoint {path}: {card.name} has format {info['format']}, newer than this code")
+        try:
+            info = read_card(card)
+        except ValueError as err:
+            raise CheckpointError(f"checkpoint {path}: {err}") from err
         return info["config"], int((info.get("training") or {}).get("step", 0))
-    if run_ckpt.is_file():
-        return load_checkpoint(run_ckpt)["config"], 0
+    for run_ckpt in runs:
+        if run_ckpt.is_file():
+            return load_checkpoint(run_ckpt)["config"], 0
     raise CheckpointError(f"checkpoint {path} is not an rwkvfusion checkpoint (no 'config' in its metadata, and "
                           f"neither {card.name} nor checkpoint.pt beside it)")
 

@@ -11,6 +11,7 @@ the flat form of older checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, get_args
 
@@ -438,6 +439,10 @@ class TrainRecipe:
         for f in ("checkpoint_every", "val_every", "val_max_pairs", "val_max_side"):
             if getattr(self, f) < 1:
                 raise ValueError(f"TrainRecipe.{f}: must be >= 1, got {getattr(self, f)}")
+        if self.val_every % self.checkpoint_every:  # the validator runs from the checkpoint hook
+            raise ValueError(f"TrainRecipe {self.name!r}: val_every ({self.val_every}) must be a multiple of "
+                             f"checkpoint_every ({self.checkpoint_every}), else validation runs every "
+                             f"{math.lcm(self.val_every, self.checkpoint_every)} steps")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"TrainRecipe.ema_decay: {self.ema_decay} not in [0, 1)")
         route_overrides(self.overrides)  # unknown names raise here
@@ -461,10 +466,10 @@ class TrainRecipe:
 _WEIGHTS = {"fusion_base": "weights"}
 _CPU_RECIPES: dict[str, dict[str, Any]] = {
     # VIF: SSIM weights per image (per pixel: +0.014 validation Qabf at 300 steps, no gain at 2000 and worse on the
-    # test sets: docs/ablations.md); 4000 steps: validation peaks at step 2500 (0.7107, above the 2000-step
-    # schedule's best 0.7061; 78 min on two threads since the session-8 CPU work)
+    # test sets: docs/ablations.md); 4000 steps: validation peaks at step 2500-3000 (0.7107 with the session-8 code,
+    # 0.7112 with the session-9 code; the 2000-step schedule's best 0.7061); 61 min on two threads (session 9)
     "vif": dict(steps=4000, batch_size=4, crop_size=(128, 128), crop_scale=(0.5, 1.0), ema_decay=0.995,
-                checkpoint_every=100, val_every=250, overrides=_WEIGHTS),
+                checkpoint_every=100, val_every=500, overrides=_WEIGHTS),
     # MIF: 64x64 windows (no resampling); at equal CPU time more steps beat larger crops; with the weight head
     # validation peaks early: 600 steps beat the best step of an 1800-step run; SSIM weights per pixel: validation
     # Qabf 0.694 vs 0.679 per image (docs/ablations.md)
@@ -474,18 +479,18 @@ _CPU_RECIPES: dict[str, dict[str, Any]] = {
     # MEF: crops near native resolution (2-30% of the image area), not whole images shrunk to 128x128: validation
     # Qabf 0.759 after 500 steps vs 0.711; SSIM weights per pixel: 0.762 (docs/ablations.md)
     "mef": dict(steps=500, batch_size=4, crop_size=(128, 128), crop_scale=(0.02, 0.3), crop_ratio=(0.8, 1.4),
-                ema_decay=0.995, checkpoint_every=100, val_every=250,
+                ema_decay=0.995, checkpoint_every=100, val_every=500,
                 overrides={**_WEIGHTS, "ssim_weighting": "pixel"}),
     # MFF: synthetic defocus of the VIF training sets' visible photographs (DATA=../shared/data/train/vif); 3000
     # steps: validation peaks at step 2000 of this schedule (0.7845, above the 2000-step schedule's 0.7826)
     "mff": dict(steps=3000, batch_size=4, crop_size=(128, 128), crop_scale=(0.8, 1.0), crop_ratio=(0.8, 1.4),
-                ema_decay=0.995, checkpoint_every=100, val_every=250, overrides={**_WEIGHTS, "synthetic": "defocus"}),
+                ema_decay=0.995, checkpoint_every=100, val_every=500, overrides={**_WEIGHTS, "synthetic": "defocus"}),
     # pan: reduced-resolution crops of the top half of each shared scene (train/val regions), the bottom half
     # held back for testing (``scene_split="halves"``); one model per band count (``--bands 4`` / ``8``)
-    "pan": dict(steps=3000, batch_size=16, crop_size=(32, 32), ema_decay=0.995, checkpoint_every=100, val_every=250,
+    "pan": dict(steps=3000, batch_size=16, crop_size=(32, 32), ema_decay=0.995, checkpoint_every=100, val_every=500,
                 overrides={"scene_split": "halves"}),
     "hmif": dict(steps=3000, batch_size=8, crop_size=(32, 32), ema_decay=0.995, checkpoint_every=100,
-                 val_every=250),
+                 val_every=500),
 }
 
 

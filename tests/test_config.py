@@ -167,6 +167,10 @@ def test_recipes_hold_a_budget_and_overrides():
 
     with pytest.raises(ValueError, match="'crop'"):
         TrainRecipe(name="x", steps=1, overrides={"crop": 3})
+    # validation runs from the checkpoint hook: a cadence that is not a multiple would silently become the lcm
+    with pytest.raises(ValueError, match=r"val_every \(250\) must be a multiple of checkpoint_every \(100\), "
+                                         r"else validation runs every 500 steps"):
+        TrainRecipe(name="x", steps=1, checkpoint_every=100, val_every=250)
 
 
 def test_train_settings_take_the_optimiser_section():

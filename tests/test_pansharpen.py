@@ -220,7 +220,7 @@ def test_pan_recipe_run_is_reproducible_and_resumes_exactly(scenes, tmp_path, mo
     import fusion.config as C
     from fusion.train.runner import run_training
 
-    monkeypatch.setitem(C._CPU_RECIPES, "pan", {**C._CPU_RECIPES["pan"], "val_every": 1})
+    monkeypatch.setitem(C._CPU_RECIPES, "pan", {**C._CPU_RECIPES["pan"], "val_every": 1, "checkpoint_every": 1})
 
     def run(out: Path, **kw):
         args = dict(data=scenes, recipe="cpu", steps=3, batch_size=2, evaluate=False, progress=False,

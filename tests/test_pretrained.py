@@ -108,7 +108,7 @@ def test_multi_dataset_run_validates_exports_and_loads_without_pickle(vif_tree, 
     import fusion.config as C
     from fusion.pretrained import NoBundledModel, bundled_tasks, export_run, load_pretrained
 
-    monkeypatch.setitem(C._CPU_RECIPES, "vif", {**C._CPU_RECIPES["vif"], "val_every": 1, "val_max_pairs": 2})
+    monkeypatch.setitem(C._CPU_RECIPES, "vif", {**C._CPU_RECIPES["vif"], "val_every": 1, "checkpoint_every": 1, "val_max_pairs": 2})
     run = tmp_path / "run"
     summary = _tiny_run(vif_tree, run)
     assert summary["finished"] and "best_validation" in summary
@@ -211,7 +211,7 @@ def test_demo_report_without_shared_data_uses_embedded_pairs(tmp_path, monkeypat
 def test_same_seed_same_validation_and_resume_continues_exactly(vif_tree, tmp_path, monkeypatch):
     import fusion.config as C
 
-    monkeypatch.setitem(C._CPU_RECIPES, "vif", {**C._CPU_RECIPES["vif"], "val_every": 1, "val_max_pairs": 2})
+    monkeypatch.setitem(C._CPU_RECIPES, "vif", {**C._CPU_RECIPES["vif"], "val_every": 1, "checkpoint_every": 1, "val_max_pairs": 2})
     a = _tiny_run(vif_tree, tmp_path / "a", steps=3)
     b = _tiny_run(vif_tree, tmp_path / "b", steps=3)
     assert a["best_validation"] == b["best_validation"]

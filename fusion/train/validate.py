@@ -133,7 +133,6 @@ class Validator:
         self.dataset, self.out = dataset, Path(out_dir)
         self.every, self.max_pairs, self.max_side = every, max_pairs, max_side
         self.log_path, self.best_path = self.out / "val.json", self.out / "best.safetensors"
-        self.snapshot_dir = self.out / VAL_WEIGHTS_DIR
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         if resume and self.log_path.is_file():  # resumed run: keep the best so far

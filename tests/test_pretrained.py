@@ -161,6 +161,12 @@ def test_multi_dataset_run_validates_exports_and_loads_without_pickle(vif_tree, 
     shutil.copy(w, lone)
     with pytest.raises(CheckpointError, match=r"x.safetensors .*neither x.json nor checkpoint.pt"):
         load_model(lone)
+    # best weights written before the validator stored their config read it from the run's checkpoint.pt
+    from safetensors.torch import save_file
+
+    save_file(ref, str(run / "old_best.safetensors"))
+    m, ckpt = load_model(run / "old_best.safetensors")
+    assert ckpt["task"] == "vif" and all(torch.equal(m.state_dict()[k], ref[k]) for k in ref)
 
     # the bench quality tables list the bundled model beside the baselines
     import fusion.pretrained as P

@@ -19,12 +19,10 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "eq20": {"fusion_base": "none"},                              # the paper's loss and head
     "int_max": {"intensity_target": "max"},
     "int_max_eta5": {"intensity_target": "max", "eta": (5.0, 2.0, 20.0)},   # half the pull to max(A, B)
-    "int_max_eta2": {"intensity_target": "max", "eta": (2.5, 2.0, 20.0)},   # a quarter of it
     "int_exposed": {"intensity_target": "exposedness"},           # MEF: Mertens well-exposedness pixel weights
     "int_unclipped": {"intensity_target": "exposedness", "exposedness": (0.4, 8.0)},  # MEF: discount clipped pixels
     "int_exposed_blur8": {"intensity_target": "exposedness", "exposedness_blur": 8.0},  # MEF: smooth Mertens weights
     "int_blend8": {"intensity_target": "exposure_blend", "exposedness_blur": 8.0},  # MEF: low-pass of a blend
-    "int_blend16": {"intensity_target": "exposure_blend", "exposedness_blur": 16.0},
     "base_mean": {"fusion_base": "mean"},
     "base_mean+int_max": {"fusion_base": "mean", "intensity_target": "max"},
     "weights": {"fusion_base": "weights"},                        # per-pixel source weights + residual head

@@ -111,7 +111,8 @@ def _load_safetensors(path: Path, map_location: str | torch.device) -> dict[str,
 def _sidecar_config(path: Path) -> tuple[dict[str, Any], int]:
     """(config, step) of a weights-only safetensors file: an exported model's ``<name>.json`` beside it
     (``fusion.pretrained.export_run``), else the ``checkpoint.pt`` of the run folder it lies in (a run's
-    ``best.safetensors``, or ``val_weights/step_<n>.safetensors`` one level down)."""
+    ``best.safetensors``, or ``val_weights/step_<n>.safetensors`` one level down, written before the validator
+    stored the config in their metadata)."""
     card = path.with_suffix(".json")
     runs = [path.parent / "checkpoint.pt"] + ([path.parent.parent / "checkpoint.pt"]
                                               if path.parent.name == "val_weights" else [])
@@ -207,8 +208,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def export_checkpoint(model: torch.nn.Module, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
-    """Write an inference-only checkpoint of ``model`` (which carries ``model.cfg``): config + weights.
+def export_checkpoint(model: torch.nn.Module, path: str | Path, *, extra: dict[str, Any] | None = None,
+                      step: int = 0) -> Path:
+    """Write an inference-only checkpoint of ``model`` (which carries ``model.cfg``) at ``step``: config + weights.
 
     A ``.safetensors`` path gets safetensors weights with the config (and ``extra``) as JSON metadata;
     any other path a ``.pt`` file readable by :func:`load_checkpoint`.
@@ -220,10 +222,10 @@ def export_checkpoint(model: torch.nn.Module, path: str | Path, *, extra: dict[s
         from safetensors.torch import save
 
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        meta = {"format": str(CHECKPOINT_FORMAT), "config": json.dumps(cfg.to_dict()), "step": "0",
+        meta = {"format": str(CHECKPOINT_FORMAT), "config": json.dumps(cfg.to_dict()), "step": str(int(step)),
                 "extra": json.dumps(extra or {})}
         data = save(state, metadata=meta)
         return atomic_write(path, lambda fh: fh.write(data))
     state = {"format": CHECKPOINT_FORMAT, "task": cfg.task, "config": cfg.to_dict(),
-             "model": model.state_dict(), "ema": None, "step": 0, **(extra or {})}
+             "model": model.state_dict(), "ema": None, "step": int(step), **(extra or {})}
     return save_atomic(state, path)

@@ -148,19 +148,15 @@ class Validator:
         res = validate(trainer.ema.module, self.dataset, max_pairs=self.max_pairs, max_side=self.max_side)
         entry = {"step": step, **res}
         self.history.append(entry)
-        from safetensors.torch import save_file
+        from fusion.train.checkpoint import export_checkpoint
 
-        state = {k: v.detach().float().contiguous().cpu() for k, v in trainer.ema.module.state_dict().items()}
-        meta = {"step": str(step), "score": repr(res["score"])}
         targets = [snapshot_path(self.out, step)]
         if self.best is None or (math.isfinite(res["score"]) and res["score"] > self.best["score"]):
             targets.append(self.best_path)
             self.best = entry
-        for path in targets:
+        for path in targets:  # self-contained checkpoints (config in the metadata): --checkpoint takes them
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            save_file(state, str(tmp), metadata=meta)
-            tmp.replace(path)
+            export_checkpoint(trainer.ema.module, path, step=step, extra={"score": res["score"]})
         tmp = self.log_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"select_metric": res["select_metric"], "best": self.best, "history": self.history},
                                   indent=2))

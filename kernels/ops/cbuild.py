@@ -40,9 +40,9 @@ def build(name: str, src: Path, extra: tuple[Path, ...] = (), native_flags: tupl
     ``native_flags`` are tried first with the ``-march=native`` flags (a compiler that rejects them falls back to
     the plain flag sets)."""
     text = src.read_bytes() + b"".join(p.read_bytes() for p in extra)
-    cc = os.environ.get("CC", "cc")
+    cc, cpu = os.environ.get("CC", "cc"), cpu_id().encode()
     for flags in ((FLAGS[0] + list(native_flags),) if native_flags else ()) + FLAGS:
-        key = hashlib.sha256(text + " ".join([cc, *flags]).encode() + cpu_id().encode()).hexdigest()[:16]
+        key = hashlib.sha256(text + " ".join([cc, *flags]).encode() + cpu).hexdigest()[:16]
         out = cache_dir() / f"{name}_{key}.so"
         if not out.exists():
             try:

@@ -115,6 +115,7 @@ class DataConfig:
     # named weigh 1. A dataset of weight w is drawn w / sum(w) of the time, uniformly inside it.
     dataset_weights: dict[str, float] = field(default_factory=dict)
     val_fraction: float = 0.1      # groups (Harvard: series, else pairs) of each dataset held out for validation
+    val_seed: int = 0              # permutation of the groups that picks them (independent of the training seed)
     # caption used by single-caption tasks (text_dim = encoder width): "a" or "b" (the other when absent)
     text_source: Literal["a", "b"] = "a"
     # pan/hmif .mat scenes: "file" = the file name's split; "halves" = train / val / test regions of every
@@ -162,6 +163,9 @@ class LossConfig:
     # of two points, so it selects the heavier source per pixel; "exposure_blend" = L1 between low-passes of F and
     # the exposedness-weighted BLEND of the sources (coarse brightness only, as Mertens' coarse pyramid levels)
     intensity_target: IntensityTarget = "sources"
+    # the same per training dataset, keyed like DataConfig.dataset_weights (e.g. {"harvard/CT-MRI": "max"}); datasets
+    # not named take intensity_target
+    intensity_target_by_dataset: dict[str, IntensityTarget] = field(default_factory=dict)
     # (sigma, power) of the "exposedness" weights exp(-(|x - 0.5| / sigma)^power / 2); Mertens et al.: (0.2, 2)
     exposedness: tuple[float, float] = (0.2, 2.0)
     # Gaussian std (pixels) smoothing those weights and, for "exposure_blend", the low-pass; 0 = per pixel
@@ -179,6 +183,8 @@ class LossConfig:
         if len(self.eta) != 3:
             raise ValueError(f"LossConfig.eta: needs 3 weights (intensity, SSIM, gradient), got {self.eta}")
         _check_choice("LossConfig", "intensity_target", self.intensity_target, INTENSITY_TARGETS)
+        for target in self.intensity_target_by_dataset.values():
+            _check_choice("LossConfig", "intensity_target_by_dataset", target, INTENSITY_TARGETS)
         if len(self.exposedness) != 2 or min(self.exposedness) <= 0:
             raise ValueError(f"LossConfig.exposedness: needs (sigma, power) > 0, got {self.exposedness}")
         if self.exposedness_blur < 0:

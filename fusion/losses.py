@@ -5,6 +5,8 @@ conventions (float images in [0, 1], [B, C, H, W]); ``parts`` maps each weighted
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import torch
 import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d, spatial_gradient
@@ -95,6 +97,11 @@ def _binary_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return m
 
 
+def _l1_per_sample(d: torch.Tensor) -> torch.Tensor:
+    """Mean absolute value of each sample of ``d`` [B, ...] -> [B]."""
+    return d.abs().flatten(1).mean(dim=1)
+
+
 class FusionLoss(nn.Module):
     """Eq. 20, fusion tasks; F = fused Y, A = ir/MRI/under/far, B = vis/SPECT/over/near:
 
@@ -109,7 +116,8 @@ class FusionLoss(nn.Module):
       is clipped; equal to the ``"sources"`` form where E(A) = E(B)); a weighted L1 of two points is minimised by
       the heavier one, so this form SELECTS a source per pixel; ``"exposure_blend"`` is ``2 L1(G(F), G(wA A + wB B))``
       instead, G the same Gaussian low-pass: the coarse brightness of the weighted blend, detail left to the SSIM
-      and gradient terms (Mertens' multi-scale blend in one level);
+      and gradient terms (Mertens' multi-scale blend in one level); ``intensity_targets`` maps training datasets
+      to another of these targets (``dataset_value`` of each sample's ``ids`` entry, e.g. max(A, B) for CT-MRI only);
     * SSIM ``eta2 (wA (1 - SSIM(F, A)) + wB (1 - SSIM(F, B)))``, Gaussian window ``ssim_window`` (5), sigma
       ``ssim_sigma`` (1.5), wA = (g_A + e) / (g_A + g_B + 2e), wB = 1 - wA, with g_X the mean of S(X) per image
       (``weighting="image"``, default) or per pixel with SSIM maps (``weighting="pixel"``); e = 1e-4 keeps
@@ -124,10 +132,13 @@ class FusionLoss(nn.Module):
     def __init__(self, task: str = "vif", eta: tuple[float, float, float] = _L.eta, gt_weight: float = _L.gt_weight,
                  ssim_window: int = _L.ssim_window, ssim_sigma: float = _L.ssim_sigma, weighting: str = _L.ssim_weighting,
                  eps: float = 1e-4, intensity_target: str = _L.intensity_target,
-                 exposedness: tuple[float, float] = _L.exposedness, exposedness_blur: float = _L.exposedness_blur):
+                 exposedness: tuple[float, float] = _L.exposedness, exposedness_blur: float = _L.exposedness_blur,
+                 intensity_targets: Mapping[str, str] | None = None):
         super().__init__()
-        if intensity_target not in INTENSITY_TARGETS:
-            raise ValueError(f"intensity_target must be one of {INTENSITY_TARGETS}, got {intensity_target!r}")
+        self.intensity_targets = dict(intensity_targets or {})
+        for target in (intensity_target, *self.intensity_targets.values()):
+            if target not in INTENSITY_TARGETS:
+                raise ValueError(f"intensity_target must be one of {INTENSITY_TARGETS}, got {target!r}")
         self.intensity_target, self.exposedness = intensity_target, tuple(float(e) for e in exposedness)
         self.exposedness_blur = float(exposedness_blur)
         if weighting not in ("image", "pixel", "mef"):
@@ -147,27 +158,37 @@ class FusionLoss(nn.Module):
         k = 2 * int(3 * s) + 1
         return tuple(gaussian_blur2d(x, (k, k), (s, s), border_type="reflect") for x in xs)
 
+    def _intensity(self, target: str, out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """The unguided intensity term of each sample [B] for one ``intensity_target``."""
+        if target == "max":
+            return 2.0 * _l1_per_sample(out - torch.maximum(a, b))
+        if target in ("exposedness", "exposure_blend"):
+            ea, eb = self._lowpass(well_exposedness(a, *self.exposedness), well_exposedness(b, *self.exposedness))
+            wa = self._share(ea, eb)
+            if target == "exposedness":
+                return 2.0 * _l1_per_sample(wa * (out - a).abs() + (1 - wa) * (out - b).abs())
+            return 2.0 * _l1_per_sample(self._lowpass(out - (wa * a + (1 - wa) * b))[0])
+        return _l1_per_sample(out - a) + _l1_per_sample(out - b)
+
     def forward(self, out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None,
-                gt: torch.Tensor | None = None, has_mask: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, dict[str, float]]:
+                gt: torch.Tensor | None = None, has_mask: torch.Tensor | None = None,
+                ids: Sequence[str] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         if out.shape != a.shape or out.shape != b.shape:
             raise ValueError(f"FusionLoss: out {tuple(out.shape)}, a {tuple(a.shape)}, b {tuple(b.shape)} must match")
         e1, e2, e3 = self.eta
-        per_sample = lambda d: d.abs().flatten(1).mean(dim=1)  # noqa: E731  L1 of each sample, [B]
-        if self.intensity_target == "max":
-            intensity_b = 2.0 * per_sample(out - torch.maximum(a, b))
-        elif self.intensity_target in ("exposedness", "exposure_blend"):
-            ea, eb = self._lowpass(well_exposedness(a, *self.exposedness), well_exposedness(b, *self.exposedness))
-            wa = self._share(ea, eb)
-            if self.intensity_target == "exposedness":
-                intensity_b = 2.0 * per_sample(wa * (out - a).abs() + (1 - wa) * (out - b).abs())
-            else:
-                intensity_b = 2.0 * per_sample(self._lowpass(out - (wa * a + (1 - wa) * b))[0])
-        else:
-            intensity_b = per_sample(out - a) + per_sample(out - b)
+        intensity_b = self._intensity(self.intensity_target, out, a, b)
+        if self.intensity_targets and ids is not None:
+            if len(ids) != out.shape[0]:
+                raise ValueError(f"FusionLoss: {len(ids)} ids for a batch of {out.shape[0]}")
+            from fusion.data.multi import dataset_value
+
+            chosen = [dataset_value(i, self.intensity_targets, self.intensity_target) for i in ids]
+            for target in sorted(set(chosen) - {self.intensity_target}):
+                pick = torch.tensor([c == target for c in chosen], device=out.device)
+                intensity_b = torch.where(pick, self._intensity(target, out, a, b), intensity_b)
         if mask is not None and self.task == "vif":
             m = _binary_mask(mask, out)
-            guided = per_sample(m * (out - a)) + per_sample((1 - m) * (out - b))
+            guided = _l1_per_sample(m * (out - a)) + _l1_per_sample((1 - m) * (out - b))
             if has_mask is not None:
                 if has_mask.shape != (out.shape[0],):
                     raise ValueError(f"FusionLoss: has_mask must be [B={out.shape[0]}], got {tuple(has_mask.shape)}")
@@ -204,7 +225,7 @@ class PanLoss(nn.Module):
 
     SSIM: Gaussian window ``ssim_window`` x ``ssim_window`` (default 11, the standard Wang et al. window),
     sigma 1.5, data range 1, mean over bands and pixels. ``a`` (lms) and ``b`` (PAN / HR-MSI) are accepted for
-    the common call signature but not used (likewise ``mask`` and ``has_mask``); ``gt`` is required.
+    the common call signature but not used (likewise ``mask``, ``has_mask`` and ``ids``); ``gt`` is required.
     """
 
     def __init__(self, lam: float = _L.pan_lambda, ssim_window: int = _L.pan_ssim_window, ssim_sigma: float = _L.ssim_sigma):
@@ -213,7 +234,8 @@ class PanLoss(nn.Module):
 
     def forward(self, out: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None, gt: torch.Tensor | None = None,
-                has_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                has_mask: torch.Tensor | None = None, ids: Sequence[str] | None = None
+                ) -> tuple[torch.Tensor, dict[str, float]]:
         if gt is None:
             raise ValueError("PanLoss: the pansharpening/HMIF loss needs gt (reduced-resolution reference)")
         if gt.shape != out.shape:
@@ -232,4 +254,4 @@ def build_loss(cfg: TaskConfig) -> nn.Module:
     return FusionLoss(task=cfg.task, eta=loss.eta, gt_weight=loss.gt_weight, ssim_window=loss.ssim_window,
                       ssim_sigma=loss.ssim_sigma, weighting=loss.ssim_weighting,
                       intensity_target=loss.intensity_target, exposedness=loss.exposedness,
-                      exposedness_blur=loss.exposedness_blur)
+                      exposedness_blur=loss.exposedness_blur, intensity_targets=loss.intensity_target_by_dataset)

@@ -225,6 +225,36 @@ def test_unannotated_sample_trains_unguided_in_a_mixed_batch():
     assert both["intensity"] == pytest.approx(flagged["intensity"], rel=1e-7)
 
 
+def test_intensity_target_per_dataset_closed_form():
+    """``intensity_targets``: each sample's intensity term by its dataset (longest id prefix), others unchanged."""
+    d = torch.float64
+    out, a, b = _const(0.5, (3, 1, 8, 8), d), _const(0.2, (3, 1, 8, 8), d), _const(0.9, (3, 1, 8, 8), d)
+    ids = ["harvard/CT-MRI/2001", "harvard/SPECT-MRI/10001", "msrs/00001"]
+    loss = FusionLoss(task="mif", eta=(1, 0, 0), intensity_targets={"harvard/CT-MRI": "max", "harvard": "sources"})
+    _, parts = loss(out, a, b, ids=ids)
+    sources, brightest = 0.3 + 0.4, 2 * 0.4       # L1(F, A) + L1(F, B); 2 L1(F, max(A, B))
+    assert parts["intensity"] == pytest.approx((brightest + 2 * sources) / 3, rel=1e-12)
+    _, plain = loss(out, a, b)                    # no ids (e.g. validation): the task-wide target
+    assert plain["intensity"] == pytest.approx(sources, rel=1e-12)
+    _, all_ct = loss(out, a, b, ids=["harvard/CT-MRI/x"] * 3)
+    assert all_ct["intensity"] == pytest.approx(brightest, rel=1e-12)
+    with pytest.raises(ValueError, match="2 ids for a batch of 3"):
+        loss(out, a, b, ids=ids[:2])
+    with pytest.raises(ValueError, match="intensity_target must be one of"):
+        FusionLoss(intensity_targets={"harvard/CT-MRI": "brightest"})
+
+
+def test_dataset_value_longest_prefix():
+    from fusion.data.multi import dataset_value, weight_for
+
+    table = {"harvard": 1.0, "harvard/CT-MRI": 3.0}
+    assert dataset_value("harvard/CT-MRI/2001", table) == 3.0
+    assert dataset_value("harvard/CT-MRI", table) == 3.0
+    assert dataset_value("harvard/PET-MRI/25001", table) == 1.0
+    assert dataset_value("harvard-CT/1", table, "none") == "none"   # whole path parts only
+    assert weight_for("msrs", table) == 1.0 and weight_for("harvard/CT-MRI", table) == 3.0
+
+
 def test_fusion_loss_gradcheck():
     torch.manual_seed(3)
     a = torch.rand(1, 1, 8, 8, dtype=torch.float64)
@@ -260,3 +290,7 @@ def test_build_loss_reads_task_config():
     loss = build_loss(cfg.replace(eta=(1.0, 0.0, 0.0), gt_weight=3.0))
     assert loss.eta == (1.0, 0.0, 0.0) and loss.gt_weight == 3.0 and loss.ssim_window == cfg.loss.ssim_window
     assert build_loss(get_config("pan")).lam == get_config("pan").loss.pan_lambda
+    by_dataset = build_loss(get_config("mif", intensity_target_by_dataset={"harvard/CT-MRI": "max"}))
+    assert by_dataset.intensity_targets == {"harvard/CT-MRI": "max"}
+    with pytest.raises(ValueError, match="intensity_target_by_dataset"):
+        get_config("mif", intensity_target_by_dataset={"harvard/CT-MRI": "brightest"})

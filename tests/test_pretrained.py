@@ -50,6 +50,10 @@ def test_discovery_finds_every_dataset_and_the_split_is_disjoint(vif_tree):
     assert n_alpha and n_beta
     with pytest.raises(ValueError, match="no vif dataset"):
         discover_datasets("vif", [vif_tree / "alpha" / "ir"])
+    # another val_seed holds out other pairs, still disjoint from its own training split
+    cfg1 = cfg.replace(val_seed=1)
+    tr1, va1 = MultiDataset("vif", [vif_tree], "train", cfg=cfg1), MultiDataset("vif", [vif_tree], "val", cfg=cfg1)
+    assert set(tr1.ids).isdisjoint(va1.ids) and len(tr1) + len(va1) == 14 and set(va1.ids) != set(va.ids)
 
 
 def test_harvard_validation_holds_out_whole_series():

@@ -93,11 +93,18 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(demo_root, tmp_path):
     cfg = get_config("mef", crop_size=(32, 32), drop_path=0.0)
     ds = build_dataset("mef", demo_root / "mef", "train", train=True, cfg=cfg)
     batch = collate([ds[0], ds[1]])
-    tr = Trainer(model_from_config(cfg.to_dict()), build_loss(cfg), ds,
+    loss_fn, seen_ids = build_loss(cfg), []
+
+    def recording_loss(*args, **kwargs):  # the loss sees each sample's id (per-dataset intensity targets)
+        seen_ids.append(kwargs["ids"])
+        return loss_fn(*args, **kwargs)
+
+    tr = Trainer(model_from_config(cfg.to_dict()), recording_loss, ds,
                  TrainSettings(cfg.replace(batch_size=2).optim, steps=12, progress=False), tmp_path, CPU, collate_fn=collate,
                  config=cfg.to_dict(), task="mef")
     losses = [tr.train_step(batch)["loss"] for _ in range(12)]
     assert all(np.isfinite(losses))
+    assert seen_ids[0] == batch["id"] and len(seen_ids[0]) == 2
     assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
 
 

@@ -97,18 +97,18 @@ class DefocusDataset(Dataset):
 
     task = "mff"
 
-    def __init__(self, roots: Sequence[str | Path], split: str = "train", *, cfg: TaskConfig, train: bool = False,
-                 val_seed: int = 0) -> None:
+    def __init__(self, roots: Sequence[str | Path], split: str = "train", *, cfg: TaskConfig, train: bool = False
+                 ) -> None:
         from fusion.data.multi import split_groups, weight_for
 
         if split not in ("train", "val"):
             raise ValueError(f"DefocusDataset split must be 'train' or 'val', got {split!r}")
-        self.split, self.cfg, self.train, self.val_seed = split, cfg, train, val_seed
+        self.split, self.cfg, self.train, self.val_seed = split, cfg, train, cfg.data.val_seed
         self.samples: list[FocusRecord] = []
         self.datasets: list[tuple[str, int, float]] = []
         weights = dict(cfg.data.dataset_weights)
         for name, paths in find_focus_folders(roots):
-            val = split_groups((p.stem for p in paths), float(cfg.data.val_fraction), val_seed)
+            val = split_groups((p.stem for p in paths), float(cfg.data.val_fraction), self.val_seed)
             keep = [FocusRecord(f"{name}/{p.stem}", p) for p in paths if (p.stem in val) == (split == "val")]
             if keep:
                 self.samples.extend(keep)

@@ -11,7 +11,7 @@ near-duplicates; elsewhere each pair) are assigned to validation by a seeded per
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,12 +123,21 @@ def split_groups(keys: Iterable[str], fraction: float, seed: int = 0) -> set[str
     return chosen
 
 
+def dataset_value(name: str, table: Mapping[str, Any], default: Any = None) -> Any:
+    """The entry of a per-dataset ``table`` (keyed by dataset folder, e.g. ``msrs``, ``harvard`` or
+    ``harvard/CT-MRI``) for a dataset or sample name (``harvard/CT-MRI/2001``): the longest key equal to
+    ``name`` or one of its leading path parts, else ``default``."""
+    parts = name.split("/")
+    for n in range(len(parts), 0, -1):
+        key = "/".join(parts[:n])
+        if key in table:
+            return table[key]
+    return default
+
+
 def weight_for(name: str, weights: dict[str, float]) -> float:
-    """``weights`` by full relative name, else by its first path part, else 1."""
-    if name in weights:
-        return float(weights[name])
-    head = name.split("/", 1)[0]
-    return float(weights.get(head, 1.0))
+    """The sampling weight of dataset ``name`` in ``weights`` (``dataset_value``), else 1."""
+    return float(dataset_value(name, weights, 1.0))
 
 
 class MultiDataset(Dataset):
@@ -140,7 +149,7 @@ class MultiDataset(Dataset):
     """
 
     def __init__(self, task: str, roots: Sequence[str | Path], split: str = "train", *, cfg: TaskConfig,
-                 train: bool = False, val_seed: int = 0) -> None:
+                 train: bool = False) -> None:
         from fusion.data.datasets import PairedImageDataset
 
         if split not in ("train", "val"):
@@ -154,7 +163,7 @@ class MultiDataset(Dataset):
         self.datasets: list[tuple[str, int, float]] = []
         for found in discover_datasets(task, roots):
             ds = PairedImageDataset(task, found.root, "train", train=train, cfg=cfg)
-            val = split_groups((group_key(found.name, r.id) for r in ds.samples), fraction, val_seed)
+            val = split_groups((group_key(found.name, r.id) for r in ds.samples), fraction, cfg.data.val_seed)
             keep = [i for i, r in enumerate(ds.samples) if (group_key(found.name, r.id) in val) == (split == "val")]
             if not keep:
                 continue
@@ -213,5 +222,5 @@ def is_multi_root(task: str, roots: Sequence[str | Path]) -> bool:
     return root.is_dir() and not _try_list(task, root, "train")
 
 
-__all__ = ["FoundDataset", "MultiDataset", "training_sets", "walk_roots", "discover_datasets", "group_key", "split_groups", "weight_for",
+__all__ = ["FoundDataset", "MultiDataset", "training_sets", "walk_roots", "discover_datasets", "group_key", "split_groups", "dataset_value", "weight_for",
            "is_multi_root"]

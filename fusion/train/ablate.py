@@ -19,6 +19,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "eq20": {"fusion_base": "none"},                              # the paper's loss and head
     "int_max": {"intensity_target": "max"},
     "int_max_eta5": {"intensity_target": "max", "eta": (5.0, 2.0, 20.0)},   # half the pull to max(A, B)
+    "int_max_ct": {"intensity_target_by_dataset": {"harvard/CT-MRI": "max"}},  # MIF: max(A, B) for CT-MRI only
     "int_exposed": {"intensity_target": "exposedness"},           # MEF: Mertens well-exposedness pixel weights
     "int_unclipped": {"intensity_target": "exposedness", "exposedness": (0.4, 8.0)},  # MEF: discount clipped pixels
     "int_exposed_blur8": {"intensity_target": "exposedness", "exposedness_blur": 8.0},  # MEF: smooth Mertens weights
@@ -42,7 +43,8 @@ def main(task: str = typer.Option(..., "--task"), data: list[Path] = typer.Optio
          steps: int = typer.Option(200, "--steps"), only: str = typer.Option("", "--only"),
          out: Path = typer.Option(Path("runs/ablations"), "--out"),
          crop: int = typer.Option(64, "--crop", help="square training crop of the short runs"),
-         seed: int = typer.Option(0, "--seed")) -> None:
+         seed: int = typer.Option(0, "--seed"),
+         val_seed: int = typer.Option(0, "--val-seed", help="another validation split (DataConfig.val_seed)")) -> None:
     from fusion.config import get_config, get_recipe
     from fusion.train.runner import run_training
 
@@ -51,7 +53,7 @@ def main(task: str = typer.Option(..., "--task"), data: list[Path] = typer.Optio
         names = [n for n in only.split(",") if n and n != "baselines"]
     rec = get_recipe(task, "cpu")
     batch = rec.apply(get_config(task)).optim.batch_size
-    base: dict[str, Any] = {"crop_size": (crop, crop)}
+    base: dict[str, Any] = {"crop_size": (crop, crop), **({"val_seed": val_seed} if val_seed else {})}
     if task == "mif":  # exact windows of the 256x256 slices (no resampling), as the CPU recipe
         base.update(crop_scale=((crop / 256) ** 2,) * 2, crop_ratio=(1.0, 1.0))
     root = out / task

@@ -78,7 +78,7 @@ class Trainer:
     """Trains ``model`` with ``loss_fn`` on ``dataset``; rank 0 writes checkpoints and logs to ``out_dir``.
 
     Batches are dicts from ``collate``: "id" (list of str), "a" [B, Ca, H, W], "b" [B, Cb, H, W] and
-    optionally "gt", "text" [B, L, D], "text_mask" [B, L], "mask".  ``loss_fn(out, a, b, mask=, gt=, has_mask=)``
+    optionally "gt", "text" [B, L, D], "text_mask" [B, L], "mask".  ``loss_fn(out, a, b, mask=, gt=, has_mask=, ids=)``
     returns ``(total, parts)``.  A step whose inputs, loss or gradients are non-finite is skipped on
     every rank and counted in ``skipped`` (the schedule still advances: one step = one batch).
     A sample that cannot be loaded is left out of its batch, logged by name with the reason and kept in
@@ -250,7 +250,7 @@ class Trainer:
                 out = net(batch["a"], batch["b"], text=batch.get("text"), text_mask=batch.get("text_mask"),
                           mask=batch.get("mask"))
             loss, parts = self.loss_fn(out.float(), batch["a"], batch["b"], mask=batch.get("mask"),
-                                       gt=batch.get("gt"), has_mask=batch.get("has_mask"))
+                                       gt=batch.get("gt"), has_mask=batch.get("has_mask"), ids=batch.get("id"))
             loss_ok = all_true(bool(torch.isfinite(loss.detach()).item()), self.env)
             # backward on every rank even when some loss is non-finite: DDP needs matching collectives
             loss.backward()

@@ -127,7 +127,8 @@ def test_multi_dataset_run_validates_exports_and_loads_without_pickle(vif_tree, 
     assert w.read_bytes()[:8] != b"\x80\x02\x8a\nl\xfc\x9cF"  # not a torch pickle
     info = json.loads(j.read_text())
     assert info["training"]["recipe"]["name"] == "cpu" and info["validation"]["step"] in (1, 2)
-    assert "Recipe" in md.read_text()
+    assert info["training"]["threads"] == torch.get_num_threads()   # reductions, hence runs, depend on it
+    assert "Recipe" in md.read_text() and f"1 process, {torch.get_num_threads()} threads" in md.read_text()
     model = load_pretrained("vif", weights_dir=wdir)
     from safetensors.torch import load_file
 

@@ -153,7 +153,8 @@ def export_run(run: str | Path, out_dir: Path | None = None, *, weights: str = "
     training = {"run": run.name, "weights": source, "step": step, "steps_trained": int(ckpt["step"]),
                 "total_steps": int(ckpt.get("total_steps", ckpt["step"])), "batch_size": ckpt.get("batch_size"),
                 "seed": settings.get("seed"), "data": extra.get("data"), "recipe": extra.get("recipe"),
-                "wall_seconds": round(_wall_seconds(run), 1), "world_size": ckpt.get("world_size")}
+                "wall_seconds": round(_wall_seconds(run), 1), "world_size": ckpt.get("world_size"),
+                "threads": extra.get("threads")}
     validated = {int(h["step"]): h for h in (val or {}).get("history", [])}
     info = {"format": FORMAT, "task": task, "config": ckpt["config"], "training": training,
             "validation": validated.get(step) if weights.startswith("step:") else (val or {}).get("best"),
@@ -195,7 +196,8 @@ def model_card(info: dict[str, Any]) -> str:
              f"lr {cfg.optim.lr} -> {cfg.optim.min_lr} cosine, EMA {rec.get('ema_decay')}, drop path "
              f"{cfg.model.drop_path}; seed {tr.get('seed')}.",
              f"- Steps: {tr['steps_trained']} of {tr['total_steps']} trained; exported step {tr['step']}; "
-             f"wall time {tr['wall_seconds'] / 60:.1f} min ({tr.get('world_size')} process, CPU).",
+             f"wall time {tr['wall_seconds'] / 60:.1f} min ({tr.get('world_size')} process"
+             + (f", {tr['threads']} threads" if tr.get("threads") else "") + ", CPU).",
              f"- Loss: {loss}.",
              "- Guidance: trained and run without text or masks (no manifests for these training sets).", ""]
     val = info.get("validation")

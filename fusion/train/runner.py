@@ -100,6 +100,8 @@ def run_training(task: str, out: str | Path, *, data: str | Path | Sequence[str 
     A folder that already holds a run is continued with ``resume``, replaced with ``overwrite`` (its old
     outputs removed first), and otherwise refused (FileExistsError), so a finished run is never clobbered.
     ``hash_mismatch`` ("error" / "skip") is passed to the dataset's manifest join."""
+    import torch
+
     from fusion.config import FUSION_TASKS, get_config, get_recipe
     from fusion.data import build_dataset, collate
     from fusion.losses import build_loss
@@ -145,7 +147,9 @@ def run_training(task: str, out: str | Path, *, data: str | Path | Sequence[str 
             checkpoint_every=checkpoint_every or (100 if demo else 1000), log_every=log_every,
             extra={"data": [str(r) for r in roots] if multi else str(root),
                    "manifest": str(manifest) if manifest else None, "demo": demo, "layout": layout,
-                   "world_size": env.world_size, "recipe": rec.to_dict() if rec is not None else None})
+                   "world_size": env.world_size, "recipe": rec.to_dict() if rec is not None else None,
+                   # CPU float reductions depend on the thread count, so a run reproduces to 1e-3 with the same one
+                   "threads": torch.get_num_threads()})
         seed_everything(seed + env.rank)
         model = model_from_config(cfg.to_dict())
         validator = val_set = None

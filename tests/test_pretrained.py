@@ -230,3 +230,17 @@ def test_same_seed_same_validation_and_resume_continues_exactly(vif_tree, tmp_pa
     c = _tiny_run(vif_tree, tmp_path / "c", steps=3, resume=True)
     hist = lambda p: [(h["step"], h["score"]) for h in json.loads((p / "val.json").read_text())["history"]]  # noqa: E731
     assert hist(tmp_path / "c") == hist(tmp_path / "a") and c["best_validation"] == a["best_validation"]
+
+
+def test_bundled_cards_are_their_sidecars_rendered():
+    """Each shipped ``<task>.md`` is ``model_card`` of its ``<task>.json``; per-dataset loss targets are named."""
+    from fusion.pretrained import WEIGHTS_DIR, bundled_tasks, model_card
+
+    tasks = bundled_tasks(WEIGHTS_DIR)
+    assert {"vif", "mif", "mef", "mff", "pan4", "pan8"} <= set(tasks)
+    for t in tasks:
+        info = json.loads((WEIGHTS_DIR / f"{t}.json").read_text())
+        assert model_card(info) == (WEIGHTS_DIR / f"{t}.md").read_text(), t
+    info = json.loads((WEIGHTS_DIR / "mif.json").read_text())
+    info["config"]["loss"]["intensity_target_by_dataset"] = {"harvard/CT-MRI": "max"}
+    assert "intensity target `sources` (`max` for harvard/CT-MRI)" in model_card(info)

@@ -186,7 +186,8 @@ def model_card(info: dict[str, Any]) -> str:
                  "photographs carved from them, never the test sets" if cfg.data.synthetic == "defocus" else
                  "every dataset found under the roots; validation split carved from them, never the test sets")
     loss = (f"Eq. 19, L1 + {cfg.loss.pan_lambda} (1 - SSIM) against the reduced-resolution reference" if pan else
-            f"Eq. 20 weights eta = {_listed(cfg.loss.eta)}, intensity target `{cfg.loss.intensity_target}`, "
+            f"Eq. 20 weights eta = {_listed(cfg.loss.eta)}, intensity target `{cfg.loss.intensity_target}`"
+            + "".join(f" (`{v}` for {k})" for k, v in sorted(cfg.loss.intensity_target_by_dataset.items())) + ", "
             f"SSIM weights per {cfg.loss.ssim_weighting}, head base `{cfg.model.fusion_base}` (docs/ablations.md)"
             + (f", + {cfg.loss.gt_weight} L1(F, GT)" if cfg.data.synthetic == "defocus" else ""))
     lines = [f"# RWKVFusion {t}: bundled model", "",

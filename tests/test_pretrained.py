@@ -244,3 +244,17 @@ def test_bundled_cards_are_their_sidecars_rendered():
     info = json.loads((WEIGHTS_DIR / "mif.json").read_text())
     info["config"]["loss"]["intensity_target_by_dataset"] = {"harvard/CT-MRI": "max"}
     assert "intensity target `sources` (`max` for harvard/CT-MRI)" in model_card(info)
+
+
+def test_ablation_rows_carry_per_dataset_scores_and_the_val_seed(vif_tree, tmp_path):
+    """``fusion.train.ablate``: one row per setting with Qabf per dataset; ``--val-seed`` reaches the run's config."""
+    from fusion.train.ablate import main
+
+    out = tmp_path / "abl"
+    main(task="vif", data=[vif_tree], steps=2, only="weights", out=out, crop=32, seed=0, val_seed=1)
+    rows = json.loads((out / "vif" / "results.json").read_text())
+    assert [r["setting"] for r in rows] == ["weights"] and rows[0]["val"]["step"] == 2
+    assert set(rows[0]["per_dataset"]) == {"alpha", "beta/nested"}
+    md = (out / "vif" / "results.md").read_text()
+    assert "| Qabf alpha | Qabf beta/nested |" in md and "| weights | 2 | 4 |" in md
+    assert "val_seed: 1" in (out / "vif" / "weights" / "config.yaml").read_text()

@@ -3,7 +3,9 @@
 ``python -m fusion.train.ablate --task mif --data ../shared/data/train/mif --steps 200 [--only a,b]``
 trains each named setting with the task's CPU recipe (``fusion.config.get_recipe``), a fixed seed and
 the overrides below, for ``--steps`` steps, and appends one row per setting (steps, minutes, validation
-metrics of the final EMA weights) to ``<out>/results.json`` and ``<out>/results.md``.
+metrics of the best validated EMA weights, mean and Qabf per dataset) to ``<out>/results.json`` and
+``<out>/results.md``. ``--val-seed`` holds out other validation groups (``DataConfig.val_seed``: e.g. another
+Harvard series per modality), so a setting can be cross-validated over several splits.
 """
 from __future__ import annotations
 
@@ -61,7 +63,8 @@ def main(task: str = typer.Option(..., "--task"), data: list[Path] = typer.Optio
     results_path = root / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else []
     if "baselines" in only.split(","):
-        results = [r for r in results if not r["setting"].startswith("baseline:")] + baseline_rows(task, data, rec)
+        results = [r for r in results if not r["setting"].startswith("baseline:")] + baseline_rows(task, data, rec,
+                                                                                                   val_seed)
         results_path.write_text(json.dumps(results, indent=2))
         write_markdown(results, root / "results.md")
     for name in names:
@@ -73,41 +76,50 @@ def main(task: str = typer.Option(..., "--task"), data: list[Path] = typer.Optio
         summary = run_training(task, root / name, data=data, recipe="cpu", steps=steps, seed=seed, overrides=over,
                                evaluate=False, progress=False, checkpoint_every=steps, log_every=25,
                                overwrite=True)
+        val_file = root / name / "val.json"
+        best = json.loads(val_file.read_text()).get("best") if val_file.is_file() else None
         row = {"setting": name, "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in over.items()},
                "steps": steps, "batch": batch, "minutes": round((time.perf_counter() - t0) / 60, 1),
-               "last_loss": summary.get("last_loss"), "val": summary.get("best_validation")}
+               "last_loss": summary.get("last_loss"), "val": summary.get("best_validation"),
+               "per_dataset": (best or {}).get("per_dataset", {})}
         results = [r for r in results if r["setting"] != name] + [row]
         results_path.write_text(json.dumps(results, indent=2))
         write_markdown(results, root / "results.md")
         typer.echo(json.dumps(row))
 
 
-def baseline_rows(task: str, data: list[Path], rec: Any) -> list[dict[str, Any]]:
+def baseline_rows(task: str, data: list[Path], rec: Any, val_seed: int = 0) -> list[dict[str, Any]]:
     """The classical baselines scored on the same validation pairs (reference rows of the table)."""
     from fusion.baselines import methods_for
     from fusion.config import get_config
     from fusion.data.multi import MultiDataset
     from fusion.train.validate import validate
 
-    val = MultiDataset(task, data, "val", cfg=get_config(task))
+    val = MultiDataset(task, data, "val", cfg=get_config(task, val_seed=val_seed))
     rows = []
     for spec in methods_for(task):
         t0 = time.perf_counter()
         res = validate(spec.fn, val, max_pairs=rec.val_max_pairs, max_side=rec.val_max_side)
         rows.append({"setting": f"baseline:{spec.name}", "overrides": {}, "steps": 0, "batch": 0,
                      "minutes": round((time.perf_counter() - t0) / 60, 1), "last_loss": None,
-                     "val": {"step": 0, **res["mean"]}})
+                     "val": {"step": 0, **res["mean"]}, "per_dataset": res["per_dataset"]})
     return rows
 
 
 def write_markdown(results: list[dict[str, Any]], path: Path) -> None:
+    """The results table: mean validation metrics, and Qabf per dataset when there are several."""
     metrics = ("Qabf", "MI", "VIF", "SF", "Qy", "SSIM")
-    lines = ["| setting | steps | batch | minutes | " + " | ".join(metrics) + " |",
-             "| --- | --- | --- | --- | " + " | ".join("---" for _ in metrics) + " |"]
+    names = sorted({d for r in results for d in r.get("per_dataset") or {}})
+    names = names if len(names) > 1 else []
+    head = ["Qabf", *(f"Qabf {d}" for d in names), *metrics[1:]]
+    lines = ["| setting | steps | batch | minutes | " + " | ".join(head) + " |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in head) + " |"]
     for r in results:
-        v = r.get("val") or {}
-        cells = " | ".join(f"{v[m]:.4f}" if m in v else "-" for m in metrics)
-        lines.append(f"| {r['setting']} | {r['steps']} | {r['batch']} | {r['minutes']} | {cells} |")
+        v, per = r.get("val") or {}, r.get("per_dataset") or {}
+        cells = [f"{v['Qabf']:.4f}" if "Qabf" in v else "-"]
+        cells += [f"{per[d]['Qabf']:.4f}" if "Qabf" in per.get(d, {}) else "-" for d in names]
+        cells += [f"{v[m]:.4f}" if m in v else "-" for m in metrics[1:]]
+        lines.append(f"| {r['setting']} | {r['steps']} | {r['batch']} | {r['minutes']} | {' | '.join(cells)} |")
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -128,6 +128,8 @@ class DataConfig:
     # under-exposed source's luma times a gain in [1/g, 1] and the over-exposed one's times [1, g], clipped at
     # white (log-uniform); 1 = off. Mimics the darkest / brightest frames of long exposure sequences.
     exposure_gain: float = 1.0
+    # fusion tasks: mirror half the training crops left-right (not in the paper; one more draw per sample when on)
+    flip: bool = False
 
     def __post_init__(self) -> None:
         if self.ratio < 1:

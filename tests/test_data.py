@@ -241,6 +241,31 @@ def test_augment_mif_uncropped_and_pan_patch_aligned():
     assert torch.equal(out["a"], out["gt"]) and torch.equal(out["b"], out["a"][:1])
 
 
+def test_flip_mirrors_every_spatial_entry_and_is_off_by_default():
+    """``cfg.data.flip``: half the crops mirrored left-right, sources, gt and mask alike; off, the draws (hence
+    every existing recipe's crops) are unchanged."""
+    from fusion.config import get_config
+    from fusion.data.augment import random_hflip
+
+    s, h, w = _coord_sample()
+    cfg = get_config("mff")
+    plain = augment_sample(s, "mff", cfg, torch.Generator().manual_seed(3))
+    assert torch.equal(plain["a"], augment_sample(s, "mff", cfg, torch.Generator().manual_seed(3))["a"])
+    flipped = 0
+    for seed in range(20):
+        ref = augment_sample(s, "mff", cfg, torch.Generator().manual_seed(seed))
+        out = augment_sample(s, "mff", cfg.replace(flip=True), torch.Generator().manual_seed(seed))
+        mirrored = torch.equal(out["a"], ref["a"].flip(-1))
+        assert mirrored or torch.equal(out["a"], ref["a"])
+        for k in ("b", "gt", "mask", "cbcr_a"):
+            assert torch.equal(out[k], ref[k].flip(-1) if mirrored else ref[k])
+        flipped += mirrored
+    assert 4 <= flipped <= 16
+    g = torch.Generator().manual_seed(0)
+    outs = [random_hflip({"a": torch.arange(6.0).view(1, 2, 3), "id": "x"}, g)["a"][0, 0].tolist() for _ in range(8)]
+    assert {tuple(o) for o in outs} == {(0.0, 1.0, 2.0), (2.0, 1.0, 0.0)}
+
+
 def test_mef_exposure_push_scales_luma_within_the_gain_and_clips_at_white():
     from fusion.config import get_config
     from fusion.data.augment import push_exposures

@@ -7,6 +7,7 @@ Every size comes from the task config's data section (``cfg.data``, ``fusion.con
 - MIF: uncropped (``crop_size`` None).
 - pan/HMIF: random ``crop_size`` (64x64) patch, its corner on the ``ratio`` grid so ``ms`` is cropped alike.
 - MEF, optional (``exposure_gain`` > 1, not in the paper): the exposure push of ``push_exposures``.
+- Fusion tasks, optional (``flip``, not in the paper): a left-right mirror of half the crops (``random_hflip``).
 Images resize bilinearly (antialiased), masks and class maps by nearest neighbour. All randomness comes
 from the ``torch.Generator`` passed in.
 """
@@ -119,12 +120,24 @@ def augment_sample(sample: dict[str, Any], task: str, cfg: TaskConfig, generator
     if data.crop_scale is None:
         raise ValueError(f"augment_sample: task {task!r} crops with cfg.data.crop_scale, which is None")
     if task == "vif":
-        return crop_resize(sample, random_aspect_crop_box(h, w, size, data.crop_scale, g), size)
-    if data.crop_ratio is None:
-        raise ValueError(f"augment_sample: task {task!r} crops with cfg.data.crop_ratio, which is None")
-    out = crop_resize(sample, random_resized_crop_box(h, w, data.crop_scale, data.crop_ratio, g), size)
-    if task == "mef" and data.exposure_gain > 1.0:
-        out = push_exposures(out, data.exposure_gain, g)
+        out = crop_resize(sample, random_aspect_crop_box(h, w, size, data.crop_scale, g), size)
+    else:
+        if data.crop_ratio is None:
+            raise ValueError(f"augment_sample: task {task!r} crops with cfg.data.crop_ratio, which is None")
+        out = crop_resize(sample, random_resized_crop_box(h, w, data.crop_scale, data.crop_ratio, g), size)
+        if task == "mef" and data.exposure_gain > 1.0:
+            out = push_exposures(out, data.exposure_gain, g)
+    return random_hflip(out, g) if data.flip else out
+
+
+def random_hflip(sample: dict[str, Any], g: torch.Generator) -> dict[str, Any]:
+    """Every spatial entry mirrored left-right with probability 1/2 (one draw from ``g`` per sample)."""
+    if float(torch.rand((), generator=g)) >= 0.5:
+        return sample
+    out = dict(sample)
+    for k in IMAGE_KEYS + MASK_KEYS:
+        if isinstance(sample.get(k), torch.Tensor):
+            out[k] = sample[k].flip(-1)
     return out
 
 

@@ -33,6 +33,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "ssim_pixel": {"ssim_weighting": "pixel"},                     # SSIM weights per pixel, not per image
     "mef_ssim": {"ssim_weighting": "mef"},                         # MEF: 1 - MEF-SSIM(F; A, B) as the SSIM term
     "grad40": {"eta": (10.0, 2.0, 40.0)},                         # Eq. 20 with twice the gradient weight
+    "hflip": {"flip": True},                                      # left-right mirror of half the crops
     "grad10": {"eta": (10.0, 2.0, 10.0)},                         # half the gradient weight (less over-sharpening?)
     "lr3e-3": {"lr": 3e-3},
     "native_scale": {"crop_scale": (0.02, 0.3)},                  # MEF: crops near native resolution, not whole images

@@ -3,7 +3,7 @@
 ``python -m fusion.train.ablate --task mif --data ../shared/data/train/mif --steps 200 [--only a,b]``
 trains each named setting with the task's CPU recipe (``fusion.config.get_recipe``), a fixed seed and
 the overrides below, for ``--steps`` steps, and appends one row per setting (steps, minutes, validation
-metrics of the best validated EMA weights, mean and Qabf per dataset) to ``<out>/results.json`` and
+metrics of the final EMA weights, mean and Qabf per dataset) to ``<out>/results.json`` and
 ``<out>/results.md``. ``--val-seed`` holds out other validation groups (``DataConfig.val_seed``: e.g. another
 Harvard series per modality), so a setting can be cross-validated over several splits.
 """

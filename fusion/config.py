@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, get_args
 
@@ -20,6 +21,18 @@ from rwkvfusion_io.tasks import FUSION_TASKS, SPECTRAL_RATIO, SPECTRAL_TASKS, TA
 SHARPENING_TASKS = SPECTRAL_TASKS
 
 MaskKind = Literal["none", "binary", "two", "onehot"]
+
+
+def dataset_value(name: str, table: Mapping[str, Any], default: Any = None) -> Any:
+    """The entry of a per-dataset ``table`` (``DataConfig.dataset_weights``, ``LossConfig.intensity_target_by_dataset``:
+    keyed by dataset folder, e.g. ``msrs``, ``harvard`` or ``harvard/CT-MRI``) for a dataset or sample name
+    (``harvard/CT-MRI/2001``): the longest key equal to ``name`` or one of its leading path parts, else ``default``."""
+    parts = name.split("/")
+    for n in range(len(parts), 0, -1):
+        key = "/".join(parts[:n])
+        if key in table:
+            return table[key]
+    return default
 
 
 def _check_choice(section: str, name: str, value: Any, choices: tuple[Any, ...]) -> None:

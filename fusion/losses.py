@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d, spatial_gradient
 from torch import nn
 
-from fusion.config import INTENSITY_TARGETS, LossConfig, TaskConfig
+from fusion.config import INTENSITY_TARGETS, LossConfig, TaskConfig, dataset_value
 
 _L = LossConfig()  # constructor defaults are the registry's (Table 1), not copies
 
@@ -117,7 +117,7 @@ class FusionLoss(nn.Module):
       the heavier one, so this form SELECTS a source per pixel; ``"exposure_blend"`` is ``2 L1(G(F), G(wA A + wB B))``
       instead, G the same Gaussian low-pass: the coarse brightness of the weighted blend, detail left to the SSIM
       and gradient terms (Mertens' multi-scale blend in one level); ``intensity_targets`` maps training datasets
-      to another of these targets (``dataset_value`` of each sample's ``ids`` entry, e.g. max(A, B) for CT-MRI only);
+      to another of these targets (``fusion.config.dataset_value`` of each sample's ``ids`` entry, e.g. max(A, B) for CT-MRI only);
     * SSIM ``eta2 (wA (1 - SSIM(F, A)) + wB (1 - SSIM(F, B)))``, Gaussian window ``ssim_window`` (5), sigma
       ``ssim_sigma`` (1.5), wA = (g_A + e) / (g_A + g_B + 2e), wB = 1 - wA, with g_X the mean of S(X) per image
       (``weighting="image"``, default) or per pixel with SSIM maps (``weighting="pixel"``); e = 1e-4 keeps
@@ -180,8 +180,6 @@ class FusionLoss(nn.Module):
         if self.intensity_targets and ids is not None:
             if len(ids) != out.shape[0]:
                 raise ValueError(f"FusionLoss: {len(ids)} ids for a batch of {out.shape[0]}")
-            from fusion.data.multi import dataset_value
-
             chosen = [dataset_value(i, self.intensity_targets, self.intensity_target) for i in ids]
             for target in sorted(set(chosen) - {self.intensity_target}):
                 pick = torch.tensor([c == target for c in chosen], device=out.device)

@@ -245,7 +245,8 @@ def test_intensity_target_per_dataset_closed_form():
 
 
 def test_dataset_value_longest_prefix():
-    from fusion.data.multi import dataset_value, weight_for
+    from fusion.config import dataset_value
+    from fusion.data.multi import weight_for
 
     table = {"harvard": 1.0, "harvard/CT-MRI": 3.0}
     assert dataset_value("harvard/CT-MRI/2001", table) == 3.0

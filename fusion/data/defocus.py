@@ -103,12 +103,12 @@ class DefocusDataset(Dataset):
 
         if split not in ("train", "val"):
             raise ValueError(f"DefocusDataset split must be 'train' or 'val', got {split!r}")
-        self.split, self.cfg, self.train, self.val_seed = split, cfg, train, cfg.data.val_seed
+        self.split, self.cfg, self.train = split, cfg, train
         self.samples: list[FocusRecord] = []
         self.datasets: list[tuple[str, int, float]] = []
         weights = dict(cfg.data.dataset_weights)
         for name, paths in find_focus_folders(roots):
-            val = split_groups((p.stem for p in paths), float(cfg.data.val_fraction), self.val_seed)
+            val = split_groups((p.stem for p in paths), float(cfg.data.val_fraction), cfg.data.val_seed)
             keep = [FocusRecord(f"{name}/{p.stem}", p) for p in paths if (p.stem in val) == (split == "val")]
             if keep:
                 self.samples.extend(keep)
@@ -149,7 +149,7 @@ class DefocusDataset(Dataset):
         if self.train:  # seeded from the global torch RNG, which the trainer seeds per (seed, epoch, index)
             seed = int(torch.randint(0, 2**62, (1,)))
         else:
-            seed = zlib.crc32(f"{self.val_seed}/{rec.id}".encode())
+            seed = zlib.crc32(f"{self.cfg.data.val_seed}/{rec.id}".encode())
         rng = np.random.default_rng(seed)
         try:
             img = read_image(rec.path)

@@ -11,7 +11,7 @@ near-duplicates; elsewhere each pair) are assigned to validation by a seeded per
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from fusion.config import TaskConfig
+from fusion.config import TaskConfig, dataset_value
 from rwkvfusion_io import layouts as L
 
 _SLICE_RE = re.compile(r"^(?P<series>.*?)(?P<slice>\d{3})$")
@@ -123,18 +123,6 @@ def split_groups(keys: Iterable[str], fraction: float, seed: int = 0) -> set[str
     return chosen
 
 
-def dataset_value(name: str, table: Mapping[str, Any], default: Any = None) -> Any:
-    """The entry of a per-dataset ``table`` (keyed by dataset folder, e.g. ``msrs``, ``harvard`` or
-    ``harvard/CT-MRI``) for a dataset or sample name (``harvard/CT-MRI/2001``): the longest key equal to
-    ``name`` or one of its leading path parts, else ``default``."""
-    parts = name.split("/")
-    for n in range(len(parts), 0, -1):
-        key = "/".join(parts[:n])
-        if key in table:
-            return table[key]
-    return default
-
-
 def weight_for(name: str, weights: dict[str, float]) -> float:
     """The sampling weight of dataset ``name`` in ``weights`` (``dataset_value``), else 1."""
     return float(dataset_value(name, weights, 1.0))
@@ -222,5 +210,5 @@ def is_multi_root(task: str, roots: Sequence[str | Path]) -> bool:
     return root.is_dir() and not _try_list(task, root, "train")
 
 
-__all__ = ["FoundDataset", "MultiDataset", "training_sets", "walk_roots", "discover_datasets", "group_key", "split_groups", "dataset_value", "weight_for",
+__all__ = ["FoundDataset", "MultiDataset", "training_sets", "walk_roots", "discover_datasets", "group_key", "split_groups", "weight_for",
            "is_multi_root"]

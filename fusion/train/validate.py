@@ -149,14 +149,16 @@ class Validator:
         entry = {"step": step, **res}
         self.history.append(entry)
         from fusion.train.checkpoint import export_checkpoint
+        from rwkvfusion_io.files import atomic_write
 
-        targets = [snapshot_path(self.out, step)]
+        # self-contained checkpoints (config in the metadata): --checkpoint takes them; the step's weights are
+        # serialised once and a new best is an atomic copy of that file
+        snap = export_checkpoint(trainer.ema.module, snapshot_path(self.out, step), step=step,
+                                 extra={"score": res["score"]})
         if self.best is None or (math.isfinite(res["score"]) and res["score"] > self.best["score"]):
-            targets.append(self.best_path)
             self.best = entry
-        for path in targets:  # self-contained checkpoints (config in the metadata): --checkpoint takes them
-            path.parent.mkdir(parents=True, exist_ok=True)
-            export_checkpoint(trainer.ema.module, path, step=step, extra={"score": res["score"]})
+            data = snap.read_bytes()
+            atomic_write(self.best_path, lambda fh: fh.write(data))
         tmp = self.log_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"select_metric": res["select_metric"], "best": self.best, "history": self.history},
                                   indent=2))

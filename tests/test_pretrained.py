@@ -246,15 +246,20 @@ def test_bundled_cards_are_their_sidecars_rendered():
     assert "intensity target `sources` (`max` for harvard/CT-MRI)" in model_card(info)
 
 
-def test_ablation_rows_carry_per_dataset_scores_and_the_val_seed(vif_tree, tmp_path):
-    """``fusion.train.ablate``: one row per setting with Qabf per dataset; ``--val-seed`` reaches the run's config."""
+def test_ablation_rows_carry_per_dataset_scores_and_the_val_split(vif_tree, tmp_path):
+    """``fusion.train.ablate``: one row per setting with Qabf per dataset; ``--val-seed`` and ``--val-fraction``
+    reach the run's config and the baseline rows."""
+    from fusion.baselines import methods_for
     from fusion.train.ablate import main
 
     out = tmp_path / "abl"
-    main(task="vif", data=[vif_tree], steps=2, only="weights", out=out, crop=32, seed=0, val_seed=1)
+    main(task="vif", data=[vif_tree], steps=2, only="weights,baselines", out=out, crop=32, seed=0, val_seed=1,
+         val_fraction=0.5)
     rows = json.loads((out / "vif" / "results.json").read_text())
-    assert [r["setting"] for r in rows] == ["weights"] and rows[0]["val"]["step"] == 2
-    assert set(rows[0]["per_dataset"]) == {"alpha", "beta/nested"}
+    assert [r["setting"] for r in rows][-1] == "weights" and rows[-1]["val"]["step"] == 2
+    assert {r["setting"] for r in rows[:-1]} == {f"baseline:{m.name}" for m in methods_for("vif")}
+    assert all(set(r["per_dataset"]) == {"alpha", "beta/nested"} for r in rows)
     md = (out / "vif" / "results.md").read_text()
     assert "| Qabf alpha | Qabf beta/nested |" in md and "| weights | 2 | 4 |" in md
-    assert "val_seed: 1" in (out / "vif" / "weights" / "config.yaml").read_text()
+    cfg_text = (out / "vif" / "weights" / "config.yaml").read_text()
+    assert "val_seed: 1" in cfg_text and "val_fraction: 0.5" in cfg_text

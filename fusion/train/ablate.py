@@ -37,6 +37,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "hflip": {"flip": True},                                      # left-right mirror of half the crops
     "grad10": {"eta": (10.0, 2.0, 10.0)},                         # half the gradient weight (less over-sharpening?)
     "pet2": {"dataset_weights": {"harvard/PET-MRI": 2.0}},        # MIF: PET-MRI pairs drawn twice as often
+    "ct3": {"dataset_weights": {"harvard/CT-MRI": 3.0}},          # MIF: CT-MRI pairs drawn three times as often
+    "ct0": {"dataset_weights": {"harvard/CT-MRI": 0.0}},          # MIF: no CT-MRI training pairs (still validated)
     "lr3e-3": {"lr": 3e-3},
     "native_scale": {"crop_scale": (0.02, 0.3)},                  # MEF: crops near native resolution, not whole images
     "push2": {"exposure_gain": 2.0},                              # MEF: darker under / brighter over exposures

@@ -162,7 +162,7 @@ class DataConfig:
                 raise ValueError(f"DataConfig.{name}: needs 2 entries or None, got {v}")
 
 
-IntensityTarget = Literal["sources", "max", "exposedness", "exposure_blend"]  # LossConfig.intensity_target (FusionLoss reads the same)
+IntensityTarget = Literal["sources", "max", "exposedness", "exposure_blend", "bright"]  # LossConfig.intensity_target (FusionLoss reads the same)
 INTENSITY_TARGETS: tuple[str, ...] = get_args(IntensityTarget)
 
 
@@ -176,7 +176,8 @@ class LossConfig:
     # (the peers' target (FILM, TeSG): keeps the brighter source's contrast instead of pulling F to the average);
     # "exposedness" = per-pixel weights from Mertens et al.'s well-exposedness (MEF; not in the paper): a weighted L1
     # of two points, so it selects the heavier source per pixel; "exposure_blend" = L1 between low-passes of F and
-    # the exposedness-weighted BLEND of the sources (coarse brightness only, as Mertens' coarse pyramid levels)
+    # the exposedness-weighted BLEND of the sources (coarse brightness only, as Mertens' coarse pyramid levels);
+    # "bright" = "max" where max(A, B) is near white (ramp over ``bright_range``), Eq. 20 elsewhere (CT bone)
     intensity_target: IntensityTarget = "sources"
     # the same per training dataset, keyed like DataConfig.dataset_weights (e.g. {"harvard/CT-MRI": "max"}); datasets
     # not named take intensity_target
@@ -185,6 +186,9 @@ class LossConfig:
     exposedness: tuple[float, float] = (0.2, 2.0)
     # Gaussian std (pixels) smoothing those weights and, for "exposure_blend", the low-pass; 0 = per pixel
     exposedness_blur: float = 0.0
+    # "bright": max(A, B) values (0-1) over which the per-pixel weight of the max target ramps from 0 to 1 (CT bone
+    # is saturated at 1, CT soft tissue stays below ~0.6 in the Harvard training slices)
+    bright_range: tuple[float, float] = (0.7, 0.9)
     # SSIM term weights: "image" = one gradient-energy weight per image, "pixel" = per pixel
     # "mef" = 1 - MEF-SSIM(F; A, B) (Ma et al. 2015): no luminance term; per window the desired signal has the
     # larger source contrast and the contrast^4-weighted structure of the sources (fusion.losses.mef_ssim_map)
@@ -198,6 +202,8 @@ class LossConfig:
         if len(self.eta) != 3:
             raise ValueError(f"LossConfig.eta: needs 3 weights (intensity, SSIM, gradient), got {self.eta}")
         _check_choice("LossConfig", "intensity_target", self.intensity_target, INTENSITY_TARGETS)
+        if len(self.bright_range) != 2 or not 0.0 <= self.bright_range[0] < self.bright_range[1]:
+            raise ValueError(f"LossConfig.bright_range: needs 0 <= low < high, got {self.bright_range}")
         for target in self.intensity_target_by_dataset.values():
             _check_choice("LossConfig", "intensity_target_by_dataset", target, INTENSITY_TARGETS)
         if len(self.exposedness) != 2 or min(self.exposedness) <= 0:

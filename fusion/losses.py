@@ -116,7 +116,10 @@ class FusionLoss(nn.Module):
       is clipped; equal to the ``"sources"`` form where E(A) = E(B)); a weighted L1 of two points is minimised by
       the heavier one, so this form SELECTS a source per pixel; ``"exposure_blend"`` is ``2 L1(G(F), G(wA A + wB B))``
       instead, G the same Gaussian low-pass: the coarse brightness of the weighted blend, detail left to the SSIM
-      and gradient terms (Mertens' multi-scale blend in one level); ``intensity_targets`` maps training datasets
+      and gradient terms (Mertens' multi-scale blend in one level); ``"bright"`` is
+      ``mean(2 w |F - max(A, B)| + (1 - w)(|F - A| + |F - B|))`` with w = clip((max(A, B) - lo) / (hi - lo), 0, 1),
+      ``bright_range`` = (lo, hi): the max target only where a source is near white (CT bone), Eq. 20 elsewhere;
+      ``intensity_targets`` maps training datasets
       to another of these targets (``fusion.config.dataset_value`` of each sample's ``ids`` entry, e.g. max(A, B) for CT-MRI only);
     * SSIM ``eta2 (wA (1 - SSIM(F, A)) + wB (1 - SSIM(F, B)))``, Gaussian window ``ssim_window`` (5), sigma
       ``ssim_sigma`` (1.5), wA = (g_A + e) / (g_A + g_B + 2e), wB = 1 - wA, with g_X the mean of S(X) per image
@@ -133,7 +136,8 @@ class FusionLoss(nn.Module):
                  ssim_window: int = _L.ssim_window, ssim_sigma: float = _L.ssim_sigma, weighting: str = _L.ssim_weighting,
                  eps: float = 1e-4, intensity_target: str = _L.intensity_target,
                  exposedness: tuple[float, float] = _L.exposedness, exposedness_blur: float = _L.exposedness_blur,
-                 intensity_targets: Mapping[str, str] | None = None):
+                 intensity_targets: Mapping[str, str] | None = None,
+                 bright_range: tuple[float, float] = _L.bright_range):
         super().__init__()
         self.intensity_targets = dict(intensity_targets or {})
         for target in (intensity_target, *self.intensity_targets.values()):
@@ -141,6 +145,7 @@ class FusionLoss(nn.Module):
                 raise ValueError(f"intensity_target must be one of {INTENSITY_TARGETS}, got {target!r}")
         self.intensity_target, self.exposedness = intensity_target, tuple(float(e) for e in exposedness)
         self.exposedness_blur = float(exposedness_blur)
+        self.bright_range = (float(bright_range[0]), float(bright_range[1]))
         if weighting not in ("image", "pixel", "mef"):
             raise ValueError(f"weighting must be 'image', 'pixel' or 'mef', got {weighting!r}")
         self.task, self.eta, self.gt_weight = task, tuple(float(e) for e in eta), float(gt_weight)
@@ -162,6 +167,11 @@ class FusionLoss(nn.Module):
         """The unguided intensity term of each sample [B] for one ``intensity_target``."""
         if target == "max":
             return 2.0 * _l1_per_sample(out - torch.maximum(a, b))
+        if target == "bright":
+            hi = torch.maximum(a, b)
+            lo_v, hi_v = self.bright_range
+            w = ((hi - lo_v) / (hi_v - lo_v)).clamp(0.0, 1.0)
+            return _l1_per_sample(2.0 * w * (out - hi).abs() + (1 - w) * ((out - a).abs() + (out - b).abs()))
         if target in ("exposedness", "exposure_blend"):
             ea, eb = self._lowpass(well_exposedness(a, *self.exposedness), well_exposedness(b, *self.exposedness))
             wa = self._share(ea, eb)
@@ -252,4 +262,5 @@ def build_loss(cfg: TaskConfig) -> nn.Module:
     return FusionLoss(task=cfg.task, eta=loss.eta, gt_weight=loss.gt_weight, ssim_window=loss.ssim_window,
                       ssim_sigma=loss.ssim_sigma, weighting=loss.ssim_weighting,
                       intensity_target=loss.intensity_target, exposedness=loss.exposedness,
-                      exposedness_blur=loss.exposedness_blur, intensity_targets=loss.intensity_target_by_dataset)
+                      exposedness_blur=loss.exposedness_blur, intensity_targets=loss.intensity_target_by_dataset,
+                      bright_range=loss.bright_range)

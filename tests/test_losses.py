@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from fusion.config import LossConfig
 from fusion.losses import FusionLoss, PanLoss, build_loss, sobel_abs, ssim_map, ssim_maps
 
 
@@ -100,6 +101,33 @@ def test_exposedness_intensity_closed_form():
     assert got == pytest.approx(FusionLoss()(x, 0.5 + t, 0.5 - t)[1]["intensity"], rel=1e-9)
     with pytest.raises(ValueError, match="intensity_target"):
         FusionLoss(intensity_target="mertens")
+
+
+def test_bright_intensity_closed_form():
+    """``"bright"``: Eq. 20 where max(A, B) <= lo, 2 |F - max| where it is >= hi, a linear mix between (the ramp
+    over ``bright_range``); a CT-like half-plane of saturated bone picks the bone value there."""
+    d = torch.float64
+    loss = FusionLoss(eta=(1, 0, 0), intensity_target="bright", bright_range=(0.7, 0.9))
+    out, mri = _const(0.5, dtype=d), _const(0.3, dtype=d)
+    for ct, w in ((0.6, 0.0), (1.0, 1.0), (0.8, 0.5), (0.75, 0.25)):
+        want = 2 * w * abs(0.5 - ct) + (1 - w) * (abs(0.5 - ct) + 0.2)
+        assert loss(out, mri, _const(ct, dtype=d))[1]["intensity"] == pytest.approx(want, rel=1e-9), ct
+    # below the ramp it is the Eq. 20 form exactly, whatever F is
+    torch.manual_seed(5)
+    a, b, x = (s * torch.rand(2, 1, 16, 16, dtype=d) for s in (0.35, 0.7, 1.0))
+    eq20 = FusionLoss(eta=(1, 0, 0))(x, a, b)[1]["intensity"]
+    assert loss(x, a, b)[1]["intensity"] == pytest.approx(eq20, rel=1e-12)
+    # bone half-plane: the cost is minimal at F = bone on the left half, anywhere in [A, B] on the right
+    b = _const(0.4, (1, 1, 8, 8), dtype=d)
+    b[..., :4] = 1.0
+    a = _const(0.2, (1, 1, 8, 8), dtype=d)
+    best = b.clone()
+    worse = best.clone()
+    worse[..., :4] = 0.6
+    assert loss(best, a, b)[1]["intensity"] == pytest.approx(0.5 * 0.2, rel=1e-9)  # right half: |A - B|
+    assert loss(worse, a, b)[1]["intensity"] == pytest.approx(0.5 * 2 * 0.4 + 0.5 * 0.2, rel=1e-9)
+    with pytest.raises(ValueError, match="bright_range"):
+        LossConfig(bright_range=(0.9, 0.7))
 
 
 def test_exposure_blend_intensity_against_scipy():

@@ -54,8 +54,8 @@ def main(task: str = typer.Option(..., "--task"), data: list[Path] = typer.Optio
          crop: int = typer.Option(64, "--crop", help="square training crop of the short runs"),
          seed: int = typer.Option(0, "--seed"),
          val_seed: int = typer.Option(0, "--val-seed", help="another validation split (DataConfig.val_seed)"),
-         val_fraction: float = typer.Option(None, "--val-fraction",
-                                            help="groups held out per dataset (DataConfig.val_fraction)")) -> None:
+         val_fraction: float | None = typer.Option(
+             None, "--val-fraction", help="groups held out per dataset (DataConfig.val_fraction)")) -> None:
     from fusion.config import get_config, get_recipe
     from fusion.train.runner import run_training
 

@@ -24,6 +24,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "int_max_eta5": {"intensity_target": "max", "eta": (5.0, 2.0, 20.0)},   # half the pull to max(A, B)
     "int_max_ct": {"intensity_target_by_dataset": {"harvard/CT-MRI": "max"}},  # MIF: max(A, B) for CT-MRI only
     "bright_ct": {"intensity_target_by_dataset": {"harvard/CT-MRI": "bright"}},  # MIF: max(A, B) on CT bone only
+    "bright": {"intensity_target": "bright"},                     # max(A, B) where a source is near white (VIF: hot IR)
     "int_exposed": {"intensity_target": "exposedness"},           # MEF: Mertens well-exposedness pixel weights
     "int_unclipped": {"intensity_target": "exposedness", "exposedness": (0.4, 8.0)},  # MEF: discount clipped pixels
     "int_exposed_blur8": {"intensity_target": "exposedness", "exposedness_blur": 8.0},  # MEF: smooth Mertens weights

@@ -119,8 +119,8 @@ class FusionLoss(nn.Module):
       and gradient terms (Mertens' multi-scale blend in one level); ``"bright"`` is
       ``mean(2 w |F - max(A, B)| + (1 - w)(|F - A| + |F - B|))`` with w = clip((max(A, B) - lo) / (hi - lo), 0, 1),
       ``bright_range`` = (lo, hi): the max target only where a source is near white (CT bone), Eq. 20 elsewhere;
-      ``intensity_targets`` maps training datasets
-      to another of these targets (``fusion.config.dataset_value`` of each sample's ``ids`` entry, e.g. max(A, B) for CT-MRI only);
+      ``intensity_targets`` maps training datasets to another of these targets (``fusion.config.dataset_value`` of
+      each sample's ``ids`` entry, e.g. max(A, B) for CT-MRI only);
     * SSIM ``eta2 (wA (1 - SSIM(F, A)) + wB (1 - SSIM(F, B)))``, Gaussian window ``ssim_window`` (5), sigma
       ``ssim_sigma`` (1.5), wA = (g_A + e) / (g_A + g_B + 2e), wB = 1 - wA, with g_X the mean of S(X) per image
       (``weighting="image"``, default) or per pixel with SSIM maps (``weighting="pixel"``); e = 1e-4 keeps

@@ -88,12 +88,10 @@ def main(task: str = typer.Option(..., "--task"), data: list[Path] = typer.Optio
         summary = run_training(task, root / name, data=data, recipe="cpu", steps=steps, seed=seed, overrides=over,
                                evaluate=False, progress=False, checkpoint_every=steps, log_every=25,
                                overwrite=True)
-        val_file = root / name / "val.json"
-        best = json.loads(val_file.read_text()).get("best") if val_file.is_file() else None
         row = {"setting": name, "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in over.items()},
                "steps": steps, "batch": batch, "minutes": round((time.perf_counter() - t0) / 60, 1),
                "last_loss": summary.get("last_loss"), "val": summary.get("best_validation"),
-               "per_dataset": (best or {}).get("per_dataset", {})}
+               "per_dataset": summary.get("best_validation_per_dataset", {})}
         results = [r for r in results if r["setting"] != name] + [row]
         results_path.write_text(json.dumps(results, indent=2))
         write_markdown(results, root / "results.md")

@@ -212,6 +212,7 @@ def run_training(task: str, out: str | Path, *, data: str | Path | Sequence[str 
         barrier(env)
         if validator is not None and validator.best is not None:
             summary["best_validation"] = {"step": validator.best["step"], **validator.best["mean"]}
+            summary["best_validation_per_dataset"] = validator.best.get("per_dataset", {})
         if evaluate and summary["finished"] and env.is_main:
             if val_set is not None and multi:  # multi-dataset run: the best weights on the carved validation split
                 summary["evaluation"] = evaluate_best_on_val(trainer, val_set, out, task=task, progress=progress)
